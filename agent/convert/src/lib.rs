@@ -1,0 +1,1 @@
+//! clb-convert (being written)

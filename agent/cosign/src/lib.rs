@@ -1,0 +1,1 @@
+//! clb-cosign (being written)

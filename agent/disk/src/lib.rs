@@ -1,0 +1,1 @@
+//! clb-disk (being written)

@@ -1,0 +1,100 @@
+//! Slot manifests: what a slot boots, bottom layer first, and where it came from.
+
+use serde::{Deserialize, Serialize};
+
+/// The slots clb manages. `a` and `b` alternate; `recovery` lives on `COS_RECOVERY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotName {
+    A,
+    B,
+    Recovery,
+}
+
+impl SlotName {
+    pub const ALL: [SlotName; 3] = [SlotName::A, SlotName::B, SlotName::Recovery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotName::A => "a",
+            SlotName::B => "b",
+            SlotName::Recovery => "recovery",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "a" => Some(SlotName::A),
+            "b" => Some(SlotName::B),
+            "recovery" => Some(SlotName::Recovery),
+            _ => None,
+        }
+    }
+    /// The A/B partner of a slot (recovery has none).
+    pub fn other(self) -> Option<Self> {
+        match self {
+            SlotName::A => Some(SlotName::B),
+            SlotName::B => Some(SlotName::A),
+            SlotName::Recovery => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SlotName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Current schema version of [`SlotManifest`].
+pub const SLOT_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotManifest {
+    pub schema: u32,
+    pub slot: SlotName,
+    /// Image reference as the user gave it (`registry/repo:tag`).
+    pub image: String,
+    /// Digest of the image manifest that was verified and staged.
+    pub digest: String,
+    /// Layers bottom to top.
+    pub layers: Vec<LayerRecord>,
+    /// Present when a cosign signature was verified before staging.
+    pub verified: Option<Verification>,
+    /// RFC 3339 UTC time the slot was staged.
+    pub staged_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// sha256 of the SquashFS file in the store (`layers/sha256-<hex>.squashfs`).
+    pub digest: String,
+    /// Digest of the registry blob it came from (equal to `digest` for native layers).
+    pub source_digest: String,
+    /// Media type of the registry blob.
+    pub media_type: String,
+    /// Size of the SquashFS file in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Key file (or label) the signature verified with.
+    pub key: String,
+    /// sha256 of the key's SubjectPublicKeyInfo DER.
+    pub key_fingerprint: String,
+}
+
+impl SlotManifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain owned strings and numbers cannot fail.
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+    pub fn layer_digests(&self) -> impl Iterator<Item = &str> {
+        self.layers.iter().map(|l| l.digest.as_str())
+    }
+}
