@@ -73,7 +73,11 @@ fn le32(b: &[u8], at: usize) -> u32 {
 fn label_from(bytes: &[u8], trim_spaces: bool) -> Option<String> {
     let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
     let s = String::from_utf8_lossy(&bytes[..end]);
-    let s = if trim_spaces { s.trim_end_matches(' ') } else { &s };
+    let s = if trim_spaces {
+        s.trim_end_matches(' ')
+    } else {
+        &s
+    };
     if s.is_empty() {
         None
     } else {
@@ -122,15 +126,14 @@ fn probe_ext(b: &[u8]) -> Option<FsProbe> {
         // An external journal device, not a mountable filesystem.
         return found("jbd", label_from(&sb[120..136], false));
     }
-    let fs_type = if incompat & !EXT3_INCOMPAT_SUPPORTED != 0
-        || ro_compat & !EXT3_RO_COMPAT_SUPPORTED != 0
-    {
-        "ext4"
-    } else if compat & EXT3_COMPAT_HAS_JOURNAL != 0 {
-        "ext3"
-    } else {
-        "ext2"
-    };
+    let fs_type =
+        if incompat & !EXT3_INCOMPAT_SUPPORTED != 0 || ro_compat & !EXT3_RO_COMPAT_SUPPORTED != 0 {
+            "ext4"
+        } else if compat & EXT3_COMPAT_HAS_JOURNAL != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
     found(fs_type, label_from(&sb[120..136], false))
 }
 
@@ -178,9 +181,13 @@ fn probe_vfat<R: Read + Seek>(r: &mut R, offset: u64, b: &[u8]) -> io::Result<Op
         return Ok(None);
     };
     let boot_label = if geo.fat32 {
-        (b[0x42] == 0x29).then(|| fat_label(&b[0x47..0x52])).flatten()
+        (b[0x42] == 0x29)
+            .then(|| fat_label(&b[0x47..0x52]))
+            .flatten()
     } else {
-        (b[0x26] == 0x29).then(|| fat_label(&b[0x2B..0x36])).flatten()
+        (b[0x26] == 0x29)
+            .then(|| fat_label(&b[0x2B..0x36]))
+            .flatten()
     };
     let dir = read_at(r, offset + geo.root_dir_offset, geo.root_dir_len)?;
     let dir_label = fat_dir_label(&dir);
@@ -256,7 +263,7 @@ fn fat_label(raw: &[u8]) -> Option<String> {
 fn fat_dir_label(dir: &[u8]) -> Option<String> {
     for entry in dir.chunks_exact(32) {
         match entry[0] {
-            0x00 => break,   // end of directory
+            0x00 => break,    // end of directory
             0xE5 => continue, // deleted entry
             _ => {}
         }
@@ -271,6 +278,7 @@ fn fat_dir_label(dir: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::io::Cursor;
 
@@ -379,7 +387,10 @@ mod tests {
     #[test]
     fn fat16_boot_sector_label_and_root_dir_label() {
         let b = fat16_boot(b"BOOTLABEL  ");
-        assert_eq!(probe(b.clone()).unwrap().label.as_deref(), Some("BOOTLABEL"));
+        assert_eq!(
+            probe(b.clone()).unwrap().label.as_deref(),
+            Some("BOOTLABEL")
+        );
 
         // A volume-label entry in the root directory wins, like in blkid.
         let mut b2 = b.clone();
@@ -408,13 +419,17 @@ mod tests {
     fn vfat_made_by_mkfs_vfat() {
         // mkfs.vfat is required: a missing tool must fail the test, not skip it.
         let dir = tempfile::tempdir().unwrap();
-        for (size_kib, fat_bits) in [(8 * 1024, "16"), (40 * 1024, "32")] {
+        for (size_kib, fat_bits, spc) in [
+            (1024, "12", "4"),
+            (8 * 1024, "16", "1"),
+            (40 * 1024, "32", "1"),
+        ] {
             let img = dir.path().join(format!("fat{fat_bits}.img"));
             let f = std::fs::File::create(&img).unwrap();
             f.set_len(size_kib * 1024).unwrap();
             drop(f);
             let out = std::process::Command::new("mkfs.vfat")
-                .args(["-F", fat_bits, "-n", "COS_GRUB"])
+                .args(["-F", fat_bits, "-s", spc, "-n", "COS_GRUB"])
                 .arg(&img)
                 .output()
                 .expect("mkfs.vfat must be installed (apt-get install dosfstools)");

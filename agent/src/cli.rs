@@ -1,0 +1,432 @@
+//! Command-line definitions and dispatch.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clb::error::ClbError;
+use clb::progress::Progress;
+use clb::pull::PullOptions;
+use clb::registry::{CredentialSource, Platform, Registry, RegistryOptions};
+use clb::upgrade::UpgradeRequest;
+use clb::{publish, status, target::Target, upgrade};
+use clb_ondisk::SlotName;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clb",
+    version,
+    about = "A/B over-the-air upgrades of immutable Linux hosts from OCI images of SquashFS layers",
+    long_about = "clb stages signed OCI images as SquashFS layer sets into the passive slot of \
+                  COS_STATE, flips the boot pointer, and lets the initrd hook boot the new slot \
+                  and fall back when it fails.\n\nWithout --state-dir or --disk, clb works on the \
+                  host's own COS_STATE partition, found by its filesystem label.\n\nExit codes: \
+                  0 ok, 1 failure, 2 usage, 3 invalid input, 4 verification failed, 5 digest \
+                  mismatch, 6 registry unreachable, 7 registry auth refused, 8 no space, 9 locked, \
+                  10 not found, 11 state (nothing to roll back, corrupt state)."
+)]
+pub struct Cli {
+    /// Work on a directory laid out like COS_STATE instead of the host's partition.
+    #[arg(long, global = true, value_name = "DIR", env = "CLB_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Work offline on a disk image or block device; COS_STATE is found by label.
+    #[arg(long, global = true, value_name = "IMAGE")]
+    pub disk: Option<PathBuf>,
+    /// Filesystem label of the state partition.
+    #[arg(long, global = true, default_value = "COS_STATE", value_name = "LABEL")]
+    pub state_label: String,
+    /// Print one JSON document on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pull, verify and stage an image into the passive slot; the next boot tries it.
+    Upgrade(UpgradeArgs),
+    /// Show the slots and the boot state.
+    Status,
+    /// Make the other slot active for the next boot.
+    Rollback {
+        /// Reboot into it right away (host only).
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Mark the booted slot good: stop counting tries (run after boot-complete.target).
+    MarkGood,
+    /// Mark the booted slot bad: the next boot falls back.
+    MarkBad,
+    /// Mount a slot's root read-only, assembled as the initrd assembles it.
+    Mount {
+        /// Slot to mount (default: the active one).
+        #[arg(long, value_parser = parse_slot)]
+        slot: Option<SlotName>,
+        /// Mount point (created if missing).
+        dir: PathBuf,
+    },
+    /// Unmount what `clb mount` mounted.
+    Umount { dir: PathBuf },
+    /// Drop layers no slot uses, stale cache entries and partial downloads.
+    Gc,
+    /// Generate a cosign key pair (password from COSIGN_PASSWORD, empty if unset).
+    Keygen {
+        /// Output prefix: writes PREFIX.key and PREFIX.pub.
+        #[arg(long, default_value = "cosign")]
+        output_key_prefix: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign an image in a registry the way `cosign sign --key` does.
+    Sign(SignArgs),
+    /// Publish directories as an image: one layer per directory, bottom first.
+    Push(PushArgs),
+    /// Convert a container image into a native SquashFS layer set and push it.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// USER:PASSWORD for the registry (else REGISTRY_AUTH_FILE or ~/.docker/config.json).
+    #[arg(long, env = "CLB_REGISTRY_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// Auth file in docker/containers format (default: REGISTRY_AUTH_FILE, ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for registry TLS; repeatable.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// Allow plain HTTP to the registry (loopback registries may always fall back to HTTP).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Platform to pick from multi-arch images, OS/ARCH[/VARIANT] (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Attempts per registry request on 5xx, timeouts and dropped connections.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// Image to stage, e.g. registry.example/os:v2.
+    #[arg(short = 'd', long = "docker-image", visible_alias = "system", value_name = "IMAGE")]
+    pub image: String,
+    /// cosign public key (PEM) to verify with; repeat for key rotation.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Skip signature verification (logged as a warning).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Repository holding the signatures (cosign's COSIGN_REPOSITORY).
+    #[arg(long, value_name = "REPO")]
+    pub signature_repository: Option<String>,
+    /// Reboot into the new slot when staged (host only).
+    #[arg(long)]
+    pub reboot: bool,
+    /// Boot attempts of the new slot before falling back.
+    #[arg(long, value_name = "N")]
+    pub max_tries: Option<u32>,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = 3)]
+    pub jobs: usize,
+    /// SquashFS compressor for converted tar layers.
+    #[arg(long, value_enum, default_value_t = CompressorArg::Zstd)]
+    pub compressor: CompressorArg,
+    /// Compression level (compressor default when unset).
+    #[arg(long)]
+    pub compression_level: Option<u32>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Encrypted cosign private key (password from COSIGN_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Image to sign (its digest is resolved and signed).
+    pub image: String,
+    /// Repository to store the signature in (default: the image's).
+    #[arg(long, value_name = "REPO")]
+    pub signature_repository: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Directories, bottom layer first, then the image reference.
+    #[arg(required = true, num_args = 2.., value_name = "DIR... IMAGE")]
+    pub args: Vec<String>,
+    /// Layer format: tar+gzip (any OCI tool reads it) or native SquashFS.
+    #[arg(long, value_enum, default_value_t = LayerFormatArg::Tar)]
+    pub format: LayerFormatArg,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Source image (any OCI/Docker image).
+    pub source: String,
+    /// Destination image reference for the SquashFS layer set.
+    pub destination: String,
+    /// Flatten all layers into one (CoLaBoot's "merged" mode) instead of one per layer.
+    #[arg(long)]
+    pub merged: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CompressorArg {
+    Zstd,
+    Gzip,
+    Xz,
+    Lz4,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LayerFormatArg {
+    Tar,
+    Squashfs,
+}
+
+fn parse_slot(s: &str) -> Result<SlotName, String> {
+    SlotName::parse(s).ok_or_else(|| format!("unknown slot {s:?} (a, b or recovery)"))
+}
+
+pub fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,reqwest=warn,rustls=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+impl RegistryArgs {
+    fn registry(&self) -> Result<Registry> {
+        let platform = self.platform.as_deref().map(Platform::parse).transpose()?;
+        Ok(Registry::new(RegistryOptions {
+            credentials: CredentialSource {
+                creds: self.creds.clone(),
+                auth_file: self.authfile.clone(),
+            },
+            insecure: self.insecure,
+            ca_files: self.ca_files.clone(),
+            platform,
+            attempts: self.retries,
+        })?)
+    }
+}
+
+fn convert_options(c: CompressorArg, level: Option<u32>) -> clb_convert::ConvertOptions {
+    let compressor = match c {
+        CompressorArg::Zstd => clb_convert::Compressor::Zstd,
+        CompressorArg::Gzip => clb_convert::Compressor::Gzip,
+        CompressorArg::Xz => clb_convert::Compressor::Xz,
+        CompressorArg::Lz4 => clb_convert::Compressor::Lz4,
+    };
+    clb_convert::ConvertOptions {
+        compressor,
+        level,
+        ..Default::default()
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn open(cli: &Cli, writable: bool) -> Result<Target> {
+    Target::open(
+        cli.state_dir.as_deref(),
+        cli.disk.as_deref(),
+        &cli.state_label,
+        writable,
+    )
+    .context("opening the state")
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Upgrade(a) => {
+            let target = open(&cli, true)?;
+            if a.reboot && !target.is_host() {
+                bail!(ClbError::Invalid("--reboot only works on a host, not with --state-dir or --disk".into()));
+            }
+            let registry = a.registry.registry()?;
+            let req = UpgradeRequest {
+                image: a.image.clone(),
+                keys: a.keys.clone(),
+                verify: !a.no_verify,
+                signature_repository: a.signature_repository.clone(),
+                max_tries: a.max_tries,
+                pull: PullOptions {
+                    jobs: a.jobs,
+                    convert: convert_options(a.compressor, a.compression_level),
+                },
+            };
+            let progress = Progress::new(!cli.json && !cli.quiet);
+            let report = upgrade::upgrade(target.store(), &registry, &req, target.booted(), &progress)
+                .await
+                .with_context(|| format!("upgrading to {}", a.image))?;
+            if cli.json {
+                print_json(&report)?;
+            } else if report.up_to_date {
+                println!("{} ({}) is already in slot {}", report.image, report.digest, report.slot);
+            } else {
+                println!(
+                    "staged {} ({}) in slot {}: {} of {} layers downloaded ({} bytes), {} bytes reused",
+                    report.image,
+                    report.digest,
+                    report.slot,
+                    report.stats.layers_downloaded,
+                    report.stats.layers,
+                    report.stats.bytes_downloaded,
+                    report.stats.bytes_reused
+                );
+            }
+            if a.reboot && !report.up_to_date {
+                drop(target);
+                clb::reboot::reboot().await.context("rebooting")?;
+            }
+        }
+        Command::Status => {
+            let target = open(&cli, false)?;
+            let s = status::status(target.store(), target.booted())?;
+            if cli.json {
+                print_json(&s)?;
+            } else {
+                print!("{}", s.human());
+            }
+        }
+        Command::Rollback { reboot } => {
+            let target = open(&cli, true)?;
+            if *reboot && !target.is_host() {
+                bail!(ClbError::Invalid("--reboot only works on a host".into()));
+            }
+            let (from, to) = upgrade::rollback(target.store()).context("rolling back")?;
+            if cli.json {
+                print_json(&serde_json::json!({"from": from, "to": to}))?;
+            } else {
+                println!("the next boot uses slot {to} (was {from})");
+            }
+            if *reboot {
+                drop(target);
+                clb::reboot::reboot().await.context("rebooting")?;
+            }
+        }
+        Command::MarkGood | Command::MarkBad => {
+            let good = matches!(cli.command, Command::MarkGood);
+            let target = open(&cli, true)?;
+            let state = upgrade::mark(target.store(), target.booted(), good)
+                .with_context(|| if good { "marking good" } else { "marking bad" })?;
+            if cli.json {
+                print_json(&serde_json::json!({"active": state.active, "good": state.good}))?;
+            } else if good {
+                println!("slot {} marked good", state.active);
+            } else {
+                println!("marked bad; the next boot uses slot {}", state.active);
+            }
+        }
+        Command::Mount { slot, dir } => {
+            let target = open(&cli, false)?;
+            publish::mount_slot(target.store(), *slot, dir).context("mounting the slot")?;
+            if cli.disk.is_some() {
+                // The state partition must stay mounted while the slot's layers are in use.
+                std::mem::forget(target);
+            }
+            println!("mounted at {}", dir.display());
+        }
+        Command::Umount { dir } => {
+            clb_disk::unmount_stack(dir)
+                .map_err(clb::target::disk_error)
+                .with_context(|| format!("unmounting {}", dir.display()))?;
+        }
+        Command::Gc => {
+            let target = open(&cli, true)?;
+            let store = target.store();
+            let _lock = store.lock()?;
+            let report = store.gc().context("collecting garbage")?;
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "removed {} layers, {} cache entries, {} partial downloads; freed {} bytes",
+                    report.removed_layers.len(),
+                    report.removed_cache_entries,
+                    report.removed_partials,
+                    report.freed_bytes
+                );
+            }
+        }
+        Command::Keygen { output_key_prefix, force } => {
+            let (key, public) = publish::keygen(output_key_prefix, *force).context("generating keys")?;
+            println!("private key: {}\npublic key:  {}", key.display(), public.display());
+        }
+        Command::Sign(a) => {
+            let registry = a.registry.registry()?;
+            let digest = publish::sign(&registry, &a.image, &a.key, a.signature_repository.as_deref())
+                .await
+                .with_context(|| format!("signing {}", a.image))?;
+            if cli.json {
+                print_json(&serde_json::json!({"image": a.image, "signed_digest": digest}))?;
+            } else {
+                println!("signed {} ({digest})", a.image);
+            }
+        }
+        Command::Push(a) => {
+            let (dirs, image) = a.args.split_at(a.args.len() - 1);
+            let dirs: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+            let registry = a.registry.registry()?;
+            let format = match a.format {
+                LayerFormatArg::Tar => publish::LayerFormat::TarGzip,
+                LayerFormatArg::Squashfs => publish::LayerFormat::Squashfs,
+            };
+            let digest = publish::push_dirs(&registry, &dirs, &image[0], format)
+                .await
+                .with_context(|| format!("pushing {}", image[0]))?;
+            if cli.json {
+                print_json(&serde_json::json!({"image": image[0], "digest": digest}))?;
+            } else {
+                println!("pushed {} ({digest})", image[0]);
+            }
+        }
+        Command::Convert(a) => {
+            let registry = a.registry.registry()?;
+            let digest = publish::convert_image(&registry, &a.source, &a.destination, a.merged)
+                .await
+                .with_context(|| format!("converting {} to {}", a.source, a.destination))?;
+            if cli.json {
+                print_json(&serde_json::json!({"image": a.destination, "digest": digest}))?;
+            } else {
+                println!("pushed {} ({digest})", a.destination);
+            }
+        }
+    }
+    Ok(())
+}

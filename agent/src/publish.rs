@@ -1,0 +1,303 @@
+//! Publishing without a Docker daemon: images from plain directories, cosign signatures,
+//! conversion of container images into native SquashFS layer sets; and slot mounts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clb_ondisk::SlotName;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ClbError, Result};
+use crate::pull::{SQUASHFS_LAYER_MEDIA_TYPE, LayerKind, layer_kind, sha256_file};
+use crate::registry::{OCI_MANIFEST, Platform, Registry};
+use crate::signatures;
+use crate::store::StateStore;
+use crate::upgrade::now_rfc3339;
+
+pub const TAR_GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerFormat {
+    TarGzip,
+    Squashfs,
+}
+
+/// A layer blob built in a temp directory, ready to push.
+struct BuiltLayer {
+    path: PathBuf,
+    digest: String,
+    size: u64,
+    diff_id: String,
+    media_type: &'static str,
+}
+
+/// Password for cosign keys, as cosign reads it.
+fn key_password() -> Vec<u8> {
+    std::env::var("COSIGN_PASSWORD").unwrap_or_default().into_bytes()
+}
+
+pub fn keygen(prefix: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
+    let key_path = prefix.with_extension("key");
+    let pub_path = prefix.with_extension("pub");
+    for p in [&key_path, &pub_path] {
+        if p.exists() && !force {
+            return Err(ClbError::Invalid(format!("{} exists (use --force to overwrite)", p.display())));
+        }
+    }
+    let pair = clb_cosign::generate_key_pair(&key_password())
+        .map_err(|e| ClbError::State(format!("key generation: {e}")))?;
+    write_private(&key_path, pair.private_key_pem.as_bytes())?;
+    clb_ondisk::atomic::write_atomic(&pub_path, pair.public_key_pem.as_bytes())
+        .map_err(ClbError::io(format!("writing {}", pub_path.display())))?;
+    Ok((key_path, pub_path))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ClbError::io(format!("writing {}", path.display())))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(ClbError::io(format!("writing {}", path.display())))
+}
+
+/// Signs the digest `image` resolves to; appends to an existing signature manifest as
+/// cosign does. Returns the signed digest.
+pub async fn sign(
+    registry: &Registry,
+    image: &str,
+    key: &Path,
+    signature_repository: Option<&str>,
+) -> Result<String> {
+    let pem = std::fs::read(key).map_err(ClbError::io(format!("reading {}", key.display())))?;
+    let signer = clb_cosign::SigningKey::from_encrypted_pem(&pem, &key_password())
+        .or_else(|_| clb_cosign::SigningKey::from_pem(&pem))
+        .map_err(|e| ClbError::Invalid(format!("signing key {}: {e}", key.display())))?;
+    let reference = Registry::parse_reference(image)?;
+    let (_, digest) = registry.pull_manifest_raw(&reference).await?;
+    let docker_reference = format!("{}/{}", reference.registry(), reference.repository());
+    let payload = clb_cosign::simple_signing_payload(&docker_reference, &digest);
+    let signature = signer
+        .sign(&payload)
+        .map_err(|e| ClbError::State(format!("signing: {e}")))?;
+    let sig_ref = signatures::signature_reference(&reference, signature_repository, &digest)?;
+    let mut layers: Vec<(Vec<u8>, String)> = Vec::new();
+    if let Some((raw, _)) = registry.pull_manifest_optional(&sig_ref).await? {
+        for layer in signatures::fetch_signature_layers(registry, &sig_ref, &raw).await? {
+            layers.push((layer.payload, layer.signature_b64));
+        }
+    }
+    layers.push((payload, signature));
+    let artifact = clb_cosign::signature_manifest(&layers)
+        .map_err(|e| ClbError::State(format!("signature manifest: {e}")))?;
+    for blob in artifact.blobs() {
+        registry.push_blob(&sig_ref, blob.data.clone(), &blob.digest).await?;
+    }
+    registry
+        .push_manifest(&sig_ref, artifact.manifest.clone(), clb_cosign::MANIFEST_MEDIA_TYPE)
+        .await?;
+    Ok(digest)
+}
+
+/// Publishes `dirs` (bottom first) as one image, one layer per directory.
+pub async fn push_dirs(
+    registry: &Registry,
+    dirs: &[PathBuf],
+    image: &str,
+    format: LayerFormat,
+) -> Result<String> {
+    let reference = Registry::parse_reference(image)?;
+    for d in dirs {
+        if !d.is_dir() {
+            return Err(ClbError::Invalid(format!("{} is not a directory", d.display())));
+        }
+    }
+    let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
+    let mut built = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let (dir, out) = (dir.clone(), work.path().join(format!("layer{i}")));
+        let layer = tokio::task::spawn_blocking(move || build_layer(&dir, &out, format))
+            .await
+            .map_err(|e| ClbError::State(format!("layer build task: {e}")))??;
+        tracing::info!(dir = %dirs[i].display(), digest = %layer.digest, size = layer.size, "layer built");
+        built.push(layer);
+    }
+    push_image(registry, &reference, &built).await
+}
+
+fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer> {
+    match format {
+        LayerFormat::TarGzip => {
+            let file = std::fs::File::create(out)
+                .map_err(ClbError::io(format!("creating {}", out.display())))?;
+            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            let mut tar_hash = HashingWriter { inner: gz, hasher: Sha256::new() };
+            clb_convert::tar_from_dir(dir, &mut tar_hash).map_err(crate::convert_error)?;
+            let diff_id = format!("sha256:{}", hex::encode(tar_hash.hasher.finalize()));
+            tar_hash
+                .inner
+                .finish()
+                .and_then(|f| f.sync_all())
+                .map_err(ClbError::io(format!("writing {}", out.display())))?;
+            finish_layer(out, diff_id, TAR_GZIP_MEDIA_TYPE)
+        }
+        LayerFormat::Squashfs => {
+            clb_convert::squashfs_from_dir(dir, out, &clb_convert::ConvertOptions::default())
+                .map_err(crate::convert_error)?;
+            let digest = sha256_file(out)?;
+            finish_layer(out, digest, SQUASHFS_LAYER_MEDIA_TYPE)
+        }
+    }
+}
+
+fn finish_layer(path: &Path, diff_id: String, media_type: &'static str) -> Result<BuiltLayer> {
+    let digest = sha256_file(path)?;
+    let size = std::fs::metadata(path)
+        .map_err(ClbError::io(format!("stat {}", path.display())))?
+        .len();
+    Ok(BuiltLayer { path: path.to_path_buf(), digest, size, diff_id, media_type })
+}
+
+/// Uploads layers, an OCI config and the manifest; returns the manifest digest.
+async fn push_image(
+    registry: &Registry,
+    reference: &oci_client::Reference,
+    layers: &[BuiltLayer],
+) -> Result<String> {
+    for l in layers {
+        registry.push_blob_file(reference, &l.path, &l.digest, l.size).await?;
+    }
+    let host = Platform::host();
+    let config = serde_json::json!({
+        "created": now_rfc3339(),
+        "architecture": host.architecture,
+        "os": host.os,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+        "history": layers.iter().map(|_| serde_json::json!({"created_by": "clb push"})).collect::<Vec<_>>(),
+    });
+    let config_bytes = serde_json::to_vec(&config)
+        .map_err(|e| ClbError::State(format!("config JSON: {e}")))?;
+    let config_digest = crate::registry::sha256_digest(&config_bytes);
+    let config_size = config_bytes.len();
+    registry.push_blob(reference, config_bytes, &config_digest).await?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": l.media_type, "digest": l.digest, "size": l.size
+        })).collect::<Vec<_>>(),
+    });
+    let body = serde_json::to_vec(&manifest)
+        .map_err(|e| ClbError::State(format!("manifest JSON: {e}")))?;
+    registry.push_manifest(reference, body, OCI_MANIFEST).await
+}
+
+/// Converts a container image into native SquashFS layers (or one merged layer) and pushes it.
+pub async fn convert_image(
+    registry: &Registry,
+    source: &str,
+    destination: &str,
+    merged: bool,
+) -> Result<String> {
+    let src = Registry::parse_reference(source)?;
+    let dst = Registry::parse_reference(destination)?;
+    let image = registry.resolve(&src).await?;
+    let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
+    let mut squashfs = Vec::new();
+    for (i, desc) in image.manifest.layers.iter().enumerate() {
+        let kind = layer_kind(&desc.media_type)?;
+        let blob = work.path().join(format!("blob{i}"));
+        registry.download_blob(&src, desc, &blob, &|_| {}).await?;
+        let out = work.path().join(format!("layer{i}.squashfs"));
+        match kind {
+            LayerKind::Squashfs => std::fs::rename(&blob, &out)
+                .map_err(ClbError::io(format!("moving {}", blob.display())))?,
+            LayerKind::Tar => {
+                let (b, o) = (blob.clone(), out.clone());
+                tokio::task::spawn_blocking(move || {
+                    let f = std::fs::File::open(&b).map_err(ClbError::io(format!("opening {}", b.display())))?;
+                    clb_convert::tar_layer_to_squashfs(
+                        std::io::BufReader::new(f),
+                        &o,
+                        &clb_convert::ConvertOptions::default(),
+                    )
+                    .map_err(crate::convert_error)
+                })
+                .await
+                .map_err(|e| ClbError::State(format!("conversion task: {e}")))??;
+            }
+        }
+        squashfs.push(out);
+    }
+    let layers = if merged {
+        let mnt = work.path().join("merged");
+        std::fs::create_dir(&mnt).map_err(ClbError::io("creating merge mount point"))?;
+        let out = work.path().join("merged.squashfs");
+        let (paths, m, o) = (squashfs.clone(), mnt.clone(), out.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let stack = clb_disk::mount_layer_stack(&paths, &m).map_err(crate::target::disk_error)?;
+            let result = clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
+                .map_err(crate::convert_error);
+            stack.unmount().map_err(crate::target::disk_error)?;
+            result.map(|_| ())
+        })
+        .await
+        .map_err(|e| ClbError::State(format!("merge task: {e}")))??;
+        vec![squashfs_layer(&out)?]
+    } else {
+        squashfs.iter().map(|p| squashfs_layer(p)).collect::<Result<Vec<_>>>()?
+    };
+    push_image(registry, &dst, &layers).await
+}
+
+fn squashfs_layer(path: &Path) -> Result<BuiltLayer> {
+    let digest = sha256_file(path)?;
+    finish_layer(path, digest, SQUASHFS_LAYER_MEDIA_TYPE)
+}
+
+/// `clb mount`: the slot's layers, read-only, stacked as the initrd stacks them.
+pub fn mount_slot(store: &StateStore, slot: Option<SlotName>, dir: &Path) -> Result<()> {
+    let slot = match slot {
+        Some(s) => s,
+        None => store
+            .read_bootstate()?
+            .map(|s| s.active)
+            .ok_or_else(|| ClbError::State("nothing installed".into()))?,
+    };
+    let manifest = store
+        .read_slot(slot)?
+        .ok_or_else(|| ClbError::State(format!("slot {slot} is empty")))?;
+    let layers: Vec<PathBuf> = manifest.layer_digests().map(|d| store.layout().layer(d)).collect();
+    if let Some(missing) = layers.iter().find(|p| !p.is_file()) {
+        return Err(ClbError::State(format!("slot {slot} is incomplete: {} is missing", missing.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(ClbError::io(format!("creating {}", dir.display())))?;
+    clb_disk::mount_layer_stack(&layers, dir)
+        .and_then(|m| m.persist())
+        .map_err(crate::target::disk_error)?;
+    Ok(())
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,227 @@
+//! Bringing an image's layers into the store: only the ones it lacks are downloaded, several
+//! at once; tar layers are converted to SquashFS in one streaming pass, native SquashFS
+//! layers are stored as downloaded. A layer shared by two slots is fetched and written once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use clb_ondisk::LayerRecord;
+use clb_ondisk::layout::digest_file_name;
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::manifest::OciDescriptor;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ClbError, Result};
+use crate::progress::Progress;
+use crate::registry::{Registry, ResolvedImage};
+use crate::store::StateStore;
+
+/// Our media type for layers that already are SquashFS images.
+pub const SQUASHFS_LAYER_MEDIA_TYPE: &str = "application/vnd.clb.layer.v1.squashfs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    Tar,
+    Squashfs,
+}
+
+pub fn layer_kind(media_type: &str) -> Result<LayerKind> {
+    match media_type {
+        SQUASHFS_LAYER_MEDIA_TYPE => Ok(LayerKind::Squashfs),
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Ok(LayerKind::Tar),
+        other => Err(ClbError::Invalid(format!("unsupported layer media type {other}"))),
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PullStats {
+    pub layers: usize,
+    pub layers_downloaded: usize,
+    pub bytes_downloaded: u64,
+    pub bytes_reused: u64,
+}
+
+pub struct PullOptions {
+    pub jobs: usize,
+    pub convert: clb_convert::ConvertOptions,
+}
+
+/// Blob bytes that must be fetched, and a conservative estimate of the store space they need
+/// (the download plus its SquashFS form, which is about the size of the compressed tar).
+pub fn space_needed(store: &StateStore, image: &ResolvedImage) -> (u64, u64) {
+    let mut missing = BTreeMap::new();
+    for desc in &image.manifest.layers {
+        if store.cached_conversion(&desc.digest).is_none() && !store.has_layer(&desc.digest) {
+            missing.insert(desc.digest.clone(), u64::try_from(desc.size).unwrap_or(0));
+        }
+    }
+    let download: u64 = missing.values().sum();
+    (download, download.saturating_mul(2) + (1 << 20))
+}
+
+/// Makes every layer of `image` present in the store; returns the records bottom to top.
+pub async fn pull_layers(
+    store: &StateStore,
+    registry: &Registry,
+    image: &ResolvedImage,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<(Vec<LayerRecord>, PullStats)> {
+    let mut stats = PullStats {
+        layers: image.manifest.layers.len(),
+        ..Default::default()
+    };
+    for desc in &image.manifest.layers {
+        layer_kind(&desc.media_type)?;
+    }
+    // Each distinct blob once, even if the manifest lists it twice.
+    let mut unique: BTreeMap<String, OciDescriptor> = BTreeMap::new();
+    for desc in &image.manifest.layers {
+        unique.entry(desc.digest.clone()).or_insert_with(|| desc.clone());
+    }
+    let convert = Arc::new(opts.convert.clone());
+    let results: Vec<(String, LayerRecord, bool)> = futures_util::stream::iter(unique.into_values())
+        .map(|desc| {
+            let convert = convert.clone();
+            async move {
+                let (record, downloaded) =
+                    ensure_layer(store, registry, image, &desc, &convert, progress).await?;
+                Ok::<_, ClbError>((desc.digest.clone(), record, downloaded))
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
+    let by_source: BTreeMap<String, (LayerRecord, bool)> = results
+        .into_iter()
+        .map(|(d, r, downloaded)| (d, (r, downloaded)))
+        .collect();
+    let mut records = Vec::new();
+    for (i, desc) in image.manifest.layers.iter().enumerate() {
+        let Some((record, downloaded)) = by_source.get(&desc.digest) else {
+            return Err(ClbError::State(format!("layer {} went missing", desc.digest)));
+        };
+        let size = u64::try_from(desc.size).unwrap_or(0);
+        let first_use = image.manifest.layers[..i].iter().all(|d| d.digest != desc.digest);
+        if *downloaded && first_use {
+            stats.layers_downloaded += 1;
+            stats.bytes_downloaded += size;
+        } else {
+            stats.bytes_reused += size;
+        }
+        records.push(record.clone());
+    }
+    Ok((records, stats))
+}
+
+/// Returns the layer record and whether it had to be downloaded.
+async fn ensure_layer(
+    store: &StateStore,
+    registry: &Registry,
+    image: &ResolvedImage,
+    desc: &OciDescriptor,
+    convert: &clb_convert::ConvertOptions,
+    progress: &Progress,
+) -> Result<(LayerRecord, bool)> {
+    let kind = layer_kind(&desc.media_type)?;
+    let short = short_digest(&desc.digest);
+    let cached = match kind {
+        LayerKind::Squashfs => store.has_layer(&desc.digest).then(|| desc.digest.clone()),
+        LayerKind::Tar => store.cached_conversion(&desc.digest),
+    };
+    if let Some(digest) = cached {
+        tracing::info!(layer = %short, "already in the store");
+        return Ok((record(store, desc, &digest)?, false));
+    }
+    let size = u64::try_from(desc.size).unwrap_or(0);
+    let bar = progress.layer(&short, size);
+    let partial = store
+        .layout()
+        .tmp_dir()
+        .join(format!("{}.partial", digest_file_name(&desc.digest)));
+    registry
+        .download_blob(&image.reference, desc, &partial, &|n| bar.set(n))
+        .await?;
+    let digest = match kind {
+        LayerKind::Squashfs => {
+            bar.message("checking");
+            check_squashfs_magic(&partial)?;
+            store.install_layer(&partial, &desc.digest)?;
+            desc.digest.clone()
+        }
+        LayerKind::Tar => {
+            bar.message("converting to SquashFS");
+            let out = store
+                .layout()
+                .tmp_dir()
+                .join(format!("{}.squashfs.tmp", digest_file_name(&desc.digest)));
+            let convert = convert.clone();
+            let (p, o) = (partial.clone(), out.clone());
+            let digest = tokio::task::spawn_blocking(move || convert_file(&p, &o, &convert))
+                .await
+                .map_err(|e| ClbError::State(format!("conversion task failed: {e}")))??;
+            store.install_layer(&out, &digest)?;
+            store.record_conversion(&desc.digest, &digest)?;
+            let _ = std::fs::remove_file(&partial);
+            digest
+        }
+    };
+    bar.finish("stored");
+    Ok((record(store, desc, &digest)?, true))
+}
+
+fn convert_file(input: &Path, out: &Path, opts: &clb_convert::ConvertOptions) -> Result<String> {
+    let file = std::fs::File::open(input)
+        .map_err(ClbError::io(format!("opening {}", input.display())))?;
+    clb_convert::tar_layer_to_squashfs(std::io::BufReader::new(file), out, opts)
+        .map_err(crate::convert_error)?;
+    sha256_file(out)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file =
+        std::fs::File::open(path).map_err(ClbError::io(format!("opening {}", path.display())))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(ClbError::io(format!("reading {}", path.display())))?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+fn check_squashfs_magic(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(ClbError::io(format!("reading {}", path.display())))?;
+    if &magic != b"hsqs" {
+        let _ = std::fs::remove_file(path);
+        return Err(ClbError::Invalid(
+            "layer declared as SquashFS is not a SquashFS image".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn record(store: &StateStore, desc: &OciDescriptor, digest: &str) -> Result<LayerRecord> {
+    let path = store.layout().layer(digest);
+    let size = std::fs::metadata(&path)
+        .map_err(ClbError::io(format!("stat {}", path.display())))?
+        .len();
+    Ok(LayerRecord {
+        digest: digest.to_string(),
+        source_digest: desc.digest.clone(),
+        media_type: desc.media_type.clone(),
+        size,
+    })
+}
+
+pub fn short_digest(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}

@@ -1,0 +1,175 @@
+//! Resumable blob downloads: bytes go straight to a partial file while being hashed; after an
+//! interruption the next attempt (or the next run of clb) continues with an HTTP Range
+//! request from where the file ends. The digest is checked over the whole file at the end.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use futures_util::StreamExt;
+use oci_client::Reference;
+use oci_client::client::BlobResponse;
+use oci_client::manifest::OciDescriptor;
+use sha2::{Digest, Sha256};
+
+use super::{Registry, backoff, errors};
+use crate::error::{ClbError, Result};
+
+/// Called with the number of bytes of the blob present so far.
+pub type DownloadProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+impl Registry {
+    /// Downloads `desc` into `partial` (resuming what is there), checks size and digest.
+    /// On a digest mismatch the partial file is removed so that the next try starts clean.
+    pub async fn download_blob(
+        &self,
+        reference: &Reference,
+        desc: &OciDescriptor,
+        partial: &Path,
+        progress: DownloadProgress<'_>,
+    ) -> Result<()> {
+        let size = u64::try_from(desc.size)
+            .map_err(|_| ClbError::Invalid(format!("blob {} has a negative size", desc.digest)))?;
+        let io_err = |what: &str| ClbError::io(format!("{what} {}", partial.display()));
+        let (mut file, mut hasher, mut have) = open_partial(partial, size).map_err(io_err("opening"))?;
+        progress(have);
+        let registry = reference.resolve_registry().to_string();
+        let auth = self.auth(reference)?;
+        let mut attempt = 0;
+        while have < size {
+            attempt += 1;
+            let (client, _) = self.client(&registry);
+            client.store_auth_if_needed(&registry, &auth).await;
+            let result = async {
+                let response = client
+                    .pull_blob_stream_partial(reference, desc, have, None)
+                    .await?;
+                let mut stream = match response {
+                    BlobResponse::Partial(s) => s.stream,
+                    BlobResponse::Full(s) => {
+                        if have > 0 {
+                            tracing::info!(digest = %desc.digest, "registry ignored the range request, starting over");
+                            file.set_len(0)?;
+                            file.seek(SeekFrom::Start(0))?;
+                            hasher = Sha256::new();
+                            have = 0;
+                        }
+                        s.stream
+                    }
+                };
+                while let Some(chunk) = stream.next().await {
+                    let chunk = match chunk {
+                        Ok(c) => c,
+                        // oci-client's own digest check fails at the very end of a full
+                        // response; ours below gives the better message.
+                        Err(_) if have == size => break,
+                        Err(e) => return Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    };
+                    if have + chunk.len() as u64 > size {
+                        return Err(oci_client::errors::OciDistributionError::SpecViolationError(
+                            format!("blob {} is larger than its descriptor says ({size} bytes)", desc.digest),
+                        ));
+                    }
+                    file.write_all(&chunk)?;
+                    hasher.update(&chunk);
+                    have += chunk.len() as u64;
+                    progress(have);
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) if have < size => {
+                    tracing::warn!(digest = %desc.digest, have, size, "download ended early, resuming");
+                }
+                Ok(()) => {}
+                Err(oci_client::errors::OciDistributionError::IoError(io))
+                    if crate::error::is_no_space(&io) =>
+                {
+                    return Err(ClbError::io(format!("writing {}", partial.display()))(io));
+                }
+                Err(e) if errors::is_retryable(&e) || errors::is_transport_error(&e) => {
+                    tracing::warn!(digest = %desc.digest, attempt, error = %e, "download interrupted");
+                    if attempt >= self.opts.attempts {
+                        file.sync_all().map_err(io_err("syncing"))?;
+                        return Err(errors::map_oci_error(e, &format!("blob {}", desc.digest)));
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, oci_client::errors::OciDistributionError::SpecViolationError(_)) {
+                        drop(file);
+                        let _ = std::fs::remove_file(partial);
+                    }
+                    return Err(errors::map_oci_error(e, &format!("blob {}", desc.digest)));
+                }
+            }
+            if have < size {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        file.sync_all().map_err(io_err("syncing"))?;
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != desc.digest {
+            drop(file);
+            let _ = std::fs::remove_file(partial);
+            return Err(ClbError::DigestMismatch {
+                what: format!("blob of {reference}"),
+                expected: desc.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Opens (or creates) the partial file and hashes what it already holds.
+fn open_partial(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Sha256, u64)> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let mut have = file.metadata()?.len();
+    if have > size {
+        file.set_len(0)?;
+        have = 0;
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = have;
+    file.seek(SeekFrom::Start(0))?;
+    while left > 0 {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        left = left.saturating_sub(n as u64);
+    }
+    file.seek(SeekFrom::Start(have))?;
+    if have > 0 {
+        tracing::info!(path = %path.display(), have, "resuming partial download");
+    }
+    Ok((file, hasher, have))
+}
+
+/// A file as a stream of chunks for chunked uploads.
+pub fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, oci_client::errors::OciDistributionError>>
++ Send
++ 'static {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let mut buf = vec![0u8; 4 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e.into()), None)),
+        }
+    })
+}

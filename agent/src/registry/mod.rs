@@ -1,0 +1,360 @@
+//! Registry client on top of oci-client: credentials, HTTPS with system or extra CAs, plain
+//! HTTP only when asked (or for loopback registries that do not speak TLS), platform
+//! resolution of image indexes, and resumable, digest-checked blob downloads with retries.
+
+pub mod auth;
+mod download;
+mod errors;
+pub mod platform;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use sha2::{Digest, Sha256};
+
+pub use auth::CredentialSource;
+pub use download::DownloadProgress;
+pub use platform::Platform;
+
+use crate::error::{ClbError, Result};
+use errors::{is_transport_error, map_oci_error};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const ACCEPTED: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub credentials: CredentialSource,
+    /// Allow plain HTTP to every registry (`--insecure`).
+    pub insecure: bool,
+    /// Extra trusted CA certificates (PEM), on top of the system ones.
+    pub ca_files: Vec<PathBuf>,
+    /// Platform to pick from image indexes; the host's when `None`.
+    pub platform: Option<Platform>,
+    /// Attempts per request on 5xx, timeouts and dropped connections.
+    pub attempts: u32,
+}
+
+/// An image manifest resolved for one platform.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub reference: Reference,
+    /// Digest the reference points at (an index for multi-arch images).
+    pub top_digest: String,
+    /// Digest of the platform's image manifest: what gets staged.
+    pub manifest_digest: String,
+    pub manifest: OciImageManifest,
+}
+
+pub struct Registry {
+    opts: RegistryOptions,
+    https: Client,
+    http: Client,
+    /// Per registry: plain HTTP (`true`) or HTTPS, once known.
+    plain: Mutex<HashMap<String, bool>>,
+}
+
+impl Registry {
+    pub fn new(opts: RegistryOptions) -> Result<Self> {
+        let mut certs = Vec::new();
+        for file in &opts.ca_files {
+            let data = std::fs::read(file)
+                .map_err(ClbError::io(format!("reading CA file {}", file.display())))?;
+            certs.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let config = |protocol| ClientConfig {
+            protocol,
+            extra_root_certificates: certs.clone(),
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: concat!("clb/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        Ok(Self {
+            https: Client::try_from(config(ClientProtocol::Https))
+                .map_err(|e| ClbError::Invalid(format!("TLS configuration: {e}")))?,
+            http: Client::try_from(config(ClientProtocol::Http))
+                .map_err(|e| ClbError::Invalid(format!("HTTP configuration: {e}")))?,
+            opts: RegistryOptions {
+                attempts: opts.attempts.max(1),
+                ..opts
+            },
+            plain: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn parse_reference(text: &str) -> Result<Reference> {
+        text.parse::<Reference>()
+            .map_err(|e| ClbError::Invalid(format!("image reference {text:?}: {e}")))
+    }
+
+    fn auth(&self, reference: &Reference) -> Result<RegistryAuth> {
+        self.opts
+            .credentials
+            .for_registry(reference.resolve_registry())
+    }
+
+    fn is_loopback(registry: &str) -> bool {
+        let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    }
+
+    /// The client for a registry; for loopback registries without `--insecure` the first call
+    /// tries HTTPS and falls back to HTTP if TLS does not answer (as docker does).
+    fn client(&self, registry: &str) -> (&Client, bool) {
+        if self.opts.insecure {
+            return (&self.http, false);
+        }
+        let known = self.plain.lock().ok().and_then(|m| m.get(registry).copied());
+        match known {
+            Some(true) => (&self.http, false),
+            Some(false) => (&self.https, false),
+            None => (&self.https, Self::is_loopback(registry)),
+        }
+    }
+
+    fn remember(&self, registry: &str, plain: bool) {
+        if let Ok(mut m) = self.plain.lock() {
+            m.insert(registry.to_string(), plain);
+        }
+    }
+
+    /// Runs one registry call with protocol fallback for loopback registries and retries on
+    /// transient failures. `what` names the object for error messages.
+    async fn call<T, F, Fut>(&self, reference: &Reference, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(Client, RegistryAuth) -> Fut,
+        Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
+    {
+        let registry = reference.resolve_registry().to_string();
+        let auth = self.auth(reference)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (client, may_fall_back) = self.client(&registry);
+            match op(client.clone(), auth.clone()).await {
+                Ok(v) => {
+                    if may_fall_back {
+                        self.remember(&registry, false);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if may_fall_back && is_transport_error(&e) => {
+                    tracing::debug!(%registry, error = %e, "HTTPS failed on a loopback registry, trying plain HTTP");
+                    match op(self.http.clone(), auth.clone()).await {
+                        Ok(v) => {
+                            self.remember(&registry, true);
+                            return Ok(v);
+                        }
+                        Err(e2) if !is_transport_error(&e2) => {
+                            self.remember(&registry, true);
+                            return Err(map_oci_error(e2, what));
+                        }
+                        Err(_) => {
+                            if attempt >= self.opts.attempts {
+                                return Err(map_oci_error(e, what));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !errors::is_retryable(&e) || attempt >= self.opts.attempts {
+                        return Err(map_oci_error(e, what));
+                    }
+                    tracing::warn!(%registry, attempt, error = %e, "registry request failed, retrying");
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Resolves a reference to the platform's image manifest.
+    pub async fn resolve(&self, reference: &Reference) -> Result<ResolvedImage> {
+        let (raw, top_digest) = self.pull_manifest_raw(reference).await?;
+        let doc: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+            ClbError::Invalid(format!("manifest of {reference} is not JSON: {e}"))
+        })?;
+        let media_type = doc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+        let is_index = media_type == OCI_INDEX
+            || media_type == DOCKER_LIST
+            || doc.get("manifests").is_some();
+        let (raw, manifest_digest) = if is_index {
+            let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
+            let digest = platform.pick(&doc).ok_or_else(|| {
+                ClbError::NotFound(format!("{reference} has no image for platform {platform}"))
+            })?;
+            let by_digest = reference.clone_with_digest(digest.clone());
+            let (raw, got) = self.pull_manifest_raw(&by_digest).await?;
+            check_digest(&raw, &digest, &format!("manifest {digest}"))?;
+            (raw, got)
+        } else {
+            (raw, top_digest.clone())
+        };
+        let manifest: OciImageManifest = serde_json::from_slice(&raw).map_err(|e| {
+            ClbError::Invalid(format!("image manifest of {reference} is malformed: {e}"))
+        })?;
+        if manifest.schema_version != 2 {
+            return Err(ClbError::Invalid(format!(
+                "{reference}: unsupported manifest schema {}",
+                manifest.schema_version
+            )));
+        }
+        Ok(ResolvedImage {
+            reference: reference.clone(),
+            top_digest,
+            manifest_digest,
+            manifest,
+        })
+    }
+
+    /// A manifest's raw bytes and digest (checked against the bytes by oci-client).
+    pub async fn pull_manifest_raw(&self, reference: &Reference) -> Result<(Vec<u8>, String)> {
+        let what = format!("manifest {reference}");
+        let (raw, digest) = self
+            .call(reference, &what, |c, auth| async move {
+                c.pull_manifest_raw(reference, &auth, ACCEPTED).await
+            })
+            .await?;
+        let raw = raw.to_vec();
+        if let Some(expected) = reference.digest() {
+            check_digest(&raw, expected, &what)?;
+        }
+        Ok((raw, digest))
+    }
+
+    /// Like [`Self::pull_manifest_raw`] but a missing tag is `None` (signature lookups).
+    pub async fn pull_manifest_optional(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Vec<u8>, String)>> {
+        match self.pull_manifest_raw(reference).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ClbError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A small blob fully in memory, digest-checked (signature payloads, configs).
+    pub async fn pull_blob_bytes(&self, reference: &Reference, digest: &str) -> Result<Vec<u8>> {
+        let what = format!("blob {digest}");
+        let bytes = self
+            .call(reference, &what, |c, auth| async move {
+                c.store_auth_if_needed(reference.resolve_registry(), &auth)
+                    .await;
+                let mut buf = Vec::new();
+                c.pull_blob(reference, digest, &mut buf).await?;
+                Ok(buf)
+            })
+            .await?;
+        check_digest(&bytes, digest, &what)?;
+        Ok(bytes)
+    }
+
+    pub async fn blob_exists(&self, reference: &Reference, digest: &str) -> Result<bool> {
+        self.call(reference, &format!("blob {digest}"), |c, auth| async move {
+            c.auth(reference, &auth, RegistryOperation::Push).await?;
+            c.blob_exists(reference, digest).await
+        })
+        .await
+    }
+
+    pub async fn push_blob(&self, reference: &Reference, data: Vec<u8>, digest: &str) -> Result<()> {
+        if self.blob_exists(reference, digest).await? {
+            return Ok(());
+        }
+        let data = bytes::Bytes::from(data);
+        self.call(reference, &format!("blob {digest}"), |c, auth| {
+            let data = data.clone();
+            async move {
+                c.auth(reference, &auth, RegistryOperation::Push).await?;
+                c.push_blob(reference, data, digest).await.map(|_| ())
+            }
+        })
+        .await
+    }
+
+    /// Uploads a blob from a file in chunks (layers can be larger than memory should hold).
+    pub async fn push_blob_file(
+        &self,
+        reference: &Reference,
+        path: &std::path::Path,
+        digest: &str,
+        size: u64,
+    ) -> Result<()> {
+        if self.blob_exists(reference, digest).await? {
+            return Ok(());
+        }
+        self.call(reference, &format!("blob {digest}"), |c, auth| async move {
+            c.auth(reference, &auth, RegistryOperation::Push).await?;
+            let file = tokio::fs::File::open(path).await?;
+            c.push_blob_stream(reference, download::file_chunks(file), digest, Some(size))
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Pushes a manifest; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        body: Vec<u8>,
+        media_type: &str,
+    ) -> Result<String> {
+        let digest = sha256_digest(&body);
+        let content_type: http::HeaderValue = media_type
+            .parse()
+            .map_err(|_| ClbError::Invalid(format!("media type {media_type:?}")))?;
+        let body = bytes::Bytes::from(body);
+        self.call(reference, "manifest push", |c, auth| {
+            let body = body.clone();
+            let content_type = content_type.clone();
+            async move {
+                c.auth(reference, &auth, RegistryOperation::Push).await?;
+                c.push_manifest_raw(reference, body, content_type)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await?;
+        Ok(digest)
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64 << attempt.min(5))
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub fn check_digest(bytes: &[u8], expected: &str, what: &str) -> Result<()> {
+    let actual = sha256_digest(bytes);
+    if !expected.starts_with("sha256:") {
+        return Err(ClbError::Invalid(format!(
+            "{what}: unsupported digest algorithm in {expected}"
+        )));
+    }
+    if actual != expected {
+        return Err(ClbError::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}

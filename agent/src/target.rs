@@ -1,0 +1,94 @@
+//! Where the state lives for this run: a directory (`--state-dir`), a disk image or block
+//! device (`--disk`, partitions found by label through offset loop devices), or the host's
+//! own `COS_STATE` partition found by label.
+
+use std::path::{Path, PathBuf};
+
+use clb_disk::StateDisk;
+use clb_ondisk::SlotName;
+
+use crate::error::{ClbError, Result};
+use crate::store::StateStore;
+
+/// Where the initrd hook records the slot it booted.
+pub const BOOTED_SLOT_FILE: &str = "/run/clb/booted_slot";
+/// Where the host's `COS_STATE` is mounted when clb has to mount it itself.
+pub const HOST_STATE_MOUNT: &str = "/run/clb/state";
+
+pub enum Target {
+    Dir(StateStore),
+    Disk { store: StateStore, _disk: StateDisk },
+    Host { store: StateStore, booted: Option<SlotName>, _disk: Option<StateDisk> },
+}
+
+impl Target {
+    pub fn open(state_dir: Option<&Path>, disk: Option<&Path>, label: &str, writable: bool) -> Result<Self> {
+        match (state_dir, disk) {
+            (Some(_), Some(_)) => Err(ClbError::Invalid("--state-dir and --disk exclude each other".into())),
+            (Some(dir), None) => Ok(Target::Dir(StateStore::open(dir)?)),
+            (None, Some(disk)) => {
+                let d = StateDisk::open(disk, label, writable).map_err(disk_error)?;
+                Ok(Target::Disk { store: StateStore::open(d.path())?, _disk: d })
+            }
+            (None, None) => Self::open_host(label, writable),
+        }
+    }
+
+    fn open_host(label: &str, writable: bool) -> Result<Self> {
+        let dev = clb_disk::host_partition_by_label(label).map_err(disk_error)?;
+        let booted = booted_slot();
+        if let Some(mounted) = clb_disk::find_mounted(&dev) {
+            return Ok(Target::Host { store: StateStore::open(mounted)?, booted, _disk: None });
+        }
+        let d = StateDisk::open_device(&dev, writable).map_err(disk_error)?;
+        Ok(Target::Host { store: StateStore::open(d.path())?, booted, _disk: Some(d) })
+    }
+
+    pub fn store(&self) -> &StateStore {
+        match self {
+            Target::Dir(s) | Target::Disk { store: s, .. } | Target::Host { store: s, .. } => s,
+        }
+    }
+
+    /// The slot running now: only known on a host booted by clb.
+    pub fn booted(&self) -> Option<SlotName> {
+        match self {
+            Target::Host { booted, .. } => *booted,
+            _ => None,
+        }
+    }
+
+    pub fn is_host(&self) -> bool {
+        matches!(self, Target::Host { .. })
+    }
+}
+
+/// The initrd hook writes the booted slot to `/run/clb/booted_slot`; the kernel command line
+/// (`clb.slot=`) is the fallback when the hook was not ours.
+pub fn booted_slot() -> Option<SlotName> {
+    if let Ok(text) = std::fs::read_to_string(BOOTED_SLOT_FILE)
+        && let Some(slot) = SlotName::parse(text.trim())
+    {
+        return Some(slot);
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("clb.slot="))
+        .and_then(SlotName::parse)
+}
+
+pub fn disk_error(e: clb_disk::DiskError) -> ClbError {
+    use clb_disk::DiskError as D;
+    match e {
+        D::LabelNotFound { .. } | D::DuplicateLabel { .. } | D::NoPartitionTable { .. } => {
+            ClbError::Invalid(e.to_string())
+        }
+        D::Busy { .. } => ClbError::State(e.to_string()),
+        other => ClbError::State(other.to_string()),
+    }
+}
+
+pub fn default_mount_dir() -> PathBuf {
+    PathBuf::from(HOST_STATE_MOUNT)
+}

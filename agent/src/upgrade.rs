@@ -1,0 +1,234 @@
+//! The upgrade path: resolve, verify, check space, pull only missing layers, write the
+//! passive slot, flip the boot pointer last. The booted slot is never written.
+
+use std::path::PathBuf;
+
+use clb_ondisk::{BootState, SlotManifest, SlotName, Verification, bootstate::DEFAULT_MAX_TRIES};
+
+use crate::error::{ClbError, Result};
+use crate::progress::Progress;
+use crate::pull::{self, PullOptions, PullStats};
+use crate::registry::Registry;
+use crate::signatures;
+use crate::store::StateStore;
+
+pub struct UpgradeRequest {
+    pub image: String,
+    pub keys: Vec<PathBuf>,
+    pub verify: bool,
+    pub signature_repository: Option<String>,
+    pub max_tries: Option<u32>,
+    pub pull: PullOptions,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpgradeReport {
+    pub slot: SlotName,
+    pub image: String,
+    pub digest: String,
+    pub verified_with: Option<String>,
+    /// Nothing to do: the slot the next boot tries already holds this digest.
+    pub up_to_date: bool,
+    #[serde(flatten)]
+    pub stats: PullStats,
+}
+
+/// Which slot an upgrade writes. Never the booted one; offline, never the last good one.
+pub fn target_slot(state: Option<&BootState>, booted: Option<SlotName>) -> SlotName {
+    let Some(state) = state else {
+        return SlotName::A;
+    };
+    match booted {
+        Some(SlotName::Recovery) | None => {
+            if state.active == SlotName::Recovery {
+                SlotName::A
+            } else if state.good {
+                state.active.other().unwrap_or(SlotName::A)
+            } else {
+                // The active slot was staged but never proved itself: replace it and keep
+                // the known-good fallback.
+                state.active
+            }
+        }
+        Some(b) => b.other().unwrap_or(SlotName::A),
+    }
+}
+
+pub async fn upgrade(
+    store: &StateStore,
+    registry: &Registry,
+    req: &UpgradeRequest,
+    booted: Option<SlotName>,
+    progress: &Progress,
+) -> Result<UpgradeReport> {
+    let _lock = store.lock()?;
+    let reference = Registry::parse_reference(&req.image)?;
+    let keys = if req.verify {
+        signatures::load_keys(&req.keys)?
+    } else {
+        tracing::warn!(image = %req.image, "signature verification disabled by --no-verify");
+        Vec::new()
+    };
+    let state = store.read_bootstate()?;
+    let image = registry.resolve(&reference).await?;
+    tracing::info!(image = %req.image, digest = %image.manifest_digest, layers = image.manifest.layers.len(), "resolved");
+    let verified = if req.verify {
+        let v = signatures::verify_image(
+            registry,
+            &image,
+            &keys,
+            req.signature_repository.as_deref(),
+        )
+        .await?;
+        tracing::info!(digest = %v.digest, key = %v.key_source, "signature verified");
+        Some(v)
+    } else {
+        None
+    };
+    let slot = target_slot(state.as_ref(), booted);
+    if booted == Some(slot) {
+        return Err(ClbError::State(format!("refusing to write the booted slot {slot}")));
+    }
+    if let Some(s) = &state
+        && let Some(active) = store.read_slot(s.active)?
+        && active.digest == image.manifest_digest
+        && active.layer_digests().all(|d| store.has_layer(d))
+    {
+        tracing::info!(slot = %s.active, "already staged");
+        return Ok(UpgradeReport {
+            slot: s.active,
+            image: req.image.clone(),
+            digest: image.manifest_digest,
+            verified_with: verified.map(|v| v.key_source),
+            up_to_date: true,
+            stats: PullStats::default(),
+        });
+    }
+
+    let (download, needed) = pull::space_needed(store, &image);
+    let available = store.available_bytes()?;
+    if needed > available {
+        return Err(ClbError::NoSpace {
+            path: store.root().to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    tracing::info!(download, available, "space checked");
+
+    store.ensure_dirs()?;
+    let (layers, stats) = pull::pull_layers(store, registry, &image, &req.pull, progress).await?;
+
+    let max_tries = req.max_tries.unwrap_or(DEFAULT_MAX_TRIES);
+    let mut next = match &state {
+        Some(s) => {
+            // Disarm the target as a fallback before overwriting it (power-cut safety).
+            let mut disarmed = s.clone();
+            disarmed.forget_fallback(slot);
+            if &disarmed != s {
+                store.write_bootstate(&disarmed)?;
+            }
+            disarmed
+        }
+        None => BootState::new(slot, max_tries),
+    };
+    let manifest = SlotManifest {
+        schema: clb_ondisk::slot::SLOT_SCHEMA,
+        slot,
+        image: req.image.clone(),
+        digest: image.manifest_digest.clone(),
+        layers,
+        verified: verified.as_ref().map(|v| Verification {
+            key: v.key_source.clone(),
+            key_fingerprint: v.key_fingerprint.clone(),
+        }),
+        staged_at: now_rfc3339(),
+    };
+    store.write_slot(&manifest)?;
+    next.max_tries = max_tries;
+    if state.is_some() {
+        next.stage(slot);
+    }
+    store.write_bootstate(&next)?;
+    tracing::info!(%slot, digest = %manifest.digest, "staged; the next boot tries it");
+    Ok(UpgradeReport {
+        slot,
+        image: req.image.clone(),
+        digest: manifest.digest,
+        verified_with: verified.map(|v| v.key_source),
+        up_to_date: false,
+        stats,
+    })
+}
+
+/// Makes the other A/B slot active for the next boot.
+pub fn rollback(store: &StateStore) -> Result<(SlotName, SlotName)> {
+    let _lock = store.lock()?;
+    let mut state = installed_state(store)?;
+    let from = state.active;
+    let to = from
+        .other()
+        .ok_or_else(|| ClbError::State("the recovery slot is active; nothing to roll back to".into()))?;
+    let Some(manifest) = store.read_slot(to)? else {
+        return Err(ClbError::State(format!("slot {to} is empty; nothing to roll back to")));
+    };
+    if let Some(missing) = manifest.layer_digests().find(|d| !store.has_layer(d)) {
+        return Err(ClbError::State(format!("slot {to} is incomplete: layer {missing} is missing")));
+    }
+    state.rollback_to(to);
+    store.write_bootstate(&state)?;
+    Ok((from, to))
+}
+
+/// Marks the booted slot (offline: the active one) good or bad.
+pub fn mark(store: &StateStore, booted: Option<SlotName>, good: bool) -> Result<BootState> {
+    let _lock = store.lock()?;
+    let mut state = installed_state(store)?;
+    if let Some(b) = booted
+        && b != state.active
+    {
+        return Err(ClbError::State(format!(
+            "the booted slot {b} is not the active slot {}; nothing to mark",
+            state.active
+        )));
+    }
+    if good {
+        state.mark_good();
+    } else {
+        state.mark_bad().map_err(|e| ClbError::State(e.to_string()))?;
+    }
+    store.write_bootstate(&state)?;
+    Ok(state)
+}
+
+fn installed_state(store: &StateStore) -> Result<BootState> {
+    store
+        .read_bootstate()?
+        .ok_or_else(|| ClbError::State(format!("nothing installed in {}", store.root().display())))
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_never_the_booted_or_last_good_slot() {
+        assert_eq!(target_slot(None, None), SlotName::A);
+        let mut s = BootState::new(SlotName::A, 3);
+        assert_eq!(target_slot(Some(&s), None), SlotName::B);
+        assert_eq!(target_slot(Some(&s), Some(SlotName::A)), SlotName::B);
+        s.stage(SlotName::B);
+        // Offline: B never booted, A is the good fallback: re-stage B.
+        assert_eq!(target_slot(Some(&s), None), SlotName::B);
+        // Booted A with B staged: still B.
+        assert_eq!(target_slot(Some(&s), Some(SlotName::A)), SlotName::B);
+        // Booted B (not yet marked good): A.
+        assert_eq!(target_slot(Some(&s), Some(SlotName::B)), SlotName::A);
+    }
+}
