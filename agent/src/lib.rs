@@ -14,15 +14,15 @@ pub mod upgrade;
 
 pub use error::{ClbError, Result};
 
-/// Maps a conversion failure onto clb's error classes.
+/// Maps a conversion failure onto clb's error classes (and so onto exit codes).
 pub fn convert_error(e: clb_convert::ConvertError) -> ClbError {
-    use clb_convert::ConvertError as C;
+    if e.is_invalid_input() {
+        return ClbError::Invalid(e.to_string());
+    }
     match e {
-        C::HostilePath { .. } | C::Corrupt { .. } => ClbError::Invalid(e.to_string()),
-        C::NoSpace { .. } => ClbError::NoSpace {
-            path: std::path::PathBuf::from("(conversion output)"),
-            needed: 0,
-            available: 0,
+        clb_convert::ConvertError::NoSpace(what) => ClbError::Io {
+            context: format!("converting a layer: {what}"),
+            source: std::io::Error::from_raw_os_error(28),
         },
         other => ClbError::State(other.to_string()),
     }

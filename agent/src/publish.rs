@@ -87,14 +87,21 @@ pub async fn sign(
         .sign(&payload)
         .map_err(|e| ClbError::State(format!("signing: {e}")))?;
     let sig_ref = signatures::signature_reference(&reference, signature_repository, &digest)?;
-    let mut layers: Vec<(Vec<u8>, String)> = Vec::new();
+    // Append to what is there, keeping every existing layer and annotation as cosign does.
+    let mut layers = Vec::new();
     if let Some((raw, _)) = registry.pull_manifest_optional(&sig_ref).await? {
-        for layer in signatures::fetch_signature_layers(registry, &sig_ref, &raw).await? {
-            layers.push((layer.payload, layer.signature_b64));
+        let existing = clb_cosign::parse_signature_manifest(&raw)
+            .map_err(|e| ClbError::Invalid(format!("existing signature manifest {sig_ref}: {e}")))?;
+        for desc in existing {
+            let payload = registry.pull_blob_bytes(&sig_ref, &desc.digest).await?;
+            layers.push(clb_cosign::LayerSpec { payload, annotations: desc.annotations });
         }
     }
-    layers.push((payload, signature));
-    let artifact = clb_cosign::signature_manifest(&layers)
+    layers.push(clb_cosign::LayerSpec {
+        payload,
+        annotations: [(clb_cosign::SIGNATURE_ANNOTATION.to_string(), signature)].into(),
+    });
+    let artifact = clb_cosign::signature_manifest_annotated(&layers)
         .map_err(|e| ClbError::State(format!("signature manifest: {e}")))?;
     for blob in artifact.blobs() {
         registry.push_blob(&sig_ref, blob.data.clone(), &blob.digest).await?;

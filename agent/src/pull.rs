@@ -163,9 +163,21 @@ async fn ensure_layer(
                 .join(format!("{}.squashfs.tmp", digest_file_name(&desc.digest)));
             let convert = convert.clone();
             let (p, o) = (partial.clone(), out.clone());
-            let digest = tokio::task::spawn_blocking(move || convert_file(&p, &o, &convert))
+            let converted = tokio::task::spawn_blocking(move || convert_file(&p, &o, &convert))
                 .await
-                .map_err(|e| ClbError::State(format!("conversion task failed: {e}")))??;
+                .map_err(|e| ClbError::State(format!("conversion task failed: {e}")))?;
+            let digest = match converted {
+                Ok(d) => d,
+                Err(e) => {
+                    // Bad content is not worth resuming; a full disk may be retried later
+                    // with the download kept.
+                    if matches!(e, ClbError::Invalid(_)) {
+                        let _ = std::fs::remove_file(&partial);
+                    }
+                    let _ = std::fs::remove_file(&out);
+                    return Err(e);
+                }
+            };
             store.install_layer(&out, &digest)?;
             store.record_conversion(&desc.digest, &digest)?;
             let _ = std::fs::remove_file(&partial);

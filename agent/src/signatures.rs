@@ -23,10 +23,11 @@ pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<TrustedKey>> {
         .map(|p| {
             let pem = std::fs::read(p)
                 .map_err(ClbError::io(format!("reading public key {}", p.display())))?;
-            clb_cosign::load_trusted_key(&pem, &p.display().to_string())
+            clb_cosign::load_trusted_keys(&pem, &p.display().to_string())
                 .map_err(|e| ClbError::Invalid(format!("public key {}: {e}", p.display())))
         })
-        .collect()
+        .collect::<Result<Vec<Vec<TrustedKey>>>>()
+        .map(|keys| keys.into_iter().flatten().collect())
 }
 
 /// Where signatures of `image` live: the image's own repository or `--signature-repository`.
@@ -82,7 +83,10 @@ pub async fn verify_image(
                     key_fingerprint: v.key_fingerprint,
                 });
             }
-            Err(e) => last_error = Some(ClbError::Verification(format!("{sig_ref}: {e}"))),
+            Err(e) if e.is_verification_failure() => {
+                last_error = Some(ClbError::Verification(format!("{sig_ref}: {e}")))
+            }
+            Err(e) => return Err(ClbError::Invalid(format!("{sig_ref}: {e}"))),
         }
     }
     Err(last_error.unwrap_or_else(|| ClbError::Verification("no signature found".to_string())))

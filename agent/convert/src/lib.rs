@@ -1,1 +1,217 @@
-//! clb-convert (being written)
+//! clb-convert: OCI/Docker tar layers and plain directories into SquashFS layers.
+//!
+//! The layer is decoded and rewritten in Rust in a single streaming pass (never unpacked to
+//! disk) and piped into `tar2sqfs` from squashfs-tools-ng, which keeps xattrs and hard links.
+//! See docs/conversion.md for the rules applied to each entry.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod decode;
+mod error;
+mod fromdir;
+mod paths;
+mod rewrite;
+mod tar2sqfs;
+mod tarwrite;
+
+use std::cell::Cell;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::rc::Rc;
+
+pub use error::ConvertError;
+pub use fromdir::{TarStats, tar_from_dir};
+
+use rewrite::Failure;
+use tar2sqfs::Tar2Sqfs;
+
+/// SquashFS block compressor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compressor {
+    #[default]
+    Zstd,
+    Gzip,
+    Xz,
+    Lz4,
+}
+
+impl Compressor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Gzip => "gzip",
+            Self::Xz => "xz",
+            Self::Lz4 => "lz4",
+        }
+    }
+}
+
+impl std::str::FromStr for Compressor {
+    type Err = ConvertError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "zstd" => Ok(Self::Zstd),
+            "gzip" => Ok(Self::Gzip),
+            "xz" => Ok(Self::Xz),
+            "lz4" => Ok(Self::Lz4),
+            other => Err(ConvertError::InvalidOptions(format!(
+                "unknown compressor {other:?} (zstd, gzip, xz, lz4)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    pub compressor: Compressor,
+    /// Compressor level; `None` keeps tar2sqfs's default (zstd 15, gzip 9, xz 6). For lz4
+    /// any non-zero level selects its high-compression mode.
+    pub level: Option<u32>,
+    /// Compressor threads for tar2sqfs (0 is taken as 1).
+    pub jobs: usize,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            compressor: Compressor::Zstd,
+            level: None,
+            jobs: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConvertStats {
+    /// Tar entries read from the layer (PAX and long-name headers not counted).
+    pub entries: u64,
+    /// Bytes read from `input`, as stored (compressed).
+    pub input_bytes: u64,
+    /// Decompressed tar bytes read from the layer.
+    pub tar_bytes: u64,
+    /// Size of the SquashFS image written.
+    pub output_bytes: u64,
+}
+
+/// Converts one OCI/Docker image layer (tar; gzip, zstd or plain, detected by magic bytes)
+/// read from `input` into a SquashFS image written at `out`.
+///
+/// Streams in one pass. On success the output is fsynced (the caller renames it into place);
+/// on any error no file is left at `out`.
+pub fn tar_layer_to_squashfs(
+    input: impl Read,
+    out: &Path,
+    opts: &ConvertOptions,
+) -> Result<ConvertStats, ConvertError> {
+    tar2sqfs::args(opts)?;
+    let opened = decode::open(input)?;
+    let tar_bytes = opened.decoded.count.clone();
+    let (child, stdin) = Tar2Sqfs::spawn(out, opts)?;
+    let writer = BufWriter::with_capacity(256 * 1024, stdin);
+
+    let entries = match rewrite::rewrite(opened.decoded, writer) {
+        Ok((entries, writer)) => {
+            // Closing stdin is what tells tar2sqfs the archive is complete.
+            drop(writer);
+            child.finish()?;
+            entries
+        }
+        Err(Failure::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            return Err(child.failed());
+        }
+        Err(failure) => {
+            child.abort();
+            return Err(match failure {
+                Failure::Convert(e) => e,
+                Failure::Write(e) => ConvertError::io("writing to tar2sqfs", e),
+                Failure::Read(e) => match opened.input_err.take() {
+                    Some(source) => ConvertError::io("reading layer", source),
+                    None => ConvertError::Corrupt(e.to_string()),
+                },
+            });
+        }
+    };
+
+    let output_bytes = sync_output(out).inspect_err(|_| tar2sqfs::remove(out))?;
+    Ok(ConvertStats {
+        entries,
+        input_bytes: opened.input_bytes.get(),
+        tar_bytes: tar_bytes.get(),
+        output_bytes,
+    })
+}
+
+/// Makes the image durable before the caller renames it into place.
+fn sync_output(out: &Path) -> Result<u64, ConvertError> {
+    let ctx = || format!("syncing {}", out.display());
+    let file = std::fs::File::open(out).map_err(|e| ConvertError::io(ctx(), e))?;
+    file.sync_all().map_err(|e| ConvertError::io(ctx(), e))?;
+    let len = file.metadata().map_err(|e| ConvertError::io(ctx(), e))?.len();
+    if len == 0 {
+        return Err(ConvertError::Tool("produced an empty image".into()));
+    }
+    Ok(len)
+}
+
+/// A directory straight into a SquashFS layer: `tar_from_dir` piped into the same converter,
+/// so a directory obeys exactly the rules a pulled layer does.
+pub fn squashfs_from_dir(
+    dir: &Path,
+    out: &Path,
+    opts: &ConvertOptions,
+) -> Result<ConvertStats, ConvertError> {
+    tar2sqfs::args(opts)?;
+    let (rx, tx) = rustix::pipe::pipe().map_err(|e| ConvertError::io("creating pipe", e.into()))?;
+    let (rx, tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
+    std::thread::scope(|s| {
+        let walker = s.spawn(move || {
+            let mut tx = tx;
+            let r = tar_from_dir(dir, &mut tx);
+            // Drop closes the pipe so the converter sees the end (or a truncation).
+            drop(tx);
+            r
+        });
+        let converted = tar_layer_to_squashfs(rx, out, opts);
+        let walked = walker
+            .join()
+            .unwrap_or_else(|_| Err(ConvertError::Tool("directory walker panicked".into())));
+        match (walked, converted) {
+            (Ok(_), converted) => converted,
+            // The converter's error explains a walker that hit a closed pipe.
+            (Err(e), Err(c)) if is_broken_pipe(&e) => Err(c),
+            (Err(e), converted) => {
+                if converted.is_ok() {
+                    tar2sqfs::remove(out);
+                }
+                Err(e)
+            }
+        }
+    })
+}
+
+fn is_broken_pipe(e: &ConvertError) -> bool {
+    matches!(e, ConvertError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Counts bytes passing through a writer.
+pub(crate) struct Counting<W> {
+    pub inner: W,
+    pub count: Rc<Cell<u64>>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -116,7 +116,10 @@ pub fn signature_manifest_annotated(
             )));
         }
     }
-    let payloads: Vec<Blob> = layers.iter().map(|l| Blob::new(l.payload.clone())).collect();
+    let payloads: Vec<Blob> = layers
+        .iter()
+        .map(|l| Blob::new(l.payload.clone()))
+        .collect();
     let config = Blob::new(config_json(payloads.iter().map(|b| b.digest.as_str()))?);
     let manifest = Manifest {
         schema_version: 2,
@@ -177,7 +180,10 @@ fn config_json<'a>(diff_ids: impl Iterator<Item = &'a str>) -> Result<Vec<u8>, C
     let cfg = ConfigFile {
         architecture: "",
         created: ZERO_TIME,
-        history: diff_ids.iter().map(|_| History { created: ZERO_TIME }).collect(),
+        history: diff_ids
+            .iter()
+            .map(|_| History { created: ZERO_TIME })
+            .collect(),
         os: "",
         rootfs: RootFs {
             kind: "layers",

@@ -49,7 +49,9 @@ pub enum CosignError {
     NoTrustedKeys,
 
     /// A manifest digest is not of the form `sha256:<64 hex>`.
-    #[error("invalid manifest digest {0:?}: expected sha256:<64 lowercase hex> or sha512:<128 lowercase hex>")]
+    #[error(
+        "invalid manifest digest {0:?}: expected sha256:<64 lowercase hex> or sha512:<128 lowercase hex>"
+    )]
     InvalidDigest(String),
 
     /// A signature manifest (JSON) cannot be parsed or built.

@@ -57,7 +57,8 @@ fn bad_key(e: impl std::fmt::Display) -> CosignError {
 /// label `ENCRYPTED SIGSTORE PRIVATE KEY`) and the SPKI public key PEM.
 /// An empty password is allowed, as with `COSIGN_PASSWORD=`.
 pub fn generate_key_pair(password: &[u8]) -> Result<KeyPairPem, CosignError> {
-    let keys = EcdsaKeys::new(EllipticCurve::P256).map_err(|e| CosignError::Signing(e.to_string()))?;
+    let keys =
+        EcdsaKeys::new(EllipticCurve::P256).map_err(|e| CosignError::Signing(e.to_string()))?;
     let pkcs8 = keys
         .private_key_to_der()
         .map_err(|e| CosignError::Signing(e.to_string()))?;
@@ -100,13 +101,12 @@ impl SigningKey {
     pub fn from_encrypted_pem(pem_data: &[u8], password: &[u8]) -> Result<Self, CosignError> {
         let block = pem::parse_one(pem_data).map_err(bad_key)?;
         let pkcs8 = match block.label.as_str() {
-            SIGSTORE_ENCRYPTED_LABEL | COSIGN_ENCRYPTED_LABEL => {
-                kdf::decrypt(&block.der, password).map_err(|e| {
+            SIGSTORE_ENCRYPTED_LABEL | COSIGN_ENCRYPTED_LABEL => kdf::decrypt(&block.der, password)
+                .map_err(|e| {
                     CosignError::BadKey(format!(
                         "cannot decrypt private key (wrong password or corrupted key file): {e}"
                     ))
-                })?
-            }
+                })?,
             "PRIVATE KEY" => {
                 if !password.is_empty() {
                     tracing::debug!("private key is not encrypted; password ignored");
@@ -249,7 +249,8 @@ pub fn load_trusted_key(pem_data: &[u8], source: &str) -> Result<TrustedKey, Cos
 /// rotation). Each key's `source` is `source` (with `#N` appended, N from 1,
 /// when the file holds more than one key).
 pub fn load_trusted_keys(pem_data: &[u8], source: &str) -> Result<Vec<TrustedKey>, CosignError> {
-    let blocks = pem::parse_all(pem_data).map_err(|e| CosignError::BadKey(format!("{source}: {e}")))?;
+    let blocks =
+        pem::parse_all(pem_data).map_err(|e| CosignError::BadKey(format!("{source}: {e}")))?;
     let publics: Vec<_> = blocks.iter().filter(|b| b.label == "PUBLIC KEY").collect();
     if publics.is_empty() {
         let labels: Vec<&str> = blocks.iter().map(|b| b.label.as_str()).collect();

@@ -86,11 +86,15 @@ pub fn signature_tag(manifest_digest: &str) -> Result<String, CosignError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
     fn go_escaping() {
-        assert_eq!(go_json_string("a<b>&\"\\\n\u{1}"), r#""a\u003cb\u003e\u0026\"\\\n\u0001""#);
+        assert_eq!(
+            go_json_string("a<b>&\"\\\n\u{1}"),
+            r#""a\u003cb\u003e\u0026\"\\\n\u0001""#
+        );
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub(crate) fn encode(label: &str, der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

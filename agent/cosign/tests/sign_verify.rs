@@ -1,5 +1,8 @@
 //! Key handling, signing and verification, without external tools.
 
+// Tests panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use clb_cosign::*;
@@ -15,19 +18,32 @@ fn keypair(label: &str) -> (SigningKey, TrustedKey) {
 #[test]
 fn keygen_sign_verify_roundtrip() {
     let kp = generate_key_pair(b"correct horse").unwrap();
-    assert!(kp.private_key_pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"));
-    assert!(kp.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    assert!(
+        kp.private_key_pem
+            .starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    );
+    assert!(
+        kp.public_key_pem
+            .starts_with("-----BEGIN PUBLIC KEY-----\n")
+    );
     assert!(!kp.private_key_pem.contains('\r') && !kp.public_key_pem.contains('\r'));
     // The encrypted body is cosign's JSON: scrypt + nacl/secretbox.
-    let body: String = kp.private_key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let body: String = kp
+        .private_key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
     use base64::Engine as _;
-    let json = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(v["kdf"]["name"], "scrypt");
     assert_eq!(v["cipher"]["name"], "nacl/secretbox");
     assert!(v["ciphertext"].is_string());
 
-    let sk = SigningKey::from_encrypted_pem(kp.private_key_pem.as_bytes(), b"correct horse").unwrap();
+    let sk =
+        SigningKey::from_encrypted_pem(kp.private_key_pem.as_bytes(), b"correct horse").unwrap();
     assert_eq!(sk.public_key_pem(), kp.public_key_pem);
     assert_eq!(sk.fingerprint(), kp.fingerprint);
     let tk = load_trusted_key(kp.public_key_pem.as_bytes(), "/etc/clb/keys/release.pub").unwrap();
@@ -51,12 +67,18 @@ fn wrong_password_is_bad_key() {
     assert!(!err.is_verification_failure());
     assert!(err.to_string().contains("wrong password"), "{err}");
     // Garbage and public keys are not private keys.
-    assert!(matches!(SigningKey::from_encrypted_pem(b"junk", b""), Err(CosignError::BadKey(_))));
+    assert!(matches!(
+        SigningKey::from_encrypted_pem(b"junk", b""),
+        Err(CosignError::BadKey(_))
+    ));
     assert!(matches!(
         SigningKey::from_encrypted_pem(kp.public_key_pem.as_bytes(), b""),
         Err(CosignError::BadKey(_))
     ));
-    assert!(matches!(load_trusted_key(b"junk", "x"), Err(CosignError::BadKey(_))));
+    assert!(matches!(
+        load_trusted_key(b"junk", "x"),
+        Err(CosignError::BadKey(_))
+    ));
     assert!(matches!(
         load_trusted_key(kp.private_key_pem.as_bytes(), "x"),
         Err(CosignError::BadKey(_))
@@ -100,15 +122,23 @@ fn genuine_cosign_artifact() {
     let manifest = data("cosign-v3.0.4.sig-manifest.json");
     let payload = data("cosign-v3.0.4.payload.json");
     let key = load_trusted_key(&data("cosign-v3.0.4.pub"), "cosign.pub").unwrap();
-    assert_eq!(key.fingerprint, "dc2bcfdb0402cd0845f59232655c3ab2a53d55849d4665579efe45c6cc753478");
+    assert_eq!(
+        key.fingerprint,
+        "dc2bcfdb0402cd0845f59232655c3ab2a53d55849d4665579efe45c6cc753478"
+    );
 
     // Our payload builder produces cosign's exact bytes.
-    assert_eq!(simple_signing_payload("localhost:15381/tobby/fixture", subject), payload);
+    assert_eq!(
+        simple_signing_payload("localhost:15381/tobby/fixture", subject),
+        payload
+    );
 
     let descs = parse_signature_manifest(&manifest).unwrap();
     assert_eq!(descs.len(), 1);
-    let layers: Vec<SignatureLayer> =
-        descs.iter().map(|d| d.with_payload(payload.clone()).unwrap()).collect();
+    let layers: Vec<SignatureLayer> = descs
+        .iter()
+        .map(|d| d.with_payload(payload.clone()).unwrap())
+        .collect();
     let v = verify(&layers, subject, std::slice::from_ref(&key)).unwrap();
     assert_eq!(v.docker_reference, "localhost:15381/tobby/fixture");
     assert_eq!(v.key_source, "cosign.pub");
@@ -117,13 +147,19 @@ fn genuine_cosign_artifact() {
     let err = verify(&layers, DIGEST, std::slice::from_ref(&key)).unwrap_err();
     assert_eq!(
         err,
-        CosignError::DigestMismatch { expected: DIGEST.into(), found: subject.into() }
+        CosignError::DigestMismatch {
+            expected: DIGEST.into(),
+            found: subject.into()
+        }
     );
 
     // Rebuilding the artifact from payload + signature gives cosign's bytes.
     let art =
         signature_manifest(&[(payload.clone(), descs[0].signature_b64().to_string())]).unwrap();
-    assert_eq!(String::from_utf8(art.manifest.clone()).unwrap(), String::from_utf8(manifest).unwrap());
+    assert_eq!(
+        String::from_utf8(art.manifest.clone()).unwrap(),
+        String::from_utf8(manifest).unwrap()
+    );
     assert_eq!(
         art.config.digest,
         "sha256:2122b6ad0794d3fdae43a4b477cf1d95d4a38d3c5f10631e199676039b876e37"
@@ -132,7 +168,10 @@ fn genuine_cosign_artifact() {
     // A payload blob that does not match its descriptor is refused.
     let mut tampered = payload.clone();
     tampered[10] ^= 1;
-    assert!(matches!(descs[0].with_payload(tampered), Err(CosignError::InvalidManifest(_))));
+    assert!(matches!(
+        descs[0].with_payload(tampered),
+        Err(CosignError::InvalidManifest(_))
+    ));
 }
 
 #[test]
@@ -141,8 +180,18 @@ fn wrong_key_is_no_key_matched() {
     let (_, other) = keypair("b");
     let payload = simple_signing_payload(REPO, DIGEST);
     let sig = sk.sign(&payload).unwrap();
-    let err = verify(&[layer(&payload, &sig)], DIGEST, std::slice::from_ref(&other)).unwrap_err();
-    assert_eq!(err, CosignError::NoKeyMatched { tried: vec![other.fingerprint.clone()] });
+    let err = verify(
+        &[layer(&payload, &sig)],
+        DIGEST,
+        std::slice::from_ref(&other),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        CosignError::NoKeyMatched {
+            tried: vec![other.fingerprint.clone()]
+        }
+    );
     assert!(err.is_verification_failure());
     assert!(!err.to_string().contains('\n'));
 }
@@ -170,12 +219,22 @@ fn corrupted_signature_rejected() {
     assert!(matches!(err, CosignError::NoKeyMatched { .. }), "{err:?}");
 
     // Not base64 at all.
-    let err = verify(&[layer(&payload, "!!not base64!!")], DIGEST, std::slice::from_ref(&tk))
-        .unwrap_err();
-    assert!(matches!(err, CosignError::BadSignatureEncoding(_)), "{err:?}");
+    let err = verify(
+        &[layer(&payload, "!!not base64!!")],
+        DIGEST,
+        std::slice::from_ref(&tk),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, CosignError::BadSignatureEncoding(_)),
+        "{err:?}"
+    );
     // Missing annotation.
     let err = verify(&[layer(&payload, "")], DIGEST, std::slice::from_ref(&tk)).unwrap_err();
-    assert!(matches!(err, CosignError::BadSignatureEncoding(_)), "{err:?}");
+    assert!(
+        matches!(err, CosignError::BadSignatureEncoding(_)),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -186,7 +245,10 @@ fn payload_for_another_digest_is_digest_mismatch() {
     let err = verify(&[layer(&payload, &sig)], DIGEST, &[tk]).unwrap_err();
     assert_eq!(
         err,
-        CosignError::DigestMismatch { expected: DIGEST.into(), found: OTHER_DIGEST.into() }
+        CosignError::DigestMismatch {
+            expected: DIGEST.into(),
+            found: OTHER_DIGEST.into()
+        }
     );
     assert!(err.to_string().contains(OTHER_DIGEST));
 }
@@ -200,8 +262,14 @@ fn unsigned() {
     // Layers of other media types do not count as signatures.
     let mut l = layer(b"{}", "MEUC");
     l.media_type = "application/vnd.oci.image.layer.v1.tar+gzip".into();
-    assert_eq!(verify(&[l], DIGEST, &[tk]).unwrap_err(), CosignError::Unsigned);
-    assert_eq!(verify(&[], DIGEST, &[]).unwrap_err(), CosignError::NoTrustedKeys);
+    assert_eq!(
+        verify(&[l], DIGEST, &[tk]).unwrap_err(),
+        CosignError::Unsigned
+    );
+    assert_eq!(
+        verify(&[], DIGEST, &[]).unwrap_err(),
+        CosignError::NoTrustedKeys
+    );
 }
 
 #[test]
@@ -210,7 +278,10 @@ fn media_type_is_enforced_even_with_valid_signature() {
     let payload = simple_signing_payload(REPO, DIGEST);
     let mut l = layer(&payload, &sk.sign(&payload).unwrap());
     l.media_type = "application/json".into();
-    assert_eq!(verify(&[l], DIGEST, &[tk]).unwrap_err(), CosignError::Unsigned);
+    assert_eq!(
+        verify(&[l], DIGEST, &[tk]).unwrap_err(),
+        CosignError::Unsigned
+    );
 }
 
 #[test]
@@ -247,7 +318,10 @@ fn several_layers_one_good() {
         layer(&payload, &stranger.sign(&payload).unwrap()),
         layer(&payload, &sk.sign(&payload).unwrap()),
     ];
-    assert_eq!(verify(&layers, DIGEST, &[tk]).unwrap().key_source, "trusted");
+    assert_eq!(
+        verify(&layers, DIGEST, &[tk]).unwrap().key_source,
+        "trusted"
+    );
 }
 
 /// A signature for another image must be reported as such even when an
@@ -280,7 +354,10 @@ fn key_bundle_and_non_p256_rejected() {
     assert_eq!(keys[1].fingerprint, b.fingerprint);
     // An Ed25519 private key (sigstore fixture) is refused: P-256 only.
     let ed = b"-----BEGIN PRIVATE KEY-----\nMFECAQEwBQYDK2VwBCIEILZ7IMwQHwlrU+a5l0WnujhvsmQXrWsStjtbAj8n/EiJ\ngSEAXtg9yVbH8JADtC6sn4NBh1CSDWeCv0ABIj4TtoJj9ak=\n-----END PRIVATE KEY-----\n";
-    assert!(matches!(SigningKey::from_pem(ed), Err(CosignError::BadKey(_))));
+    assert!(matches!(
+        SigningKey::from_pem(ed),
+        Err(CosignError::BadKey(_))
+    ));
 }
 
 #[test]
@@ -299,10 +376,19 @@ fn signature_tag_format() {
         signature_tag(DIGEST).unwrap(),
         "sha256-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.sig"
     );
-    assert!(matches!(signature_tag("sha256:xyz"), Err(CosignError::InvalidDigest(_))));
-    assert!(matches!(signature_tag("latest"), Err(CosignError::InvalidDigest(_))));
+    assert!(matches!(
+        signature_tag("sha256:xyz"),
+        Err(CosignError::InvalidDigest(_))
+    ));
+    assert!(matches!(
+        signature_tag("latest"),
+        Err(CosignError::InvalidDigest(_))
+    ));
     let (_, tk) = keypair("a");
-    assert!(matches!(verify(&[], "sha256:ABC", &[tk]), Err(CosignError::InvalidDigest(_))));
+    assert!(matches!(
+        verify(&[], "sha256:ABC", &[tk]),
+        Err(CosignError::InvalidDigest(_))
+    ));
 }
 
 #[test]
@@ -319,7 +405,10 @@ fn signature_manifest_structure() {
     assert_eq!(m["config"]["size"], art.config.data.len());
     let l = &m["layers"][0];
     assert_eq!(l["mediaType"], SIMPLE_SIGNING_MEDIA_TYPE);
-    let pd = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&p1)));
+    let pd = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&p1))
+    );
     assert_eq!(l["digest"], pd.as_str());
     assert_eq!(l["size"], p1.len());
     assert_eq!(l["annotations"][SIGNATURE_ANNOTATION], s1.as_str());
@@ -328,7 +417,10 @@ fn signature_manifest_structure() {
     assert_eq!(cfg["rootfs"]["diff_ids"], serde_json::json!([pd]));
     assert_eq!(art.payloads[0].data, p1);
     assert_eq!(art.blobs().count(), 2);
-    let md = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&art.manifest)));
+    let md = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&art.manifest))
+    );
     assert_eq!(art.manifest_digest, md);
 
     // Append a second signer, keeping the first layer's annotations.
@@ -337,7 +429,10 @@ fn signature_manifest_structure() {
     let mut specs: Vec<LayerSpec> = parse_signature_manifest(&art.manifest)
         .unwrap()
         .into_iter()
-        .map(|d| LayerSpec { payload: p1.clone(), annotations: d.annotations })
+        .map(|d| LayerSpec {
+            payload: p1.clone(),
+            annotations: d.annotations,
+        })
         .collect();
     specs.push(LayerSpec {
         payload: p1.clone(),
@@ -349,7 +444,10 @@ fn signature_manifest_structure() {
     let cfg: serde_json::Value = serde_json::from_slice(&art2.config.data).unwrap();
     assert_eq!(cfg["rootfs"]["diff_ids"], serde_json::json!([pd, pd]));
     assert_eq!(cfg["history"].as_array().unwrap().len(), 2);
-    let layers: Vec<_> = descs.iter().map(|d| d.with_payload(p1.clone()).unwrap()).collect();
+    let layers: Vec<_> = descs
+        .iter()
+        .map(|d| d.with_payload(p1.clone()).unwrap())
+        .collect();
     assert_eq!(verify(&layers, DIGEST, &[tk]).unwrap().key_source, "a");
     assert_eq!(verify(&layers, DIGEST, &[tk2]).unwrap().key_source, "b");
 

@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 pub use accesslog::{AccessLogEntry, BlobFetch, LogMarker};
 pub use http::{HttpResponse, http_request};
-pub use oci::{OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec};
+pub use oci::{
+    OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec,
+};
 pub use registry::{Registry, RegistryOptions};
 pub use tree::{hash_tree, tree_manifest};
 

@@ -95,21 +95,21 @@ pub fn write_oci_layout(dir: &Path, layers: &[Vec<u8>], media_type: &str) -> Str
 /// [`write_oci_layout`].
 pub fn write_oci_layout_spec(dir: &Path, spec: &OciImageSpec) -> String {
     let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs)
-        .unwrap_or_else(|e| panic!("create {}: {e}", blobs.display()));
+    fs::create_dir_all(&blobs).unwrap_or_else(|e| panic!("create {}: {e}", blobs.display()));
     let put = |data: &[u8]| -> (String, usize) {
         let digest = sha256_digest(data);
         let p = blobs.join(digest.trim_start_matches("sha256:"));
         fs::write(&p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         (digest, data.len())
     };
-    let descriptor = |media_type: &str, digest: &str, size: usize, ann: &BTreeMap<String, String>| {
-        let mut d = json!({"mediaType": media_type, "digest": digest, "size": size});
-        if !ann.is_empty() {
-            d["annotations"] = json!(ann);
-        }
-        d
-    };
+    let descriptor =
+        |media_type: &str, digest: &str, size: usize, ann: &BTreeMap<String, String>| {
+            let mut d = json!({"mediaType": media_type, "digest": digest, "size": size});
+            if !ann.is_empty() {
+                d["annotations"] = json!(ann);
+            }
+            d
+        };
 
     let mut layer_descs = Vec::new();
     let mut diff_ids = Vec::new();
@@ -159,7 +159,10 @@ pub fn write_oci_layout_spec(dir: &Path, spec: &OciImageSpec) -> String {
         let p = dir.join(name);
         fs::write(&p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
     };
-    write("index.json", &serde_json::to_vec(&index).expect("serialize index"));
+    write(
+        "index.json",
+        &serde_json::to_vec(&index).expect("serialize index"),
+    );
     write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     mdigest
 }

@@ -44,10 +44,7 @@ pub fn hash_tree(root: &Path) -> String {
 fn escape(bytes: &[u8]) -> String {
     // escape_ascii escapes space? No: it escapes \t \r \n \\ ' " and non-printables; spaces are
     // kept, so also escape them to keep the line fields unambiguous.
-    bytes
-        .escape_ascii()
-        .to_string()
-        .replace(' ', "\\x20")
+    bytes.escape_ascii().to_string().replace(' ', "\\x20")
 }
 
 fn walk(root: &Path, rel: PathBuf, out: &mut Vec<(Vec<u8>, String)>) {
@@ -80,7 +77,10 @@ fn walk(root: &Path, rel: PathBuf, out: &mut Vec<(Vec<u8>, String)>) {
             }
             h.update(&buf[..n]);
         }
-        ("file", format!("{} sha256:{}", md.len(), hex::encode(h.finalize())))
+        (
+            "file",
+            format!("{} sha256:{}", md.len(), hex::encode(h.finalize())),
+        )
     } else if ft.is_symlink() {
         let target = fs::read_link(&full)
             .unwrap_or_else(|e| panic!("hash_tree: readlink {}: {e}", full.display()));

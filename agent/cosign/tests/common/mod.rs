@@ -1,4 +1,5 @@
 // Shared helpers for the integration tests (included with `mod common;`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -9,7 +10,9 @@ pub const OTHER_DIGEST: &str =
 pub const REPO: &str = "127.0.0.1:5000/clb/os";
 
 pub fn data(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("read fixture {}: {e}", p.display()))
 }
 

@@ -1,0 +1,135 @@
+//! Input side: sniff the compression from magic bytes, count bytes at both ends of the
+//! decoder, and remember failures of the underlying reader so that a read error of the
+//! source (an I/O problem) is not reported as a corrupt layer.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read};
+use std::rc::Rc;
+
+use crate::ConvertError;
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+
+/// Remembers the first error a wrapped reader or writer returned.
+#[derive(Clone, Default)]
+pub(crate) struct ErrSlot(Rc<RefCell<Option<io::Error>>>);
+
+impl ErrSlot {
+    pub fn record(&self, e: &io::Error) {
+        let mut slot = self.0.borrow_mut();
+        if slot.is_none() {
+            // io::Error is not Clone; an OS error code round-trips exactly, others keep kind
+            // and text, which is all the classification needs.
+            *slot = Some(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            });
+        }
+    }
+
+    pub fn take(&self) -> Option<io::Error> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// The raw (possibly compressed) source: counts bytes and records read errors.
+pub(crate) struct Source<R> {
+    inner: R,
+    pub count: Rc<Cell<u64>>,
+    pub err: ErrSlot,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.count.set(self.count.get() + n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.err.record(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The decoded tar stream: counts bytes and tracks how many zero bytes it ended with, which
+/// tells a real end-of-archive marker from a stream cut at an entry boundary.
+pub(crate) struct Decoded<'a> {
+    inner: Box<dyn Read + 'a>,
+    pub count: Rc<Cell<u64>>,
+    pub trailing_zeros: Rc<Cell<u64>>,
+}
+
+impl Read for Decoded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        self.count.set(self.count.get() + n as u64);
+        let tail = chunk.iter().rev().take_while(|b| **b == 0).count() as u64;
+        if tail == n as u64 {
+            self.trailing_zeros.set(self.trailing_zeros.get() + tail);
+        } else {
+            self.trailing_zeros.set(tail);
+        }
+        Ok(n)
+    }
+}
+
+pub(crate) struct Opened<'a> {
+    pub decoded: Decoded<'a>,
+    pub input_bytes: Rc<Cell<u64>>,
+    pub input_err: ErrSlot,
+}
+
+/// Wraps `input` in the decoder its first bytes call for (gzip, zstd, or none).
+pub(crate) fn open<'a>(input: impl Read + 'a) -> Result<Opened<'a>, ConvertError> {
+    let input_bytes = Rc::new(Cell::new(0));
+    let input_err = ErrSlot::default();
+    let mut source = Source {
+        inner: input,
+        count: input_bytes.clone(),
+        err: input_err.clone(),
+    };
+    let mut magic = [0u8; 6];
+    let mut got = 0;
+    while got < magic.len() {
+        match source.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ConvertError::io("reading layer", e)),
+        }
+    }
+    let head = &magic[..got];
+    let stream = io::Cursor::new(head.to_vec()).chain(source);
+    let inner: Box<dyn Read + 'a> = if head.starts_with(GZIP_MAGIC) {
+        // Multi-member: pigz and friends may concatenate gzip members.
+        Box::new(flate2::read::MultiGzDecoder::new(stream))
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Box::new(
+            zstd::stream::read::Decoder::new(stream)
+                .map_err(|e| ConvertError::io("starting zstd decoder", e))?,
+        )
+    } else if head.starts_with(XZ_MAGIC) {
+        return Err(ConvertError::Corrupt(
+            "xz-compressed layers are not supported (gzip, zstd or plain tar)".into(),
+        ));
+    } else {
+        Box::new(stream)
+    };
+    Ok(Opened {
+        decoded: Decoded {
+            inner,
+            count: Rc::new(Cell::new(0)),
+            trailing_zeros: Rc::new(Cell::new(0)),
+        },
+        input_bytes,
+        input_err,
+    })
+}

@@ -1,0 +1,173 @@
+//! Runs `tar2sqfs` (squashfs-tools-ng) as the SquashFS writer. It keeps xattrs and hard links,
+//! which backhand drops (see docs/conversion.md). We own the child completely: every path
+//! out of here either waits for it or kills and reaps it, so no zombie and no hung pipe.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread::JoinHandle;
+
+use crate::{Compressor, ConvertError, ConvertOptions};
+
+const STDERR_KEEP: usize = 16 * 1024;
+
+pub(crate) struct Tar2Sqfs {
+    child: Child,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    out: PathBuf,
+}
+
+/// Command-line arguments for the options; validated here so a bad level is our error
+/// message, not a usage dump from the tool.
+pub(crate) fn args(opts: &ConvertOptions) -> Result<Vec<String>, ConvertError> {
+    let (name, range) = match opts.compressor {
+        Compressor::Zstd => ("zstd", Some(1..=22)),
+        Compressor::Gzip => ("gzip", Some(1..=9)),
+        Compressor::Xz => ("xz", Some(0..=9)),
+        Compressor::Lz4 => ("lz4", None),
+    };
+    let mut args: Vec<String> = ["-q", "-f", "--no-skip", "-c", name]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    match (opts.level, range) {
+        (None, _) => {}
+        (Some(level), Some(range)) if range.contains(&level) => {
+            args.extend(["-X".into(), format!("level={level}")]);
+        }
+        (Some(level), Some(range)) => {
+            return Err(ConvertError::InvalidOptions(format!(
+                "{name} level {level} outside {}..={}",
+                range.start(),
+                range.end()
+            )));
+        }
+        // lz4 has no levels, only the slower high-compression mode.
+        (Some(0), None) => {}
+        (Some(_), None) => args.extend(["-X".into(), "hc".into()]),
+    }
+    args.extend(["-j".into(), opts.jobs.max(1).to_string()]);
+    Ok(args)
+}
+
+impl Tar2Sqfs {
+    pub fn spawn(out: &Path, opts: &ConvertOptions) -> Result<(Self, ChildStdin), ConvertError> {
+        let mut cmd = Command::new("tar2sqfs");
+        cmd.args(args(opts)?)
+            .arg(out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ConvertError::Tool(
+                    "not found in PATH (install squashfs-tools-ng, Debian package squashfs-tools-ng)"
+                        .into(),
+                )
+            } else {
+                ConvertError::io("starting tar2sqfs", e)
+            }
+        })?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
+        let mut this = Self {
+            child,
+            stderr: None,
+            out: out.to_path_buf(),
+        };
+        // A thread drains stderr so a chatty failure can never block the child on a full pipe.
+        this.stderr = stderr.map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > STDERR_KEEP {
+                        kept.drain(..kept.len() - STDERR_KEEP);
+                    }
+                }
+                kept
+            })
+        });
+        match stdin {
+            Some(stdin) => Ok((this, stdin)),
+            None => {
+                this.abort();
+                Err(ConvertError::Tool("no stdin pipe to tar2sqfs".into()))
+            }
+        }
+    }
+
+    fn stderr_text(&mut self) -> String {
+        let raw = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
+    /// Waits for a clean exit (stdin must already be closed).
+    pub fn finish(mut self) -> Result<(), ConvertError> {
+        let status = self.child.wait();
+        let stderr = self.stderr_text();
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                remove(&self.out);
+                return Err(ConvertError::io("waiting for tar2sqfs", e));
+            }
+        };
+        if status.success() {
+            return Ok(());
+        }
+        remove(&self.out);
+        Err(tool_failure(&stderr, &status.to_string()))
+    }
+
+    /// The child stopped reading (broken pipe): reap it and report why it died.
+    pub fn failed(mut self) -> ConvertError {
+        let status = self.child.wait();
+        let stderr = self.stderr_text();
+        remove(&self.out);
+        let status = match status {
+            Ok(s) if s.success() => "exited early".to_string(),
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tool_failure(&stderr, &status)
+    }
+
+    /// Kills and reaps the child and removes any partial output.
+    pub fn abort(mut self) {
+        // Errors only mean it is already gone; we reap it either way.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.stderr_text();
+        remove(&self.out);
+    }
+}
+
+fn tool_failure(stderr: &str, status: &str) -> ConvertError {
+    if stderr.contains("No space left on device") {
+        return ConvertError::NoSpace("writing SquashFS image".into());
+    }
+    let last = stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("no message");
+    ConvertError::Tool(format!("{status}: {last}"))
+}
+
+pub(crate) fn remove(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove partial output");
+    }
+}

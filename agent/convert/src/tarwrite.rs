@@ -1,0 +1,268 @@
+//! A small tar writer: ustar headers plus PAX records for whatever does not fit (long names,
+//! large ids and sizes, negative times, xattrs). Written by hand because `tar::Builder` (0.4.46)
+//! cannot emit PAX records, and xattrs travel only in PAX. Output is byte-for-byte
+//! deterministic for the same input.
+
+use std::io::{self, Read, Write};
+
+const BLOCK: usize = 512;
+const USTAR_ID_MAX: u64 = 0o7_777_777;
+const USTAR_SIZE_MAX: u64 = 0o77_777_777_777;
+
+/// Ownership, permission bits and modification time of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+}
+
+/// xattrs as (name, value) pairs; names are raw bytes like everything in tar.
+pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub(crate) enum Kind<'a> {
+    File { size: u64 },
+    Dir,
+    Symlink(&'a [u8]),
+    HardLink(&'a [u8]),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// Which side of a copy failed: the caller decides whether a read failure means corrupt input
+/// or a broken disk, and whether a write failure is a dead `tar2sqfs`.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    Read(io::Error),
+    /// The data source ended before the size announced in the header.
+    Short { expected: u64, got: u64 },
+    Write(io::Error),
+}
+
+pub(crate) struct TarWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> TarWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    /// Appends one entry. `data` must yield at least `size` bytes for a `File`; only that many
+    /// are read.
+    pub fn append(
+        &mut self,
+        path: &[u8],
+        kind: Kind<'_>,
+        meta: &Meta,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        data: Option<&mut dyn Read>,
+    ) -> Result<(), AppendError> {
+        let mut pax: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        let mut header = tar::Header::new_ustar();
+        let (ty, link, size) = match kind {
+            Kind::File { size } => (tar::EntryType::Regular, None, size),
+            Kind::Dir => (tar::EntryType::Directory, None, 0),
+            Kind::Symlink(t) => (tar::EntryType::Symlink, Some(t), 0),
+            Kind::HardLink(t) => (tar::EntryType::Link, Some(t), 0),
+            Kind::Char(ma, mi) | Kind::Block(ma, mi) => {
+                // Linux majors and minors fit in ustar's 7 octal digits, so these cannot fail.
+                let _ = header.set_device_major(ma);
+                let _ = header.set_device_minor(mi);
+                let ty = if matches!(kind, Kind::Char(..)) {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                (ty, None, 0)
+            }
+            Kind::Fifo => (tar::EntryType::Fifo, None, 0),
+        };
+        header.set_entry_type(ty);
+        header.set_mode(meta.mode & 0o7777);
+
+        let name_field = &mut header.as_old_mut().name;
+        if path.len() <= name_field.len() {
+            name_field[..path.len()].copy_from_slice(path);
+        } else {
+            let n = name_field.len();
+            name_field.copy_from_slice(&path[..n]);
+            pax.push((b"path", path.to_vec()));
+        }
+        if let Some(link) = link {
+            let field = &mut header.as_old_mut().linkname;
+            if link.len() <= field.len() {
+                field[..link.len()].copy_from_slice(link);
+            } else {
+                let n = field.len();
+                field.copy_from_slice(&link[..n]);
+                pax.push((b"linkpath", link.to_vec()));
+            }
+        }
+        for (field, value) in [(&b"uid"[..], meta.uid), (&b"gid"[..], meta.gid)] {
+            let fits = value <= USTAR_ID_MAX;
+            let v = if fits { value } else { 0 };
+            if field == b"uid" {
+                header.set_uid(v);
+            } else {
+                header.set_gid(v);
+            }
+            if !fits {
+                pax.push((field, value.to_string().into_bytes()));
+            }
+        }
+        match u64::try_from(meta.mtime) {
+            Ok(t) if t <= USTAR_SIZE_MAX => header.set_mtime(t),
+            _ => {
+                header.set_mtime(0);
+                pax.push((b"mtime", meta.mtime.to_string().into_bytes()));
+            }
+        }
+        if size <= USTAR_SIZE_MAX {
+            header.set_size(size);
+        } else {
+            header.set_size(0);
+            pax.push((b"size", size.to_string().into_bytes()));
+        }
+
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(xattrs.len());
+        for (name, _) in xattrs {
+            let mut k = b"SCHILY.xattr.".to_vec();
+            k.extend_from_slice(name);
+            keys.push(k);
+        }
+        for (k, (_, v)) in keys.iter().zip(xattrs) {
+            pax.push((k, v.clone()));
+        }
+
+        if !pax.is_empty() {
+            self.write_pax(&pax).map_err(AppendError::Write)?;
+        }
+        header.set_cksum();
+        self.out
+            .write_all(header.as_bytes())
+            .map_err(AppendError::Write)?;
+        if size > 0 {
+            let data = data.ok_or(AppendError::Short {
+                expected: size,
+                got: 0,
+            })?;
+            self.copy_data(data, size)?;
+        }
+        Ok(())
+    }
+
+    fn write_pax(&mut self, records: &[(&[u8], Vec<u8>)]) -> io::Result<()> {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            // The length prefix counts itself, so grow it until it is stable.
+            let base = k.len() + v.len() + 3;
+            let mut len = base + 1;
+            while base + len.to_string().len() != len {
+                len = base + len.to_string().len();
+            }
+            body.extend_from_slice(len.to_string().as_bytes());
+            body.push(b' ');
+            body.extend_from_slice(k);
+            body.push(b'=');
+            body.extend_from_slice(v);
+            body.push(b'\n');
+        }
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..9].copy_from_slice(b"PaxHeader");
+        header.set_entry_type(tar::EntryType::XHeader);
+        header.set_mode(0o644);
+        header.set_size(body.len() as u64);
+        header.set_cksum();
+        self.out.write_all(header.as_bytes())?;
+        self.out.write_all(&body)?;
+        self.pad(body.len() as u64)
+    }
+
+    fn copy_data(&mut self, data: &mut dyn Read, size: u64) -> Result<(), AppendError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+            let n = match data.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(AppendError::Short {
+                        expected: size,
+                        got: size - left,
+                    });
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(AppendError::Read(e)),
+            };
+            self.out.write_all(&buf[..n]).map_err(AppendError::Write)?;
+            left -= n as u64;
+        }
+        self.pad(size).map_err(AppendError::Write)
+    }
+
+    fn pad(&mut self, len: u64) -> io::Result<()> {
+        let rem = (len % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the end-of-archive marker and flushes.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.out.write_all(&[0u8; 2 * BLOCK])?;
+        self.out.flush()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_roundtrip_through_tar_crate() {
+        let long = vec![b'n'; 300];
+        let mut w = TarWriter::new(Vec::new());
+        let meta = Meta {
+            mode: 0o4755,
+            uid: 5_000_000,
+            gid: 7,
+            mtime: -5,
+        };
+        let xattrs = vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2])];
+        let mut data: &[u8] = b"hello";
+        w.append(&long, Kind::File { size: 5 }, &meta, &xattrs, Some(&mut data))
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        w.finish().unwrap();
+        let bytes = w.into_inner();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut entries = ar.entries().unwrap();
+        let mut e = entries.next().unwrap().unwrap();
+        assert_eq!(&*e.path_bytes(), &long[..]);
+        assert_eq!(e.header().uid().unwrap(), 5_000_000);
+        assert_eq!(e.header().mode().unwrap(), 0o4755);
+        let pax: Vec<(String, Vec<u8>)> = e
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|x| {
+                let x = x.unwrap();
+                (x.key().unwrap().to_string(), x.value_bytes().to_vec())
+            })
+            .collect();
+        assert!(pax.contains(&("mtime".into(), b"-5".to_vec())));
+        assert!(pax.contains(&("SCHILY.xattr.security.capability".into(), vec![1, 0, 0, 2])));
+        let mut s = String::new();
+        e.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        assert!(entries.next().is_none());
+    }
+}

@@ -1,0 +1,224 @@
+//! Shared fixture of the agent's end-to-end tests: a real `docker-registry` on 127.0.0.1,
+//! the real `clb` binary, image trees built from directories.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[allow(unused_imports)]
+pub use clb_testsupport::{Registry, RegistryOptions};
+#[allow(unused_imports)]
+pub use clb_testsupport::{hash_tree, require_tool};
+
+pub const PASSWORD: &str = "test-password";
+
+pub fn clb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clb")
+}
+
+pub struct Fixture {
+    pub reg: Registry,
+    pub work: tempfile::TempDir,
+    pub key: PathBuf,
+    pub pubkey: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_registry(Registry::start_plain())
+    }
+
+    pub fn with_registry(reg: Registry) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let prefix = work.path().join("cosign");
+        let out = clb(&["keygen", "--output-key-prefix", prefix.to_str().unwrap()]);
+        assert_ok(&out);
+        Fixture {
+            reg,
+            key: prefix.with_extension("key"),
+            pubkey: prefix.with_extension("pub"),
+            work,
+        }
+    }
+
+    pub fn image(&self, repo_tag: &str) -> String {
+        self.reg.image_ref(repo_tag)
+    }
+
+    /// Registry flags for a TLS/auth registry (none for a plain one).
+    pub fn registry_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(ca) = self.reg.ca_cert_path() {
+            flags.push("--ca-file".to_string());
+            flags.push(ca.display().to_string());
+        }
+        if let Some((u, p)) = self.reg.credentials() {
+            flags.push("--creds".to_string());
+            flags.push(format!("{u}:{p}"));
+        }
+        flags
+    }
+
+    /// `clb push DIRS... IMAGE`; returns the manifest digest.
+    pub fn push(&self, dirs: &[&Path], repo_tag: &str, extra: &[&str]) -> String {
+        let mut args: Vec<String> = vec!["--json".into(), "push".into()];
+        args.extend(dirs.iter().map(|d| d.display().to_string()));
+        args.push(self.image(repo_tag));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(self.registry_flags());
+        let out = clb_owned(&args);
+        assert_ok(&out);
+        json(&out)["digest"].as_str().unwrap().to_string()
+    }
+
+    pub fn sign(&self, repo_tag: &str) {
+        let mut args: Vec<String> = vec![
+            "sign".into(),
+            "--key".into(),
+            self.key.display().to_string(),
+            self.image(repo_tag),
+        ];
+        args.extend(self.registry_flags());
+        assert_ok(&clb_owned(&args));
+    }
+
+    pub fn new_state_dir(&self, name: &str) -> PathBuf {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `clb --state-dir STATE upgrade -d IMAGE --key PUB [extra]`.
+    pub fn upgrade(&self, state: &Path, repo_tag: &str, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = vec![
+            "--json".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "upgrade".into(),
+            "-d".into(),
+            self.image(repo_tag),
+            "--key".into(),
+            self.pubkey.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(self.registry_flags());
+        clb_owned(&args)
+    }
+
+    pub fn status(&self, state: &Path) -> serde_json::Value {
+        let out = clb(&["--json", "--state-dir", state.to_str().unwrap(), "status"]);
+        assert_ok(&out);
+        json(&out)
+    }
+}
+
+pub fn clb(args: &[&str]) -> Output {
+    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    clb_owned(&owned)
+}
+
+pub fn clb_owned(args: &[String]) -> Output {
+    Command::new(clb_bin())
+        .args(args)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "warn")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("HOME", "/nonexistent-clb-test-home")
+        .output()
+        .expect("running clb")
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "clb failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts the exit code and that the error is one line naming `needle`.
+pub fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}, stdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("clb: error:")).collect();
+    assert_eq!(error_lines.len(), 1, "one error line expected: {stderr}");
+    assert!(
+        error_lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "error line should mention {needle:?}: {}",
+        error_lines[0]
+    );
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// Writes files (`path`, `content`) under `root`.
+pub fn tree(root: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+    for (path, content) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    root.to_path_buf()
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The layer digests of an image as skopeo (an independent client) sees them.
+pub fn skopeo_layers(reg: &Registry, repo_tag: &str) -> Vec<String> {
+    let raw = reg.skopeo_inspect(repo_tag, true).expect("skopeo inspect");
+    raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A release tree: a shared base plus a top layer carrying the release name.
+pub struct Releases {
+    pub base: PathBuf,
+    pub tops: Vec<PathBuf>,
+}
+
+pub fn releases(root: &Path, names: &[&str]) -> Releases {
+    let base = tree(
+        &root.join("base"),
+        &[
+            ("etc/os-release", b"NAME=clb-test\n"),
+            ("usr/lib/big.bin", &noise(600_000, 1)),
+            ("usr/bin/hello", b"#!/bin/sh\necho hello\n"),
+        ],
+    );
+    let tops = names
+        .iter()
+        .map(|n| {
+            tree(
+                &root.join(format!("top-{n}")),
+                &[("etc/clb-release", format!("{n}\n").as_bytes())],
+            )
+        })
+        .collect();
+    Releases { base, tops }
+}

@@ -1,0 +1,126 @@
+//! Transport behaviour: an upgrade killed mid-download resumes with an HTTP Range request
+//! instead of refetching; images copied in by skopeo stage; indexes resolve per platform.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A TCP proxy to the registry that sends responses at `rate` bytes/second, so that a
+/// download is still running when the test kills it.
+fn throttled_proxy(upstream: String, rate: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; rate / 20];
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn killed_upgrade_resumes_without_refetching() {
+    let fx = Fixture::new();
+    let size = 8 << 20;
+    let big = tree(&fx.work.path().join("big"), &[("payload.bin", &noise(size, 3))]);
+    fx.push(&[&big], "big:v1", &[]);
+    let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
+    let proxy = throttled_proxy(fx.reg.addr(), 1 << 20);
+    let state = fx.new_state_dir("state");
+    let mut child = Command::new(clb_bin())
+        .args(["--state-dir", state.to_str().unwrap(), "upgrade", "--no-verify", "-d"])
+        .arg(format!("{proxy}/big:v1"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let partial = state.join("tmp").join(format!("{}.partial", layer.replace(':', "-")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (1 << 20) {
+        assert!(Instant::now() < deadline, "download did not start");
+        assert!(child.try_wait().unwrap().is_none(), "upgrade finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    let had = std::fs::metadata(&partial).unwrap().len();
+    assert!(had > 0 && had < size as u64, "a partial download is left: {had}");
+    assert!(fx.status(&state)["active"].is_null(), "nothing staged by the killed run");
+
+    let marker = fx.reg.clear_log_marker();
+    let out = fx.upgrade(&state, "big:v1", &["--no-verify"]);
+    assert_ok(&out);
+    let fetches: Vec<_> = fx.reg.fetches_since(&marker).into_iter().filter(|f| f.digest == layer).collect();
+    assert_eq!(fetches.len(), 1, "{fetches:?}");
+    assert!(fetches[0].range, "resumed with a Range request: {fetches:?}");
+    let sent = fetches[0].bytes.unwrap();
+    assert!(sent <= (size as u64) - had + 4096, "only the rest was sent ({sent} bytes, had {had})");
+    assert!(!partial.exists(), "partial download consumed");
+    assert_eq!(fx.status(&state)["active"], "a");
+}
+
+#[test]
+fn skopeo_copied_image_and_platform_index() {
+    require_tool("skopeo");
+    let fx = Fixture::new();
+    // An image written as an OCI layout and copied in by skopeo (not by us).
+    let amd = tree(&fx.work.path().join("amd"), &[("etc/arch", b"amd64\n")]);
+    let arm = tree(&fx.work.path().join("arm"), &[("etc/arch", b"arm64\n")]);
+    let layout = fx.work.path().join("layout");
+    clb_testsupport::write_oci_layout(&layout, &[clb_testsupport::tar_gz_dir(&amd)], "application/vnd.oci.image.layer.v1.tar+gzip");
+    fx.reg.skopeo_copy_to(&layout, "multi:amd64").unwrap();
+    fx.push(&[&arm], "multi:arm64", &[]);
+    let digest_of = |tag: &str| fx.reg.skopeo_inspect(tag, false).unwrap()["Digest"].as_str().unwrap().to_string();
+    let size_of = |tag: &str| {
+        fx.reg.request("GET", &format!("/v2/multi/manifests/{tag}"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], &[]).unwrap().body.len()
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of("multi:arm64"), "size": size_of("arm64"),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of("multi:amd64"), "size": size_of("amd64"),
+             "platform": {"os": "linux", "architecture": "amd64"}}
+        ]
+    });
+    fx.reg
+        .push_manifest("multi", "latest", "application/vnd.oci.image.index.v1+json", &serde_json::to_vec(&index).unwrap())
+        .unwrap();
+    // Signing the index digest covers every platform manifest it names.
+    fx.sign("multi:latest");
+    for (platform, expect) in [(None, "multi:amd64"), (Some("linux/arm64/v8"), "multi:arm64")] {
+        let state = fx.new_state_dir(&format!("state-{expect}").replace(':', "-"));
+        let mut extra = vec![];
+        if let Some(p) = platform {
+            extra.extend(["--platform", p]);
+        }
+        let out = fx.upgrade(&state, "multi:latest", &extra);
+        assert_ok(&out);
+        assert_eq!(json(&out)["digest"], digest_of(expect));
+    }
+    let state = fx.new_state_dir("state-s390x");
+    assert_fails(&fx.upgrade(&state, "multi:latest", &["--platform", "linux/s390x"]), 10, "platform");
+}

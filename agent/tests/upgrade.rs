@@ -1,0 +1,168 @@
+//! The upgrade path end to end against a real docker-registry: dedup measured in the
+//! registry's access log, slot/boot-state transitions, cross-checks with skopeo and unsquashfs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn upgrade_fetches_only_changed_layers_then_rolls_back() {
+    require_tool("unsquashfs");
+    require_tool("skopeo");
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1", "v2"]);
+    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
+    fx.push(&[&r.base, &r.tops[1]], "os:v2", &[]);
+    fx.sign("os:v1");
+    fx.sign("os:v2");
+    let v1_layers = skopeo_layers(&fx.reg, "os:v1");
+    let v2_layers = skopeo_layers(&fx.reg, "os:v2");
+    assert_eq!(v1_layers[0], v2_layers[0], "releases share their base layer");
+    assert_ne!(v1_layers[1], v2_layers[1]);
+
+    let state = fx.new_state_dir("state");
+    let out = fx.upgrade(&state, "os:v1", &[]);
+    assert_ok(&out);
+    let report = json(&out);
+    assert_eq!(report["slot"], "a");
+    assert_eq!(report["layers_downloaded"], 2);
+
+    let s = fx.status(&state);
+    assert_eq!(s["active"], "a");
+    assert_eq!(s["good"], true);
+    assert!(s["tries_left"].is_null());
+    assert!(s["booted"].is_null());
+    assert_eq!(s["slots"]["a"]["verified"], true);
+    assert_eq!(
+        s["slots"]["a"]["verified_with"].as_str().unwrap(),
+        fx.pubkey.display().to_string()
+    );
+
+    // v1 -> v2: only the top layer crosses the wire.
+    let marker = fx.reg.clear_log_marker();
+    let out = fx.upgrade(&state, "os:v2", &[]);
+    assert_ok(&out);
+    let report = json(&out);
+    assert_eq!(report["slot"], "b");
+    assert_eq!(report["layers_downloaded"], 1);
+    assert!(report["bytes_reused"].as_u64().unwrap() > 0);
+    let fetched: Vec<String> = fx
+        .reg
+        .fetches_since(&marker)
+        .into_iter()
+        .filter(|f| f.method == "GET" && f.status / 100 == 2)
+        .map(|f| f.digest)
+        .collect();
+    assert!(fetched.contains(&v2_layers[1]), "top layer fetched: {fetched:?}");
+    assert!(!fetched.contains(&v2_layers[0]), "base layer must not be fetched again: {fetched:?}");
+    assert_eq!(
+        fetched.iter().filter(|d| v2_layers.contains(d)).count(),
+        1,
+        "exactly one layer blob fetched: {fetched:?}"
+    );
+
+    let s = fx.status(&state);
+    assert_eq!(s["active"], "b");
+    assert_eq!(s["fallback"], "a");
+    assert_eq!(s["tries_left"], 3);
+    assert_eq!(s["good"], false);
+    assert_eq!(s["rolled_back"], false);
+    let a = s["slots"]["a"]["layers"].as_array().unwrap();
+    let b = s["slots"]["b"]["layers"].as_array().unwrap();
+    assert_eq!(a[0], b[0], "A and B share the base layer in the store");
+    assert_ne!(a[1], b[1]);
+    let stored: Vec<_> = std::fs::read_dir(state.join("layers")).unwrap().collect();
+    assert_eq!(stored.len(), 3, "base stored once");
+
+    // Every stored layer is a SquashFS image unsquashfs can list.
+    let top = state.join("layers").join(format!(
+        "{}.squashfs",
+        b[1].as_str().unwrap().replace(':', "-")
+    ));
+    let listing = Command::new("unsquashfs").args(["-l", top.to_str().unwrap()]).output().unwrap();
+    assert!(listing.status.success());
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("squashfs-root/etc/clb-release"));
+
+    // The boot state is a GRUB env block that grub-editenv agrees with.
+    let env = Command::new("grub-editenv")
+        .args([state.join("grubenv").to_str().unwrap(), "list"])
+        .output()
+        .expect("grub-editenv (grub-common)");
+    let env = String::from_utf8_lossy(&env.stdout);
+    assert!(env.contains("clb_active=b\n") && env.contains("clb_fallback=a\n"), "{env}");
+
+    let out = clb(&["--json", "--state-dir", state.to_str().unwrap(), "rollback"]);
+    assert_ok(&out);
+    let s = fx.status(&state);
+    assert_eq!(s["active"], "a");
+    assert_eq!(s["fallback"], "b");
+    assert_eq!(s["good"], true);
+
+    // Re-staging v2 now downloads nothing: every layer is in the store.
+    let marker = fx.reg.clear_log_marker();
+    let out = fx.upgrade(&state, "os:v2", &[]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["layers_downloaded"], 0);
+    assert!(
+        fx.reg.fetches_since(&marker).iter().all(|f| !v2_layers.contains(&f.digest)),
+        "no layer refetched"
+    );
+
+    // mark-good ends the trial; gc keeps what slots use.
+    assert_ok(&clb(&["--state-dir", state.to_str().unwrap(), "mark-good"]));
+    let s = fx.status(&state);
+    assert_eq!(s["good"], true);
+    assert!(s["tries_left"].is_null());
+    assert_ok(&clb(&["--state-dir", state.to_str().unwrap(), "gc"]));
+    assert_eq!(std::fs::read_dir(state.join("layers")).unwrap().count(), 3);
+}
+
+#[test]
+fn offline_restaging_keeps_the_known_good_fallback() {
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1", "v2", "v3"]);
+    for (i, tag) in ["os:v1", "os:v2", "os:v3"].iter().enumerate() {
+        fx.push(&[&r.base, &r.tops[i]], tag, &[]);
+        fx.sign(tag);
+    }
+    let state = fx.new_state_dir("state");
+    assert_ok(&fx.upgrade(&state, "os:v1", &[]));
+    assert_ok(&fx.upgrade(&state, "os:v2", &["--max-tries", "5"]));
+    // v2 never booted: v3 replaces it in slot b, a (v1, good) stays the fallback.
+    let out = fx.upgrade(&state, "os:v3", &[]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["slot"], "b");
+    let s = fx.status(&state);
+    assert_eq!(s["fallback"], "a");
+    assert_eq!(s["slots"]["a"]["image"], fx.image("os:v1"));
+    assert_eq!(s["slots"]["b"]["image"], fx.image("os:v3"));
+    // gc drops v2's top layer, which no slot lists any more.
+    let out = clb(&["--json", "--state-dir", state.to_str().unwrap(), "gc"]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["removed_layers"].as_array().unwrap().len(), 1);
+    // The same image again is a no-op.
+    let out = fx.upgrade(&state, "os:v3", &[]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["up_to_date"], true);
+}
+
+#[test]
+fn mark_bad_falls_back_and_status_says_rolled_back() {
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1", "v2"]);
+    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
+    fx.push(&[&r.base, &r.tops[1]], "os:v2", &[]);
+    fx.sign("os:v1");
+    fx.sign("os:v2");
+    let state = fx.new_state_dir("state");
+    assert_ok(&fx.upgrade(&state, "os:v1", &[]));
+    assert_ok(&fx.upgrade(&state, "os:v2", &[]));
+    assert_ok(&clb(&["--state-dir", state.to_str().unwrap(), "mark-bad"]));
+    let s = fx.status(&state);
+    assert_eq!(s["active"], "a");
+    assert_eq!(s["rolled_back"], true);
+    assert_eq!(s["failed_slot"], "b");
+    // Nothing left to fall back to from a: a second mark-bad is a state error.
+    assert_fails(&clb(&["--state-dir", state.to_str().unwrap(), "mark-bad"]), 11, "no other slot");
+}
