@@ -135,12 +135,11 @@ fn registry_and_input_failures_change_nothing() {
     assert_fails(&fx.upgrade(&state, "os:x", &[]), 5, "digest mismatch");
     unchanged(&state, &before, "digest mismatch");
 
-    // Locked: another process holds the state lock.
-    let mut holder = Command::new("flock").args([state.to_str().unwrap(), "sleep", "30"]).spawn().expect("flock (util-linux)");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Locked: another holder (here this test process, through flock like clb) has the lock.
+    let holder = std::fs::File::open(&state).unwrap();
+    holder.lock().unwrap();
     assert_fails(&fx.upgrade(&state, "os:v2", &["--no-verify"]), 9, "locked");
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     unchanged(&state, &before, "locked");
 
     // Registry unreachable.

@@ -69,6 +69,13 @@ fn killed_upgrade_resumes_without_refetching() {
     assert!(had > 0 && had < size as u64, "a partial download is left: {had}");
     assert!(fx.status(&state)["active"].is_null(), "nothing staged by the killed run");
 
+    // The registry logs the killed request once its connection closes; wait for it so that
+    // it is not counted as part of the resumed run.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !fx.reg.blob_fetches().iter().any(|f| f.digest == layer) {
+        assert!(Instant::now() < deadline, "killed request never logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let marker = fx.reg.clear_log_marker();
     let out = fx.upgrade(&state, "big:v1", &["--no-verify"]);
     assert_ok(&out);

@@ -70,7 +70,10 @@ fn ctx(p: &Path) -> String {
 impl<W: Write> Walker<W> {
     fn walk(&mut self, abs: &Path, rel: &[u8]) -> Result<(), ConvertError> {
         let mut names = fs::read_dir(abs)
-            .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>())
+            .and_then(|it| {
+                it.map(|e| e.map(|e| e.file_name()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .map_err(|e| ConvertError::io(ctx(abs), e))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
@@ -157,9 +160,8 @@ impl<W: Write> Walker<W> {
 /// All xattrs of `path` itself (not a symlink's target), sorted by name.
 fn read_xattrs(path: &Path) -> Result<Xattrs, ConvertError> {
     let err = |e: rustix::io::Errno| ConvertError::io(format!("xattrs of {}", ctx(path)), e.into());
-    let unsupported = |e: rustix::io::Errno| {
-        e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::OPNOTSUPP
-    };
+    let unsupported =
+        |e: rustix::io::Errno| e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::OPNOTSUPP;
     // The list can change between the size query and the read; retry on ERANGE.
     let mut list = Vec::new();
     for _ in 0..8 {

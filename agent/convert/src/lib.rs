@@ -152,7 +152,10 @@ fn sync_output(out: &Path) -> Result<u64, ConvertError> {
     let ctx = || format!("syncing {}", out.display());
     let file = std::fs::File::open(out).map_err(|e| ConvertError::io(ctx(), e))?;
     file.sync_all().map_err(|e| ConvertError::io(ctx(), e))?;
-    let len = file.metadata().map_err(|e| ConvertError::io(ctx(), e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| ConvertError::io(ctx(), e))?
+        .len();
     if len == 0 {
         return Err(ConvertError::Tool("produced an empty image".into()));
     }
@@ -167,7 +170,9 @@ pub fn squashfs_from_dir(
     opts: &ConvertOptions,
 ) -> Result<ConvertStats, ConvertError> {
     tar2sqfs::args(opts)?;
-    let (rx, tx) = rustix::pipe::pipe().map_err(|e| ConvertError::io("creating pipe", e.into()))?;
+    // CLOEXEC matters: a write end inherited by tar2sqfs would keep the pipe open forever.
+    let (rx, tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| ConvertError::io("creating pipe", e.into()))?;
     let (rx, tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
     std::thread::scope(|s| {
         let walker = s.spawn(move || {

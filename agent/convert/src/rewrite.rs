@@ -136,7 +136,8 @@ impl<W: Write> Rewriter<W> {
             }
             tar::EntryType::Link => {
                 let target = link_name(entry, &raw)?;
-                let target = hardlink_target(&target).map_err(|r| ConvertError::hostile(&raw, r))?;
+                let target =
+                    hardlink_target(&target).map_err(|r| ConvertError::hostile(&raw, r))?;
                 self.write(&path, Kind::HardLink(&target), &meta, &xattrs, None)
             }
             tar::EntryType::Symlink => {
@@ -222,7 +223,11 @@ impl<W: Write> Rewriter<W> {
             dir.xattrs.push((OPAQUE_XATTR.to_vec(), b"y".to_vec()));
             dir.xattrs.sort();
         }
-        let name: &[u8] = if dir.path.is_empty() { b"./" } else { &dir.path };
+        let name: &[u8] = if dir.path.is_empty() {
+            b"./"
+        } else {
+            &dir.path
+        };
         self.write(name, Kind::Dir, &dir.meta, &dir.xattrs, None)?;
         self.written_dirs.insert(dir.path);
         Ok(())
@@ -241,12 +246,12 @@ impl<W: Write> Rewriter<W> {
             .map_err(|e| match e {
                 AppendError::Read(e) => Failure::Read(e),
                 AppendError::Write(e) => Failure::Write(e),
-                AppendError::Short { expected, got } => Failure::Convert(ConvertError::Corrupt(
-                    format!(
+                AppendError::Short { expected, got } => {
+                    Failure::Convert(ConvertError::Corrupt(format!(
                         "{}: data truncated ({got} of {expected} bytes)",
                         String::from_utf8_lossy(path)
-                    ),
-                )),
+                    )))
+                }
             })
     }
 
@@ -370,7 +375,11 @@ fn parse_pax_time(v: &[u8]) -> Option<i64> {
     let whole = s.split('.').next()?;
     let t: i64 = whole.parse().ok()?;
     // "-1.5" is 1.5 s before the epoch: round toward minus infinity like tar does.
-    if t <= 0 && s.starts_with('-') && s.contains('.') && s.split('.').nth(1)?.bytes().any(|b| b != b'0') {
+    if t <= 0
+        && s.starts_with('-')
+        && s.contains('.')
+        && s.split('.').nth(1)?.bytes().any(|b| b != b'0')
+    {
         return Some(t - 1);
     }
     Some(t)

@@ -124,21 +124,23 @@ impl Tar2Sqfs {
         if status.success() {
             return Ok(());
         }
+        let full = disk_full(&self.out);
         remove(&self.out);
-        Err(tool_failure(&stderr, &status.to_string()))
+        Err(tool_failure(&stderr, &status.to_string(), full))
     }
 
     /// The child stopped reading (broken pipe): reap it and report why it died.
     pub fn failed(mut self) -> ConvertError {
         let status = self.child.wait();
         let stderr = self.stderr_text();
+        let full = disk_full(&self.out);
         remove(&self.out);
         let status = match status {
             Ok(s) if s.success() => "exited early".to_string(),
             Ok(s) => s.to_string(),
             Err(e) => e.to_string(),
         };
-        tool_failure(&stderr, &status)
+        tool_failure(&stderr, &status, full)
     }
 
     /// Kills and reaps the child and removes any partial output.
@@ -151,8 +153,24 @@ impl Tar2Sqfs {
     }
 }
 
-fn tool_failure(stderr: &str, status: &str) -> ConvertError {
-    if stderr.contains("No space left on device") {
+/// tar2sqfs reports ENOSPC as a bare "I/O error", so look at the filesystem itself while the
+/// partial image still occupies it: less than two SquashFS blocks or no inodes left means full.
+fn disk_full(out: &Path) -> bool {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            st.f_bavail.saturating_mul(st.f_frsize) < 2 * 128 * 1024
+                || (st.f_files > 0 && st.f_favail == 0)
+        }
+        Err(_) => false,
+    }
+}
+
+fn tool_failure(stderr: &str, status: &str, disk_full: bool) -> ConvertError {
+    if disk_full || stderr.contains("No space left on device") {
         return ConvertError::NoSpace("writing SquashFS image".into());
     }
     let last = stderr

@@ -37,7 +37,10 @@ pub(crate) enum Kind<'a> {
 pub(crate) enum AppendError {
     Read(io::Error),
     /// The data source ended before the size announced in the header.
-    Short { expected: u64, got: u64 },
+    Short {
+        expected: u64,
+        got: u64,
+    },
     Write(io::Error),
 }
 
@@ -101,17 +104,17 @@ impl<W: Write> TarWriter<W> {
                 pax.push((b"linkpath", link.to_vec()));
             }
         }
-        for (field, value) in [(&b"uid"[..], meta.uid), (&b"gid"[..], meta.gid)] {
-            let fits = value <= USTAR_ID_MAX;
-            let v = if fits { value } else { 0 };
-            if field == b"uid" {
-                header.set_uid(v);
-            } else {
-                header.set_gid(v);
-            }
-            if !fits {
-                pax.push((field, value.to_string().into_bytes()));
-            }
+        if meta.uid <= USTAR_ID_MAX {
+            header.set_uid(meta.uid);
+        } else {
+            header.set_uid(0);
+            pax.push((b"uid", meta.uid.to_string().into_bytes()));
+        }
+        if meta.gid <= USTAR_ID_MAX {
+            header.set_gid(meta.gid);
+        } else {
+            header.set_gid(0);
+            pax.push((b"gid", meta.gid.to_string().into_bytes()));
         }
         match u64::try_from(meta.mtime) {
             Ok(t) if t <= USTAR_SIZE_MAX => header.set_mtime(t),
@@ -238,9 +241,15 @@ mod tests {
         };
         let xattrs = vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2])];
         let mut data: &[u8] = b"hello";
-        w.append(&long, Kind::File { size: 5 }, &meta, &xattrs, Some(&mut data))
-            .map_err(|e| format!("{e:?}"))
-            .unwrap();
+        w.append(
+            &long,
+            Kind::File { size: 5 },
+            &meta,
+            &xattrs,
+            Some(&mut data),
+        )
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
         w.finish().unwrap();
         let bytes = w.into_inner();
         let mut ar = tar::Archive::new(&bytes[..]);

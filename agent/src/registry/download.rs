@@ -40,9 +40,13 @@ impl Registry {
             let (client, _) = self.client(&registry);
             client.store_auth_if_needed(&registry, &auth).await;
             let result = async {
-                let response = client
-                    .pull_blob_stream_partial(reference, desc, have, None)
-                    .await?;
+                let response = if have == 0 {
+                    BlobResponse::Full(client.pull_blob_stream(reference, desc).await?)
+                } else {
+                    client
+                        .pull_blob_stream_partial(reference, desc, have, None)
+                        .await?
+                };
                 let mut stream = match response {
                     BlobResponse::Partial(s) => s.stream,
                     BlobResponse::Full(s) => {

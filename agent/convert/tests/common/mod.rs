@@ -17,7 +17,9 @@ pub fn require(tool: &str) {
 }
 
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -62,24 +64,31 @@ impl<'a> E<'a> {
         }
     }
     pub fn file(name: &'a str, data: &'a [u8]) -> Self {
-        Self { data, ..Self::new(name, b'0') }
+        Self {
+            data,
+            ..Self::new(name, b'0')
+        }
     }
     pub fn dir(name: &'a str) -> Self {
         Self::new(name, b'5')
     }
     pub fn link(name: &'a str, ty: u8, target: &'a str) -> Self {
-        Self { link: target.as_bytes(), ..Self::new(name, ty) }
+        Self {
+            link: target.as_bytes(),
+            ..Self::new(name, ty)
+        }
     }
     pub fn xattr(mut self, name: &str, value: &[u8]) -> Self {
-        self.pax.push((Box::leak(format!("SCHILY.xattr.{name}").into_boxed_str()), value.to_vec()));
+        self.pax.push((
+            Box::leak(format!("SCHILY.xattr.{name}").into_boxed_str()),
+            value.to_vec(),
+        ));
         self
     }
 }
 
 fn pad(v: &mut Vec<u8>) {
-    while v.len() % 512 != 0 {
-        v.push(0);
-    }
+    v.resize(v.len().div_ceil(512) * 512, 0);
 }
 
 fn header(name: &[u8], ty: u8, link: &[u8], size: u64, e: Option<&E>) -> [u8; 512] {
@@ -126,11 +135,13 @@ impl RawTar {
                 body.extend_from_slice(v);
                 body.push(b'\n');
             }
-            self.bytes.extend_from_slice(&header(b"PaxHeader", b'x', b"", body.len() as u64, None));
+            self.bytes
+                .extend_from_slice(&header(b"PaxHeader", b'x', b"", body.len() as u64, None));
             self.bytes.extend_from_slice(&body);
             pad(&mut self.bytes);
         }
-        self.bytes.extend_from_slice(&header(e.name, e.ty, e.link, e.data.len() as u64, Some(&e)));
+        self.bytes
+            .extend_from_slice(&header(e.name, e.ty, e.link, e.data.len() as u64, Some(&e)));
         self.bytes.extend_from_slice(e.data);
         pad(&mut self.bytes);
         self
@@ -154,7 +165,10 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 pub fn opts() -> ConvertOptions {
-    ConvertOptions { level: Some(3), ..ConvertOptions::default() }
+    ConvertOptions {
+        level: Some(3),
+        ..ConvertOptions::default()
+    }
 }
 
 pub fn convert(input: &[u8], out: &Path) -> Result<ConvertStats, ConvertError> {
@@ -165,7 +179,11 @@ pub fn convert(input: &[u8], out: &Path) -> Result<ConvertStats, ConvertError> {
 /// `unsquashfs -l` paths, relative to the image root.
 pub fn list(img: &Path) -> Vec<String> {
     require("unsquashfs");
-    let out = run(Command::new("unsquashfs").arg("-l").arg("-d").arg("R").arg(img));
+    let out = run(Command::new("unsquashfs")
+        .arg("-l")
+        .arg("-d")
+        .arg("R")
+        .arg(img));
     let mut v: Vec<String> = out
         .lines()
         .filter_map(|l| l.strip_prefix("R/").map(str::to_string))
@@ -181,7 +199,10 @@ pub struct Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.dir).status().map(|s| s.success());
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success());
         if !matches!(ok, Ok(true)) {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
@@ -190,8 +211,13 @@ impl Drop for Mounted {
 
 pub fn mount_squashfs(img: &Path, dir: &Path) -> Mounted {
     std::fs::create_dir_all(dir).unwrap();
-    run(Command::new("mount").args(["-t", "squashfs", "-o", "loop,ro"]).arg(img).arg(dir));
-    Mounted { dir: dir.to_path_buf() }
+    run(Command::new("mount")
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(img)
+        .arg(dir));
+    Mounted {
+        dir: dir.to_path_buf(),
+    }
 }
 
 /// `lowers` top first, as overlayfs wants them.
@@ -202,5 +228,7 @@ pub fn mount_overlay(lowers: &[&Path], dir: &Path) -> Mounted {
         .args(["-t", "overlay", "overlay", "-o"])
         .arg(format!("lowerdir={}", lowerdir.join(":")))
         .arg(dir));
-    Mounted { dir: dir.to_path_buf() }
+    Mounted {
+        dir: dir.to_path_buf(),
+    }
 }
