@@ -119,7 +119,12 @@ pub struct RegistryArgs {
 #[derive(Args, Debug)]
 pub struct UpgradeArgs {
     /// Image to stage, e.g. registry.example/os:v2.
-    #[arg(short = 'd', long = "docker-image", visible_alias = "system", value_name = "IMAGE")]
+    #[arg(
+        short = 'd',
+        long = "docker-image",
+        visible_alias = "system",
+        value_name = "IMAGE"
+    )]
     pub image: String,
     /// cosign public key (PEM) to verify with; repeat for key rotation.
     #[arg(long = "key", value_name = "FILE")]
@@ -216,8 +221,11 @@ pub fn init_logging(cli: &Cli) {
             _ => "trace",
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,reqwest=warn,rustls=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},h2=warn,hyper=warn,reqwest=warn,rustls=warn"
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -276,7 +284,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Upgrade(a) => {
             let target = open(&cli, true)?;
             if a.reboot && !target.is_host() {
-                bail!(ClbError::Invalid("--reboot only works on a host, not with --state-dir or --disk".into()));
+                bail!(ClbError::Invalid(
+                    "--reboot only works on a host, not with --state-dir or --disk".into()
+                ));
             }
             let registry = a.registry.registry()?;
             let req = UpgradeRequest {
@@ -291,13 +301,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
             };
             let progress = Progress::new(!cli.json && !cli.quiet);
-            let report = upgrade::upgrade(target.store(), &registry, &req, target.booted(), &progress)
-                .await
-                .with_context(|| format!("upgrading to {}", a.image))?;
+            let report =
+                upgrade::upgrade(target.store(), &registry, &req, target.booted(), &progress)
+                    .await
+                    .with_context(|| format!("upgrading to {}", a.image))?;
             if cli.json {
                 print_json(&report)?;
             } else if report.up_to_date {
-                println!("{} ({}) is already in slot {}", report.image, report.digest, report.slot);
+                println!(
+                    "{} ({}) is already in slot {}",
+                    report.image, report.digest, report.slot
+                );
             } else {
                 println!(
                     "staged {} ({}) in slot {}: {} of {} layers downloaded ({} bytes), {} bytes reused",
@@ -384,15 +398,28 @@ pub async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Keygen { output_key_prefix, force } => {
-            let (key, public) = publish::keygen(output_key_prefix, *force).context("generating keys")?;
-            println!("private key: {}\npublic key:  {}", key.display(), public.display());
+        Command::Keygen {
+            output_key_prefix,
+            force,
+        } => {
+            let (key, public) =
+                publish::keygen(output_key_prefix, *force).context("generating keys")?;
+            println!(
+                "private key: {}\npublic key:  {}",
+                key.display(),
+                public.display()
+            );
         }
         Command::Sign(a) => {
             let registry = a.registry.registry()?;
-            let digest = publish::sign(&registry, &a.image, &a.key, a.signature_repository.as_deref())
-                .await
-                .with_context(|| format!("signing {}", a.image))?;
+            let digest = publish::sign(
+                &registry,
+                &a.image,
+                &a.key,
+                a.signature_repository.as_deref(),
+            )
+            .await
+            .with_context(|| format!("signing {}", a.image))?;
             if cli.json {
                 print_json(&serde_json::json!({"image": a.image, "signed_digest": digest}))?;
             } else {

@@ -8,7 +8,7 @@ use clb_ondisk::SlotName;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClbError, Result};
-use crate::pull::{SQUASHFS_LAYER_MEDIA_TYPE, LayerKind, layer_kind, sha256_file};
+use crate::pull::{LayerKind, SQUASHFS_LAYER_MEDIA_TYPE, layer_kind, sha256_file};
 use crate::registry::{OCI_MANIFEST, Platform, Registry};
 use crate::signatures;
 use crate::store::StateStore;
@@ -34,7 +34,9 @@ struct BuiltLayer {
 
 /// Password for cosign keys, as cosign reads it.
 fn key_password() -> Vec<u8> {
-    std::env::var("COSIGN_PASSWORD").unwrap_or_default().into_bytes()
+    std::env::var("COSIGN_PASSWORD")
+        .unwrap_or_default()
+        .into_bytes()
 }
 
 pub fn keygen(prefix: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
@@ -42,7 +44,10 @@ pub fn keygen(prefix: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
     let pub_path = prefix.with_extension("pub");
     for p in [&key_path, &pub_path] {
         if p.exists() && !force {
-            return Err(ClbError::Invalid(format!("{} exists (use --force to overwrite)", p.display())));
+            return Err(ClbError::Invalid(format!(
+                "{} exists (use --force to overwrite)",
+                p.display()
+            )));
         }
     }
     let pair = clb_cosign::generate_key_pair(&key_password())
@@ -90,11 +95,15 @@ pub async fn sign(
     // Append to what is there, keeping every existing layer and annotation as cosign does.
     let mut layers = Vec::new();
     if let Some((raw, _)) = registry.pull_manifest_optional(&sig_ref).await? {
-        let existing = clb_cosign::parse_signature_manifest(&raw)
-            .map_err(|e| ClbError::Invalid(format!("existing signature manifest {sig_ref}: {e}")))?;
+        let existing = clb_cosign::parse_signature_manifest(&raw).map_err(|e| {
+            ClbError::Invalid(format!("existing signature manifest {sig_ref}: {e}"))
+        })?;
         for desc in existing {
             let payload = registry.pull_blob_bytes(&sig_ref, &desc.digest).await?;
-            layers.push(clb_cosign::LayerSpec { payload, annotations: desc.annotations });
+            layers.push(clb_cosign::LayerSpec {
+                payload,
+                annotations: desc.annotations,
+            });
         }
     }
     layers.push(clb_cosign::LayerSpec {
@@ -104,10 +113,16 @@ pub async fn sign(
     let artifact = clb_cosign::signature_manifest_annotated(&layers)
         .map_err(|e| ClbError::State(format!("signature manifest: {e}")))?;
     for blob in artifact.blobs() {
-        registry.push_blob(&sig_ref, blob.data.clone(), &blob.digest).await?;
+        registry
+            .push_blob(&sig_ref, blob.data.clone(), &blob.digest)
+            .await?;
     }
     registry
-        .push_manifest(&sig_ref, artifact.manifest.clone(), clb_cosign::MANIFEST_MEDIA_TYPE)
+        .push_manifest(
+            &sig_ref,
+            artifact.manifest.clone(),
+            clb_cosign::MANIFEST_MEDIA_TYPE,
+        )
         .await?;
     Ok(digest)
 }
@@ -122,7 +137,10 @@ pub async fn push_dirs(
     let reference = Registry::parse_reference(image)?;
     for d in dirs {
         if !d.is_dir() {
-            return Err(ClbError::Invalid(format!("{} is not a directory", d.display())));
+            return Err(ClbError::Invalid(format!(
+                "{} is not a directory",
+                d.display()
+            )));
         }
     }
     let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
@@ -144,7 +162,10 @@ fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer
             let file = std::fs::File::create(out)
                 .map_err(ClbError::io(format!("creating {}", out.display())))?;
             let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-            let mut tar_hash = HashingWriter { inner: gz, hasher: Sha256::new() };
+            let mut tar_hash = HashingWriter {
+                inner: gz,
+                hasher: Sha256::new(),
+            };
             clb_convert::tar_from_dir(dir, &mut tar_hash).map_err(crate::convert_error)?;
             let diff_id = format!("sha256:{}", hex::encode(tar_hash.hasher.finalize()));
             tar_hash
@@ -168,7 +189,13 @@ fn finish_layer(path: &Path, diff_id: String, media_type: &'static str) -> Resul
     let size = std::fs::metadata(path)
         .map_err(ClbError::io(format!("stat {}", path.display())))?
         .len();
-    Ok(BuiltLayer { path: path.to_path_buf(), digest, size, diff_id, media_type })
+    Ok(BuiltLayer {
+        path: path.to_path_buf(),
+        digest,
+        size,
+        diff_id,
+        media_type,
+    })
 }
 
 /// Uploads layers, an OCI config and the manifest; returns the manifest digest.
@@ -178,7 +205,9 @@ async fn push_image(
     layers: &[BuiltLayer],
 ) -> Result<String> {
     for l in layers {
-        registry.push_blob_file(reference, &l.path, &l.digest, l.size).await?;
+        registry
+            .push_blob_file(reference, &l.path, &l.digest, l.size)
+            .await?;
     }
     let host = Platform::host();
     let config = serde_json::json!({
@@ -189,11 +218,13 @@ async fn push_image(
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "clb push"})).collect::<Vec<_>>(),
     });
-    let config_bytes = serde_json::to_vec(&config)
-        .map_err(|e| ClbError::State(format!("config JSON: {e}")))?;
+    let config_bytes =
+        serde_json::to_vec(&config).map_err(|e| ClbError::State(format!("config JSON: {e}")))?;
     let config_digest = crate::registry::sha256_digest(&config_bytes);
     let config_size = config_bytes.len();
-    registry.push_blob(reference, config_bytes, &config_digest).await?;
+    registry
+        .push_blob(reference, config_bytes, &config_digest)
+        .await?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -230,7 +261,8 @@ pub async fn convert_image(
             LayerKind::Tar => {
                 let (b, o) = (blob.clone(), out.clone());
                 tokio::task::spawn_blocking(move || {
-                    let f = std::fs::File::open(&b).map_err(ClbError::io(format!("opening {}", b.display())))?;
+                    let f = std::fs::File::open(&b)
+                        .map_err(ClbError::io(format!("opening {}", b.display())))?;
                     clb_convert::tar_layer_to_squashfs(
                         std::io::BufReader::new(f),
                         &o,
@@ -250,9 +282,11 @@ pub async fn convert_image(
         let out = work.path().join("merged.squashfs");
         let (paths, m, o) = (squashfs.clone(), mnt.clone(), out.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let stack = clb_disk::mount_layer_stack(&paths, &m).map_err(crate::target::disk_error)?;
-            let result = clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
-                .map_err(crate::convert_error);
+            let stack =
+                clb_disk::mount_layer_stack(&paths, &m).map_err(crate::target::disk_error)?;
+            let result =
+                clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
+                    .map_err(crate::convert_error);
             stack.unmount().map_err(crate::target::disk_error)?;
             result.map(|_| ())
         })
@@ -260,7 +294,10 @@ pub async fn convert_image(
         .map_err(|e| ClbError::State(format!("merge task: {e}")))??;
         vec![squashfs_layer(&out)?]
     } else {
-        squashfs.iter().map(|p| squashfs_layer(p)).collect::<Result<Vec<_>>>()?
+        squashfs
+            .iter()
+            .map(|p| squashfs_layer(p))
+            .collect::<Result<Vec<_>>>()?
     };
     push_image(registry, &dst, &layers).await
 }
@@ -282,9 +319,15 @@ pub fn mount_slot(store: &StateStore, slot: Option<SlotName>, dir: &Path) -> Res
     let manifest = store
         .read_slot(slot)?
         .ok_or_else(|| ClbError::State(format!("slot {slot} is empty")))?;
-    let layers: Vec<PathBuf> = manifest.layer_digests().map(|d| store.layout().layer(d)).collect();
+    let layers: Vec<PathBuf> = manifest
+        .layer_digests()
+        .map(|d| store.layout().layer(d))
+        .collect();
     if let Some(missing) = layers.iter().find(|p| !p.is_file()) {
-        return Err(ClbError::State(format!("slot {slot} is incomplete: {} is missing", missing.display())));
+        return Err(ClbError::State(format!(
+            "slot {slot} is incomplete: {} is missing",
+            missing.display()
+        )));
     }
     std::fs::create_dir_all(dir).map_err(ClbError::io(format!("creating {}", dir.display())))?;
     clb_disk::mount_layer_stack(&layers, dir)

@@ -35,7 +35,9 @@ pub fn layer_kind(media_type: &str) -> Result<LayerKind> {
         | "application/vnd.docker.image.rootfs.diff.tar"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Ok(LayerKind::Tar),
-        other => Err(ClbError::Invalid(format!("unsupported layer media type {other}"))),
+        other => Err(ClbError::Invalid(format!(
+            "unsupported layer media type {other}"
+        ))),
     }
 }
 
@@ -83,21 +85,24 @@ pub async fn pull_layers(
     // Each distinct blob once, even if the manifest lists it twice.
     let mut unique: BTreeMap<String, OciDescriptor> = BTreeMap::new();
     for desc in &image.manifest.layers {
-        unique.entry(desc.digest.clone()).or_insert_with(|| desc.clone());
+        unique
+            .entry(desc.digest.clone())
+            .or_insert_with(|| desc.clone());
     }
     let convert = Arc::new(opts.convert.clone());
-    let results: Vec<(String, LayerRecord, bool)> = futures_util::stream::iter(unique.into_values())
-        .map(|desc| {
-            let convert = convert.clone();
-            async move {
-                let (record, downloaded) =
-                    ensure_layer(store, registry, image, &desc, &convert, progress).await?;
-                Ok::<_, ClbError>((desc.digest.clone(), record, downloaded))
-            }
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        .try_collect()
-        .await?;
+    let results: Vec<(String, LayerRecord, bool)> =
+        futures_util::stream::iter(unique.into_values())
+            .map(|desc| {
+                let convert = convert.clone();
+                async move {
+                    let (record, downloaded) =
+                        ensure_layer(store, registry, image, &desc, &convert, progress).await?;
+                    Ok::<_, ClbError>((desc.digest.clone(), record, downloaded))
+                }
+            })
+            .buffer_unordered(opts.jobs.max(1))
+            .try_collect()
+            .await?;
     let by_source: BTreeMap<String, (LayerRecord, bool)> = results
         .into_iter()
         .map(|(d, r, downloaded)| (d, (r, downloaded)))
@@ -105,10 +110,15 @@ pub async fn pull_layers(
     let mut records = Vec::new();
     for (i, desc) in image.manifest.layers.iter().enumerate() {
         let Some((record, downloaded)) = by_source.get(&desc.digest) else {
-            return Err(ClbError::State(format!("layer {} went missing", desc.digest)));
+            return Err(ClbError::State(format!(
+                "layer {} went missing",
+                desc.digest
+            )));
         };
         let size = u64::try_from(desc.size).unwrap_or(0);
-        let first_use = image.manifest.layers[..i].iter().all(|d| d.digest != desc.digest);
+        let first_use = image.manifest.layers[..i]
+            .iter()
+            .all(|d| d.digest != desc.digest);
         if *downloaded && first_use {
             stats.layers_downloaded += 1;
             stats.bytes_downloaded += size;
@@ -189,8 +199,8 @@ async fn ensure_layer(
 }
 
 fn convert_file(input: &Path, out: &Path, opts: &clb_convert::ConvertOptions) -> Result<String> {
-    let file = std::fs::File::open(input)
-        .map_err(ClbError::io(format!("opening {}", input.display())))?;
+    let file =
+        std::fs::File::open(input).map_err(ClbError::io(format!("opening {}", input.display())))?;
     clb_convert::tar_layer_to_squashfs(std::io::BufReader::new(file), out, opts)
         .map_err(crate::convert_error)?;
     sha256_file(out)

@@ -25,7 +25,9 @@ pub async fn reboot() -> Result<()> {
             if status.success() {
                 Ok(())
             } else {
-                Err(ClbError::State(format!("systemctl reboot failed: {status}")))
+                Err(ClbError::State(format!(
+                    "systemctl reboot failed: {status}"
+                )))
             }
         }
     }

@@ -34,10 +34,15 @@ pub struct GcReport {
 impl StateStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        let meta = fs::metadata(&root)
-            .map_err(ClbError::io(format!("opening state directory {}", root.display())))?;
+        let meta = fs::metadata(&root).map_err(ClbError::io(format!(
+            "opening state directory {}",
+            root.display()
+        )))?;
         if !meta.is_dir() {
-            return Err(ClbError::Invalid(format!("{} is not a directory", root.display())));
+            return Err(ClbError::Invalid(format!(
+                "{} is not a directory",
+                root.display()
+            )));
         }
         Ok(Self {
             layout: StateLayout::new(root),
@@ -57,12 +62,17 @@ impl StateStore {
     pub fn lock(&self) -> Result<StoreLock> {
         let dir = fs::File::open(self.root())
             .map_err(ClbError::io(format!("opening {}", self.root().display())))?;
-        match rustix::fs::flock(dir.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        match rustix::fs::flock(
+            dir.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
             Ok(()) => Ok(StoreLock { _dir: dir }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(ClbError::Locked {
                 path: self.root().to_path_buf(),
             }),
-            Err(e) => Err(ClbError::io(format!("locking {}", self.root().display()))(e.into())),
+            Err(e) => Err(ClbError::io(format!("locking {}", self.root().display()))(
+                e.into(),
+            )),
         }
     }
 
@@ -88,9 +98,9 @@ impl StateStore {
     pub fn read_bootstate(&self) -> Result<Option<BootState>> {
         let path = self.layout.bootstate();
         match fs::read(&path) {
-            Ok(bytes) => BootState::parse(&bytes).map(Some).map_err(|e| {
-                ClbError::State(format!("{}: {e}", path.display()))
-            }),
+            Ok(bytes) => BootState::parse(&bytes)
+                .map(Some)
+                .map_err(|e| ClbError::State(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ClbError::io(format!("reading {}", path.display()))(e)),
         }
@@ -201,7 +211,11 @@ impl StateStore {
             remove(&path)?;
             report.removed_partials += 1;
         }
-        for dir in [self.layout.layers_dir(), self.layout.sources_dir(), self.layout.tmp_dir()] {
+        for dir in [
+            self.layout.layers_dir(),
+            self.layout.sources_dir(),
+            self.layout.tmp_dir(),
+        ] {
             if dir.is_dir() {
                 sync_dir(&dir).map_err(ClbError::io(format!("syncing {}", dir.display())))?;
             }

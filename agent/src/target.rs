@@ -17,18 +17,35 @@ pub const HOST_STATE_MOUNT: &str = "/run/clb/state";
 
 pub enum Target {
     Dir(StateStore),
-    Disk { store: StateStore, _disk: StateDisk },
-    Host { store: StateStore, booted: Option<SlotName>, _disk: Option<StateDisk> },
+    Disk {
+        store: StateStore,
+        _disk: StateDisk,
+    },
+    Host {
+        store: StateStore,
+        booted: Option<SlotName>,
+        _disk: Option<StateDisk>,
+    },
 }
 
 impl Target {
-    pub fn open(state_dir: Option<&Path>, disk: Option<&Path>, label: &str, writable: bool) -> Result<Self> {
+    pub fn open(
+        state_dir: Option<&Path>,
+        disk: Option<&Path>,
+        label: &str,
+        writable: bool,
+    ) -> Result<Self> {
         match (state_dir, disk) {
-            (Some(_), Some(_)) => Err(ClbError::Invalid("--state-dir and --disk exclude each other".into())),
+            (Some(_), Some(_)) => Err(ClbError::Invalid(
+                "--state-dir and --disk exclude each other".into(),
+            )),
             (Some(dir), None) => Ok(Target::Dir(StateStore::open(dir)?)),
             (None, Some(disk)) => {
                 let d = StateDisk::open(disk, label, writable).map_err(disk_error)?;
-                Ok(Target::Disk { store: StateStore::open(d.path())?, _disk: d })
+                Ok(Target::Disk {
+                    store: StateStore::open(d.path())?,
+                    _disk: d,
+                })
             }
             (None, None) => Self::open_host(label, writable),
         }
@@ -38,10 +55,18 @@ impl Target {
         let dev = clb_disk::host_partition_by_label(label).map_err(disk_error)?;
         let booted = booted_slot();
         if let Some(mounted) = clb_disk::find_mounted(&dev) {
-            return Ok(Target::Host { store: StateStore::open(mounted)?, booted, _disk: None });
+            return Ok(Target::Host {
+                store: StateStore::open(mounted)?,
+                booted,
+                _disk: None,
+            });
         }
         let d = StateDisk::open_device(&dev, writable).map_err(disk_error)?;
-        Ok(Target::Host { store: StateStore::open(d.path())?, booted, _disk: Some(d) })
+        Ok(Target::Host {
+            store: StateStore::open(d.path())?,
+            booted,
+            _disk: Some(d),
+        })
     }
 
     pub fn store(&self) -> &StateStore {

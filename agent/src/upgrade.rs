@@ -73,13 +73,9 @@ pub async fn upgrade(
     let image = registry.resolve(&reference).await?;
     tracing::info!(image = %req.image, digest = %image.manifest_digest, layers = image.manifest.layers.len(), "resolved");
     let verified = if req.verify {
-        let v = signatures::verify_image(
-            registry,
-            &image,
-            &keys,
-            req.signature_repository.as_deref(),
-        )
-        .await?;
+        let v =
+            signatures::verify_image(registry, &image, &keys, req.signature_repository.as_deref())
+                .await?;
         tracing::info!(digest = %v.digest, key = %v.key_source, "signature verified");
         Some(v)
     } else {
@@ -87,7 +83,9 @@ pub async fn upgrade(
     };
     let slot = target_slot(state.as_ref(), booted);
     if booted == Some(slot) {
-        return Err(ClbError::State(format!("refusing to write the booted slot {slot}")));
+        return Err(ClbError::State(format!(
+            "refusing to write the booted slot {slot}"
+        )));
     }
     if let Some(s) = &state
         && let Some(active) = store.read_slot(s.active)?
@@ -166,14 +164,18 @@ pub fn rollback(store: &StateStore) -> Result<(SlotName, SlotName)> {
     let _lock = store.lock()?;
     let mut state = installed_state(store)?;
     let from = state.active;
-    let to = from
-        .other()
-        .ok_or_else(|| ClbError::State("the recovery slot is active; nothing to roll back to".into()))?;
+    let to = from.other().ok_or_else(|| {
+        ClbError::State("the recovery slot is active; nothing to roll back to".into())
+    })?;
     let Some(manifest) = store.read_slot(to)? else {
-        return Err(ClbError::State(format!("slot {to} is empty; nothing to roll back to")));
+        return Err(ClbError::State(format!(
+            "slot {to} is empty; nothing to roll back to"
+        )));
     };
     if let Some(missing) = manifest.layer_digests().find(|d| !store.has_layer(d)) {
-        return Err(ClbError::State(format!("slot {to} is incomplete: layer {missing} is missing")));
+        return Err(ClbError::State(format!(
+            "slot {to} is incomplete: layer {missing} is missing"
+        )));
     }
     state.rollback_to(to);
     store.write_bootstate(&state)?;
@@ -195,7 +197,9 @@ pub fn mark(store: &StateStore, booted: Option<SlotName>, good: bool) -> Result<
     if good {
         state.mark_good();
     } else {
-        state.mark_bad().map_err(|e| ClbError::State(e.to_string()))?;
+        state
+            .mark_bad()
+            .map_err(|e| ClbError::State(e.to_string()))?;
     }
     store.write_bootstate(&state)?;
     Ok(state)

@@ -36,10 +36,19 @@ fn verification_failures_are_refused_and_change_nothing() {
     // Signed, but with a key we do not trust.
     fx.sign("os:v2");
     let other = fx.work.path().join("other");
-    assert_ok(&clb(&["keygen", "--output-key-prefix", other.to_str().unwrap()]));
+    assert_ok(&clb(&[
+        "keygen",
+        "--output-key-prefix",
+        other.to_str().unwrap(),
+    ]));
     let out = clb_owned(&[
-        "--state-dir".into(), state.display().to_string(), "upgrade".into(),
-        "-d".into(), fx.image("os:v2"), "--key".into(), other.with_extension("pub").display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "-d".into(),
+        fx.image("os:v2"),
+        "--key".into(),
+        other.with_extension("pub").display().to_string(),
     ]);
     assert_fails(&out, 4, "verification failed");
     unchanged(&state, &before, "wrong key");
@@ -47,25 +56,47 @@ fn verification_failures_are_refused_and_change_nothing() {
     // Key rotation: the old key and the right key together verify.
     let v1_state = fx.new_state_dir("rotation");
     let out = clb_owned(&[
-        "--state-dir".into(), v1_state.display().to_string(), "upgrade".into(),
-        "-d".into(), fx.image("os:v2"),
-        "--key".into(), other.with_extension("pub").display().to_string(),
-        "--key".into(), fx.pubkey.display().to_string(),
+        "--state-dir".into(),
+        v1_state.display().to_string(),
+        "upgrade".into(),
+        "-d".into(),
+        fx.image("os:v2"),
+        "--key".into(),
+        other.with_extension("pub").display().to_string(),
+        "--key".into(),
+        fx.pubkey.display().to_string(),
     ]);
     assert_ok(&out);
 
     // A corrupted signature: flip a character of the annotation and push the manifest back.
-    let digest = fx.reg.skopeo_inspect("os:v2", false).unwrap()["Digest"].as_str().unwrap().to_string();
+    let digest = fx.reg.skopeo_inspect("os:v2", false).unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let sig_tag = digest.replace(':', "-") + ".sig";
-    let resp = fx.reg.request("GET", &format!("/v2/os/manifests/{sig_tag}"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], &[]).unwrap();
+    let resp = fx
+        .reg
+        .request(
+            "GET",
+            &format!("/v2/os/manifests/{sig_tag}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            &[],
+        )
+        .unwrap();
     let mut sig_manifest: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    let annotation = &mut sig_manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"];
+    let annotation =
+        &mut sig_manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"];
     let mut sig = annotation.as_str().unwrap().to_string();
     let flipped = if sig.as_bytes()[10] == b'A' { "B" } else { "A" };
     sig.replace_range(10..11, flipped);
     *annotation = serde_json::Value::String(sig);
     fx.reg
-        .push_manifest("os", &sig_tag, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&sig_manifest).unwrap())
+        .push_manifest(
+            "os",
+            &sig_tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&sig_manifest).unwrap(),
+        )
         .unwrap();
     assert_fails(&fx.upgrade(&state, "os:v2", &[]), 4, "verification failed");
     unchanged(&state, &before, "corrupted signature");
@@ -73,38 +104,78 @@ fn verification_failures_are_refused_and_change_nothing() {
     // A valid signature over a payload that names another digest (independent signer).
     let pykey = fx.work.path().join("py");
     run_signer(&["keygen", pykey.to_str().unwrap()]);
-    let v1_digest = fx.reg.skopeo_inspect("os:v1", false).unwrap()["Digest"].as_str().unwrap().to_string();
+    let v1_digest = fx.reg.skopeo_inspect("os:v1", false).unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     fx.push(&[&_r.base, &_r.tops[1]], "os:v3", &["--format", "squashfs"]);
-    let v3_digest = fx.reg.skopeo_inspect("os:v3", false).unwrap()["Digest"].as_str().unwrap().to_string();
+    let v3_digest = fx.reg.skopeo_inspect("os:v3", false).unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     run_signer(&[
-        "sign", "--key", pykey.with_extension("key").to_str().unwrap(),
-        "--registry", &fx.reg.addr(), "--repo", "os", "--digest", &v3_digest,
-        "--payload-digest-override", &v1_digest,
+        "sign",
+        "--key",
+        pykey.with_extension("key").to_str().unwrap(),
+        "--registry",
+        &fx.reg.addr(),
+        "--repo",
+        "os",
+        "--digest",
+        &v3_digest,
+        "--payload-digest-override",
+        &v1_digest,
     ]);
     let py_pub = pykey.with_extension("pub").display().to_string();
     let out = clb_owned(&[
-        "--state-dir".into(), state.display().to_string(), "upgrade".into(),
-        "-d".into(), fx.image("os:v3"), "--key".into(), py_pub.clone(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "-d".into(),
+        fx.image("os:v3"),
+        "--key".into(),
+        py_pub.clone(),
     ]);
     assert_fails(&out, 4, "verification failed");
     unchanged(&state, &before, "payload for another digest");
 
     // The same independent signer, signing the right digest, is accepted (cosign interop).
     run_signer(&[
-        "sign", "--key", pykey.with_extension("key").to_str().unwrap(),
-        "--registry", &fx.reg.addr(), "--repo", "os", "--digest", &v3_digest,
+        "sign",
+        "--key",
+        pykey.with_extension("key").to_str().unwrap(),
+        "--registry",
+        &fx.reg.addr(),
+        "--repo",
+        "os",
+        "--digest",
+        &v3_digest,
     ]);
     let out = clb_owned(&[
-        "--json".into(), "--state-dir".into(), state.display().to_string(), "upgrade".into(),
-        "-d".into(), fx.image("os:v3"), "--key".into(), py_pub,
+        "--json".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "-d".into(),
+        fx.image("os:v3"),
+        "--key".into(),
+        py_pub,
     ]);
     assert_ok(&out);
 }
 
 fn run_signer(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cosign_signer.py");
-    let out = Command::new("python3").arg(script).args(args).output().unwrap();
-    assert!(out.status.success(), "signer {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "signer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -113,21 +184,44 @@ fn registry_and_input_failures_change_nothing() {
     let before = hash_tree(&state);
 
     // Invalid input: a malformed reference.
-    let out = clb(&["--state-dir", state.to_str().unwrap(), "upgrade", "-d", "UPPER//case::", "--no-verify"]);
+    let out = clb(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "upgrade",
+        "-d",
+        "UPPER//case::",
+        "--no-verify",
+    ]);
     assert_fails(&out, 3, "invalid input");
     // Not found: an unknown tag.
     assert_fails(&fx.upgrade(&state, "os:nope", &[]), 10, "not found");
     // No key and no --no-verify.
-    let out = clb_owned(&["--state-dir".into(), state.display().to_string(), "upgrade".into(), "-d".into(), fx.image("os:v2")]);
+    let out = clb_owned(&[
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "-d".into(),
+        fx.image("os:v2"),
+    ]);
     assert_fails(&out, 3, "--key");
     unchanged(&state, &before, "invalid input");
 
     // Digest mismatch: the registry serves a blob whose bytes no longer match its digest.
-    fx.push(&[&r.base, &tree(&fx.work.path().join("top-x"), &[("x", &noise(5000, 9))])], "os:x", &[]);
+    fx.push(
+        &[
+            &r.base,
+            &tree(&fx.work.path().join("top-x"), &[("x", &noise(5000, 9))]),
+        ],
+        "os:x",
+        &[],
+    );
     fx.sign("os:x");
     let top = skopeo_layers(&fx.reg, "os:x")[1].clone();
     let hex = top.trim_start_matches("sha256:");
-    let blob = fx.reg.storage_dir().join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let blob = fx.reg.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -144,7 +238,11 @@ fn registry_and_input_failures_change_nothing() {
 
     // Registry unreachable.
     fx.reg.stop();
-    assert_fails(&fx.upgrade(&state, "os:v2", &["--no-verify", "--retries", "2"]), 6, "unreachable");
+    assert_fails(
+        &fx.upgrade(&state, "os:v2", &["--no-verify", "--retries", "2"]),
+        6,
+        "unreachable",
+    );
     unchanged(&state, &before, "unreachable registry");
 }
 
@@ -157,7 +255,10 @@ fn hostile_layer_is_refused_and_changes_nothing() {
     for (name, script) in [
         ("dotdot", "t.addfile(tarfile.TarInfo('../escape'))"),
         ("absolute", "t.addfile(tarfile.TarInfo('/etc/passwd'))"),
-        ("hardlink", "i=tarfile.TarInfo('x'); i.type=tarfile.LNKTYPE; i.linkname='../../etc/shadow'; t.addfile(i)"),
+        (
+            "hardlink",
+            "i=tarfile.TarInfo('x'); i.type=tarfile.LNKTYPE; i.linkname='../../etc/shadow'; t.addfile(i)",
+        ),
     ] {
         let layout = fx.work.path().join(format!("layout-{name}"));
         let py = format!(
@@ -165,9 +266,19 @@ fn hostile_layer_is_refused_and_changes_nothing() {
         );
         let out = Command::new("python3").args(["-c", &py]).output().unwrap();
         assert!(out.status.success());
-        clb_testsupport::write_oci_layout(&layout, &[out.stdout], "application/vnd.oci.image.layer.v1.tar+gzip");
-        fx.reg.skopeo_copy_to(&layout, &format!("evil:{name}")).unwrap();
-        assert_fails(&fx.upgrade(&state, &format!("evil:{name}"), &["--no-verify"]), 3, "invalid input");
+        clb_testsupport::write_oci_layout(
+            &layout,
+            &[out.stdout],
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        );
+        fx.reg
+            .skopeo_copy_to(&layout, &format!("evil:{name}"))
+            .unwrap();
+        assert_fails(
+            &fx.upgrade(&state, &format!("evil:{name}"), &["--no-verify"]),
+            3,
+            "invalid input",
+        );
         unchanged(&state, &before, name);
     }
 }
@@ -179,7 +290,17 @@ fn no_space_is_detected_before_downloading() {
     fx.push(&[&big], "big:v1", &[]);
     fx.sign("big:v1");
     let state = fx.new_state_dir("small");
-    let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs", state.to_str().unwrap()]).status().unwrap();
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=2m",
+            "tmpfs",
+            state.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
     assert!(status.success(), "mounting a small tmpfs");
     let before = hash_tree(&state);
     let out = fx.upgrade(&state, "big:v1", &[]);
@@ -201,9 +322,15 @@ fn tls_registry_with_htpasswd() {
     let before = hash_tree(&state);
     let ca = fx.reg.ca_cert_path().unwrap().display().to_string();
     let base: Vec<String> = vec![
-        "--state-dir".into(), state.display().to_string(), "upgrade".into(),
-        "-d".into(), fx.image("os:v1"), "--key".into(), fx.pubkey.display().to_string(),
-        "--ca-file".into(), ca.clone(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "-d".into(),
+        fx.image("os:v1"),
+        "--key".into(),
+        fx.pubkey.display().to_string(),
+        "--ca-file".into(),
+        ca.clone(),
     ];
     // Wrong password: auth refused.
     let mut wrong = base.clone();
@@ -214,7 +341,14 @@ fn tls_registry_with_htpasswd() {
     // Credentials from a docker-style auth file (REGISTRY_AUTH_FILE).
     let auth_file = fx.work.path().join("auth.json");
     let encoded = base64_encode(b"alice:s3cret");
-    std::fs::write(&auth_file, format!(r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#, fx.reg.addr())).unwrap();
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#,
+            fx.reg.addr()
+        ),
+    )
+    .unwrap();
     let out = Command::new(clb_bin())
         .args(&base)
         .env("REGISTRY_AUTH_FILE", &auth_file)
@@ -228,7 +362,12 @@ fn tls_registry_with_htpasswd() {
 }
 
 fn base64_encode(data: &[u8]) -> String {
-    let out = Command::new("base64").arg("-w0").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     out.stdin.as_ref().unwrap().write_all(data).unwrap();
     let o = out.wait_with_output().unwrap();

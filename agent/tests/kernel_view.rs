@@ -23,13 +23,20 @@ fn view_trees(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::hard_link(base.join("usr/lib/a"), base.join("usr/lib/b")).unwrap();
     std::os::unix::fs::symlink("../lib/a", base.join("usr/bin/a-link")).unwrap();
     let st = Command::new("setcap")
-        .args(["cap_net_raw+ep", base.join("usr/bin/tool").to_str().unwrap()])
+        .args([
+            "cap_net_raw+ep",
+            base.join("usr/bin/tool").to_str().unwrap(),
+        ])
         .status()
         .expect("setcap (libcap2-bin)");
     assert!(st.success(), "setcap on the source tree");
     let top = tree(
         &root.join("top"),
-        &[("etc/.wh.gone", b""), ("opt/dir/.wh..wh..opq", b""), ("opt/dir/new", b"n")],
+        &[
+            ("etc/.wh.gone", b""),
+            ("opt/dir/.wh..wh..opq", b""),
+            ("opt/dir/new", b"n"),
+        ],
     );
     (base, top)
 }
@@ -39,18 +46,37 @@ fn check_view(fx: &Fixture, repo_tag: &str, expect_layers: usize) {
     let out = fx.upgrade(&state, repo_tag, &["--no-verify"]);
     assert_ok(&out);
     let s = fx.status(&state);
-    assert_eq!(s["slots"]["a"]["layers"].as_array().unwrap().len(), expect_layers);
-    let mnt = fx.work.path().join(format!("mnt-{}", repo_tag.replace([':', '/'], "-")));
-    assert_ok(&clb(&["--state-dir", state.to_str().unwrap(), "mount", "--slot", "a", mnt.to_str().unwrap()]));
+    assert_eq!(
+        s["slots"]["a"]["layers"].as_array().unwrap().len(),
+        expect_layers
+    );
+    let mnt = fx
+        .work
+        .path()
+        .join(format!("mnt-{}", repo_tag.replace([':', '/'], "-")));
+    assert_ok(&clb(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "mount",
+        "--slot",
+        "a",
+        mnt.to_str().unwrap(),
+    ]));
     let result = std::panic::catch_unwind(|| {
-        assert!(!mnt.join("etc/gone").exists(), "whiteout hides the deleted file");
+        assert!(
+            !mnt.join("etc/gone").exists(),
+            "whiteout hides the deleted file"
+        );
         let mut names: Vec<String> = std::fs::read_dir(mnt.join("opt/dir"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
         assert_eq!(names, ["new"], "opaque dir replaces the lower dir");
-        let getcap = Command::new("getcap").arg(mnt.join("usr/bin/tool")).output().unwrap();
+        let getcap = Command::new("getcap")
+            .arg(mnt.join("usr/bin/tool"))
+            .output()
+            .unwrap();
         assert!(
             String::from_utf8_lossy(&getcap.stdout).contains("cap_net_raw"),
             "capability kept: {:?}",
@@ -60,9 +86,18 @@ fn check_view(fx: &Fixture, repo_tag: &str, expect_layers: usize) {
         let b = std::fs::metadata(mnt.join("usr/lib/b")).unwrap();
         assert_eq!(a.nlink(), 2, "hard link count");
         assert_eq!(a.ino(), b.ino(), "hard link shares the inode");
-        assert_eq!(std::fs::read_link(mnt.join("usr/bin/a-link")).unwrap(), Path::new("../lib/a"));
-        assert_eq!(std::fs::read(mnt.join("usr/bin/a-link")).unwrap(), b"linked");
-        assert!(std::fs::write(mnt.join("etc/new"), b"x").is_err(), "slot mount is read-only");
+        assert_eq!(
+            std::fs::read_link(mnt.join("usr/bin/a-link")).unwrap(),
+            Path::new("../lib/a")
+        );
+        assert_eq!(
+            std::fs::read(mnt.join("usr/bin/a-link")).unwrap(),
+            b"linked"
+        );
+        assert!(
+            std::fs::write(mnt.join("etc/new"), b"x").is_err(),
+            "slot mount is read-only"
+        );
     });
     assert_ok(&clb(&["umount", mnt.to_str().unwrap()]));
     result.unwrap();
@@ -80,7 +115,10 @@ fn tar_and_native_layers_give_the_right_kernel_view() {
 
     // Native layers are stored as downloaded: store digest == registry digest.
     let raw = fx.reg.skopeo_inspect("view:native", true).unwrap();
-    assert_eq!(raw["layers"][0]["mediaType"], "application/vnd.clb.layer.v1.squashfs");
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.clb.layer.v1.squashfs"
+    );
 }
 
 #[test]
@@ -98,7 +136,11 @@ fn convert_per_layer_and_merged() {
         let raw = fx.reg.skopeo_inspect(tag, true).unwrap();
         let listed = raw["layers"].as_array().unwrap();
         assert_eq!(listed.len(), layers);
-        assert!(listed.iter().all(|l| l["mediaType"] == "application/vnd.clb.layer.v1.squashfs"));
+        assert!(
+            listed
+                .iter()
+                .all(|l| l["mediaType"] == "application/vnd.clb.layer.v1.squashfs")
+        );
         check_view(&fx, tag, layers);
     }
 }

@@ -17,8 +17,11 @@ fn throttled_proxy(upstream: String, rate: usize) -> String {
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else { continue };
-            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c_read, &mut s_write);
             });
@@ -45,29 +48,49 @@ fn throttled_proxy(upstream: String, rate: usize) -> String {
 fn killed_upgrade_resumes_without_refetching() {
     let fx = Fixture::new();
     let size = 8 << 20;
-    let big = tree(&fx.work.path().join("big"), &[("payload.bin", &noise(size, 3))]);
+    let big = tree(
+        &fx.work.path().join("big"),
+        &[("payload.bin", &noise(size, 3))],
+    );
     fx.push(&[&big], "big:v1", &[]);
     let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
     let proxy = throttled_proxy(fx.reg.addr(), 1 << 20);
     let state = fx.new_state_dir("state");
     let mut child = Command::new(clb_bin())
-        .args(["--state-dir", state.to_str().unwrap(), "upgrade", "--no-verify", "-d"])
+        .args([
+            "--state-dir",
+            state.to_str().unwrap(),
+            "upgrade",
+            "--no-verify",
+            "-d",
+        ])
         .arg(format!("{proxy}/big:v1"))
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
-    let partial = state.join("tmp").join(format!("{}.partial", layer.replace(':', "-")));
+    let partial = state
+        .join("tmp")
+        .join(format!("{}.partial", layer.replace(':', "-")));
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (1 << 20) {
         assert!(Instant::now() < deadline, "download did not start");
-        assert!(child.try_wait().unwrap().is_none(), "upgrade finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "upgrade finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL: no cleanup runs
     child.wait().unwrap();
     let had = std::fs::metadata(&partial).unwrap().len();
-    assert!(had > 0 && had < size as u64, "a partial download is left: {had}");
-    assert!(fx.status(&state)["active"].is_null(), "nothing staged by the killed run");
+    assert!(
+        had > 0 && had < size as u64,
+        "a partial download is left: {had}"
+    );
+    assert!(
+        fx.status(&state)["active"].is_null(),
+        "nothing staged by the killed run"
+    );
 
     // The registry logs the killed request once its connection closes; wait for it so that
     // it is not counted as part of the resumed run.
@@ -79,11 +102,22 @@ fn killed_upgrade_resumes_without_refetching() {
     let marker = fx.reg.clear_log_marker();
     let out = fx.upgrade(&state, "big:v1", &["--no-verify"]);
     assert_ok(&out);
-    let fetches: Vec<_> = fx.reg.fetches_since(&marker).into_iter().filter(|f| f.digest == layer).collect();
+    let fetches: Vec<_> = fx
+        .reg
+        .fetches_since(&marker)
+        .into_iter()
+        .filter(|f| f.digest == layer)
+        .collect();
     assert_eq!(fetches.len(), 1, "{fetches:?}");
-    assert!(fetches[0].range, "resumed with a Range request: {fetches:?}");
+    assert!(
+        fetches[0].range,
+        "resumed with a Range request: {fetches:?}"
+    );
     let sent = fetches[0].bytes.unwrap();
-    assert!(sent <= (size as u64) - had + 4096, "only the rest was sent ({sent} bytes, had {had})");
+    assert!(
+        sent <= (size as u64) - had + 4096,
+        "only the rest was sent ({sent} bytes, had {had})"
+    );
     assert!(!partial.exists(), "partial download consumed");
     assert_eq!(fx.status(&state)["active"], "a");
 }
@@ -96,12 +130,30 @@ fn skopeo_copied_image_and_platform_index() {
     let amd = tree(&fx.work.path().join("amd"), &[("etc/arch", b"amd64\n")]);
     let arm = tree(&fx.work.path().join("arm"), &[("etc/arch", b"arm64\n")]);
     let layout = fx.work.path().join("layout");
-    clb_testsupport::write_oci_layout(&layout, &[clb_testsupport::tar_gz_dir(&amd)], "application/vnd.oci.image.layer.v1.tar+gzip");
+    clb_testsupport::write_oci_layout(
+        &layout,
+        &[clb_testsupport::tar_gz_dir(&amd)],
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
     fx.reg.skopeo_copy_to(&layout, "multi:amd64").unwrap();
     fx.push(&[&arm], "multi:arm64", &[]);
-    let digest_of = |tag: &str| fx.reg.skopeo_inspect(tag, false).unwrap()["Digest"].as_str().unwrap().to_string();
+    let digest_of = |tag: &str| {
+        fx.reg.skopeo_inspect(tag, false).unwrap()["Digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let size_of = |tag: &str| {
-        fx.reg.request("GET", &format!("/v2/multi/manifests/{tag}"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], &[]).unwrap().body.len()
+        fx.reg
+            .request(
+                "GET",
+                &format!("/v2/multi/manifests/{tag}"),
+                &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+                &[],
+            )
+            .unwrap()
+            .body
+            .len()
     };
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -114,11 +166,19 @@ fn skopeo_copied_image_and_platform_index() {
         ]
     });
     fx.reg
-        .push_manifest("multi", "latest", "application/vnd.oci.image.index.v1+json", &serde_json::to_vec(&index).unwrap())
+        .push_manifest(
+            "multi",
+            "latest",
+            "application/vnd.oci.image.index.v1+json",
+            &serde_json::to_vec(&index).unwrap(),
+        )
         .unwrap();
     // Signing the index digest covers every platform manifest it names.
     fx.sign("multi:latest");
-    for (platform, expect) in [(None, "multi:amd64"), (Some("linux/arm64/v8"), "multi:arm64")] {
+    for (platform, expect) in [
+        (None, "multi:amd64"),
+        (Some("linux/arm64/v8"), "multi:arm64"),
+    ] {
         let state = fx.new_state_dir(&format!("state-{expect}").replace(':', "-"));
         let mut extra = vec![];
         if let Some(p) = platform {
@@ -129,5 +189,9 @@ fn skopeo_copied_image_and_platform_index() {
         assert_eq!(json(&out)["digest"], digest_of(expect));
     }
     let state = fx.new_state_dir("state-s390x");
-    assert_fails(&fx.upgrade(&state, "multi:latest", &["--platform", "linux/s390x"]), 10, "platform");
+    assert_fails(
+        &fx.upgrade(&state, "multi:latest", &["--platform", "linux/s390x"]),
+        10,
+        "platform",
+    );
 }

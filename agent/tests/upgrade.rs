@@ -18,7 +18,10 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
     fx.sign("os:v2");
     let v1_layers = skopeo_layers(&fx.reg, "os:v1");
     let v2_layers = skopeo_layers(&fx.reg, "os:v2");
-    assert_eq!(v1_layers[0], v2_layers[0], "releases share their base layer");
+    assert_eq!(
+        v1_layers[0], v2_layers[0],
+        "releases share their base layer"
+    );
     assert_ne!(v1_layers[1], v2_layers[1]);
 
     let state = fx.new_state_dir("state");
@@ -54,8 +57,14 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
         .filter(|f| f.method == "GET" && f.status / 100 == 2)
         .map(|f| f.digest)
         .collect();
-    assert!(fetched.contains(&v2_layers[1]), "top layer fetched: {fetched:?}");
-    assert!(!fetched.contains(&v2_layers[0]), "base layer must not be fetched again: {fetched:?}");
+    assert!(
+        fetched.contains(&v2_layers[1]),
+        "top layer fetched: {fetched:?}"
+    );
+    assert!(
+        !fetched.contains(&v2_layers[0]),
+        "base layer must not be fetched again: {fetched:?}"
+    );
     assert_eq!(
         fetched.iter().filter(|d| v2_layers.contains(d)).count(),
         1,
@@ -80,7 +89,10 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
         "{}.squashfs",
         b[1].as_str().unwrap().replace(':', "-")
     ));
-    let listing = Command::new("unsquashfs").args(["-l", top.to_str().unwrap()]).output().unwrap();
+    let listing = Command::new("unsquashfs")
+        .args(["-l", top.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(listing.status.success());
     assert!(String::from_utf8_lossy(&listing.stdout).contains("squashfs-root/etc/clb-release"));
 
@@ -90,7 +102,10 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
         .output()
         .expect("grub-editenv (grub-common)");
     let env = String::from_utf8_lossy(&env.stdout);
-    assert!(env.contains("clb_active=b\n") && env.contains("clb_fallback=a\n"), "{env}");
+    assert!(
+        env.contains("clb_active=b\n") && env.contains("clb_fallback=a\n"),
+        "{env}"
+    );
 
     let out = clb(&["--json", "--state-dir", state.to_str().unwrap(), "rollback"]);
     assert_ok(&out);
@@ -105,7 +120,10 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
     assert_ok(&out);
     assert_eq!(json(&out)["layers_downloaded"], 0);
     assert!(
-        fx.reg.fetches_since(&marker).iter().all(|f| !v2_layers.contains(&f.digest)),
+        fx.reg
+            .fetches_since(&marker)
+            .iter()
+            .all(|f| !v2_layers.contains(&f.digest)),
         "no layer refetched"
     );
 
@@ -164,5 +182,9 @@ fn mark_bad_falls_back_and_status_says_rolled_back() {
     assert_eq!(s["rolled_back"], true);
     assert_eq!(s["failed_slot"], "b");
     // Nothing left to fall back to from a: a second mark-bad is a state error.
-    assert_fails(&clb(&["--state-dir", state.to_str().unwrap(), "mark-bad"]), 11, "no other slot");
+    assert_fails(
+        &clb(&["--state-dir", state.to_str().unwrap(), "mark-bad"]),
+        11,
+        "no other slot",
+    );
 }

@@ -87,9 +87,6 @@ mod tests {
         assert_eq!(digest_from_file_name("sha256-00ff").unwrap(), d);
         assert!(digest_from_file_name("sha256-zz").is_none());
         let l = StateLayout::new("/s");
-        assert_eq!(
-            l.layer(d),
-            PathBuf::from("/s/layers/sha256-00ff.squashfs")
-        );
+        assert_eq!(l.layer(d), PathBuf::from("/s/layers/sha256-00ff.squashfs"));
     }
 }

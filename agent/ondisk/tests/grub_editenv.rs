@@ -9,7 +9,10 @@ fn grub_editenv(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("missing test prerequisite: grub-editenv (run scripts/install-test-deps)");
-    assert!(out.status.success(), "grub-editenv {args:?} failed: {out:?}");
+    assert!(
+        out.status.success(),
+        "grub-editenv {args:?} failed: {out:?}"
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 

@@ -21,9 +21,9 @@ impl CredentialSource {
     /// The credentials for `registry` (`host[:port]`), anonymous when none are configured.
     pub fn for_registry(&self, registry: &str) -> Result<RegistryAuth> {
         if let Some(creds) = &self.creds {
-            let (user, pass) = creds.split_once(':').ok_or_else(|| {
-                ClbError::Invalid("--creds must be USER:PASSWORD".to_string())
-            })?;
+            let (user, pass) = creds
+                .split_once(':')
+                .ok_or_else(|| ClbError::Invalid("--creds must be USER:PASSWORD".to_string()))?;
             tracing::debug!(registry, "using credentials from --creds");
             return Ok(RegistryAuth::Basic(user.to_string(), pass.to_string()));
         }
@@ -61,13 +61,14 @@ fn lookup_auth_file(path: &Path, registry: &str) -> Result<Option<RegistryAuth>>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ClbError::io(format!("reading {}", path.display()))(e)),
     };
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ClbError::Invalid(format!("auth file {} is not JSON: {e}", path.display()))
-    })?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ClbError::Invalid(format!("auth file {} is not JSON: {e}", path.display())))?;
     let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
-    let entry = auths.iter().find(|(key, _)| registry_matches(key, registry));
+    let entry = auths
+        .iter()
+        .find(|(key, _)| registry_matches(key, registry));
     let Some((_, entry)) = entry else {
         return Ok(None);
     };
@@ -93,7 +94,10 @@ fn lookup_auth_file(path: &Path, registry: &str) -> Result<Option<RegistryAuth>>
             path.display()
         ))
     })?;
-    Ok(Some(RegistryAuth::Basic(user.to_string(), pass.to_string())))
+    Ok(Some(RegistryAuth::Basic(
+        user.to_string(),
+        pass.to_string(),
+    )))
 }
 
 /// Docker writes keys as `host`, `https://host` or `https://host/v1/`.
@@ -134,9 +138,6 @@ mod tests {
             RegistryAuth::Anonymous
         ));
         std::fs::write(&f, "{").unwrap();
-        assert!(matches!(
-            src.for_registry("x"),
-            Err(ClbError::Invalid(_))
-        ));
+        assert!(matches!(src.for_registry("x"), Err(ClbError::Invalid(_))));
     }
 }

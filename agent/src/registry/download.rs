@@ -30,7 +30,8 @@ impl Registry {
         let size = u64::try_from(desc.size)
             .map_err(|_| ClbError::Invalid(format!("blob {} has a negative size", desc.digest)))?;
         let io_err = |what: &str| ClbError::io(format!("{what} {}", partial.display()));
-        let (mut file, mut hasher, mut have) = open_partial(partial, size).map_err(io_err("opening"))?;
+        let (mut file, mut hasher, mut have) =
+            open_partial(partial, size).map_err(io_err("opening"))?;
         progress(have);
         let registry = reference.resolve_registry().to_string();
         let auth = self.auth(reference)?;
@@ -99,7 +100,10 @@ impl Registry {
                     }
                 }
                 Err(e) => {
-                    if matches!(e, oci_client::errors::OciDistributionError::SpecViolationError(_)) {
+                    if matches!(
+                        e,
+                        oci_client::errors::OciDistributionError::SpecViolationError(_)
+                    ) {
                         drop(file);
                         let _ = std::fs::remove_file(partial);
                     }

@@ -21,7 +21,9 @@ pub fn is_retryable(e: &E) -> bool {
 pub fn map_oci_error(e: E, what: &str) -> ClbError {
     match e {
         E::AuthenticationFailure(m) => ClbError::AuthRefused(format!("{what}: {m}")),
-        E::UnauthorizedError { url } => ClbError::AuthRefused(format!("{what}: not authorized for {url}")),
+        E::UnauthorizedError { url } => {
+            ClbError::AuthRefused(format!("{what}: not authorized for {url}"))
+        }
         E::ImageManifestNotFoundError(m) => ClbError::NotFound(format!("{what}: {m}")),
         E::DigestError(d) => ClbError::DigestMismatch {
             what: what.to_string(),

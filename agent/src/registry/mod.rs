@@ -118,7 +118,11 @@ impl Registry {
         if self.opts.insecure {
             return (&self.http, false);
         }
-        let known = self.plain.lock().ok().and_then(|m| m.get(registry).copied());
+        let known = self
+            .plain
+            .lock()
+            .ok()
+            .and_then(|m| m.get(registry).copied());
         match known {
             Some(true) => (&self.http, false),
             Some(false) => (&self.https, false),
@@ -184,13 +188,11 @@ impl Registry {
     /// Resolves a reference to the platform's image manifest.
     pub async fn resolve(&self, reference: &Reference) -> Result<ResolvedImage> {
         let (raw, top_digest) = self.pull_manifest_raw(reference).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-            ClbError::Invalid(format!("manifest of {reference} is not JSON: {e}"))
-        })?;
+        let doc: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| ClbError::Invalid(format!("manifest of {reference} is not JSON: {e}")))?;
         let media_type = doc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
-        let is_index = media_type == OCI_INDEX
-            || media_type == DOCKER_LIST
-            || doc.get("manifests").is_some();
+        let is_index =
+            media_type == OCI_INDEX || media_type == DOCKER_LIST || doc.get("manifests").is_some();
         let (raw, manifest_digest) = if is_index {
             let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
             let digest = platform.pick(&doc).ok_or_else(|| {
@@ -271,7 +273,12 @@ impl Registry {
         .await
     }
 
-    pub async fn push_blob(&self, reference: &Reference, data: Vec<u8>, digest: &str) -> Result<()> {
+    pub async fn push_blob(
+        &self,
+        reference: &Reference,
+        data: Vec<u8>,
+        digest: &str,
+    ) -> Result<()> {
         if self.blob_exists(reference, digest).await? {
             return Ok(());
         }

@@ -91,9 +91,26 @@ mod tests {
             {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
             {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}}
         ]});
-        assert_eq!(Platform::parse("linux/amd64").unwrap().pick(&index).unwrap(), "sha256:amd");
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().pick(&index).unwrap(), "sha256:arm");
-        assert!(Platform::parse("linux/arm64/v7").unwrap().pick(&index).is_none());
+        assert_eq!(
+            Platform::parse("linux/amd64")
+                .unwrap()
+                .pick(&index)
+                .unwrap(),
+            "sha256:amd"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm64/v8")
+                .unwrap()
+                .pick(&index)
+                .unwrap(),
+            "sha256:arm"
+        );
+        assert!(
+            Platform::parse("linux/arm64/v7")
+                .unwrap()
+                .pick(&index)
+                .is_none()
+        );
         assert!(Platform::parse("linux").is_err());
     }
 }

@@ -147,19 +147,23 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
         "expected exit {code}, stdout: {}\nstderr: {stderr}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("clb: error:")).collect();
+    let error_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("clb: error:"))
+        .collect();
     assert_eq!(error_lines.len(), 1, "one error line expected: {stderr}");
     assert!(
-        error_lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        error_lines[0]
+            .to_lowercase()
+            .contains(&needle.to_lowercase()),
         "error line should mention {needle:?}: {}",
         error_lines[0]
     );
 }
 
 pub fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Writes files (`path`, `content`) under `root`.
@@ -174,7 +178,10 @@ pub fn tree(root: &Path, files: &[(&str, &[u8])]) -> PathBuf {
 
 /// Deterministic incompressible bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
