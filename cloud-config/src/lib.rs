@@ -1,0 +1,1 @@
+//! clb-cloud-config (being written)

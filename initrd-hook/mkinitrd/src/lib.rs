@@ -1,0 +1,1 @@
+//! clb-mkinitrd (being written)
