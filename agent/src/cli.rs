@@ -368,12 +368,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Mount { slot, dir } => {
+            if cli.disk.is_some() {
+                // The layers live on the image's state partition, which clb only keeps
+                // mounted for the length of one command.
+                bail!(ClbError::Invalid(
+                    "clb mount needs --state-dir or the host's COS_STATE; mount the image's \
+                     COS_STATE first and pass it as --state-dir"
+                        .into()
+                ));
+            }
             let target = open(&cli, false)?;
             publish::mount_slot(target.store(), *slot, dir).context("mounting the slot")?;
-            if cli.disk.is_some() {
-                // The state partition must stay mounted while the slot's layers are in use.
-                std::mem::forget(target);
-            }
             println!("mounted at {}", dir.display());
         }
         Command::Umount { dir } => {

@@ -44,6 +44,154 @@ fn throttled_proxy(upstream: String, rate: usize) -> String {
     addr
 }
 
+/// A TCP proxy that cuts the first `cuts` responses carrying a body after `limit` bytes
+/// (a flaky network): the client must retry and resume with a Range request.
+fn cutting_proxy(upstream: String, limit: usize, cuts: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let remaining = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(cuts));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            let remaining = remaining.clone();
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent > limit
+                        && remaining
+                            .fetch_update(
+                                std::sync::atomic::Ordering::SeqCst,
+                                std::sync::atomic::Ordering::SeqCst,
+                                |r| r.checked_sub(1),
+                            )
+                            .is_ok()
+                    {
+                        let _ = c_write.shutdown(std::net::Shutdown::Both);
+                        let _ = s_read.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn dropped_connections_are_retried_with_range_requests() {
+    let fx = Fixture::new();
+    let size = 4 << 20;
+    let big = tree(
+        &fx.work.path().join("big"),
+        &[("payload.bin", &noise(size, 4))],
+    );
+    fx.push(&[&big], "flaky:v1", &[]);
+    let layer = skopeo_layers(&fx.reg, "flaky:v1")[0].clone();
+    let proxy = cutting_proxy(fx.reg.addr(), 1 << 20, 2);
+    let state = fx.new_state_dir("state");
+    let marker = fx.reg.clear_log_marker();
+    let out = clb_owned(&[
+        "--json".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "--no-verify".into(),
+        "-d".into(),
+        format!("{proxy}/flaky:v1"),
+    ]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["layers_downloaded"], 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fetches = loop {
+        let f: Vec<_> = fx
+            .reg
+            .fetches_since(&marker)
+            .into_iter()
+            .filter(|f| f.digest == layer)
+            .collect();
+        if f.len() >= 3 || Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        fetches.len() >= 3,
+        "two cut transfers and a finishing one: {fetches:?}"
+    );
+    assert!(
+        fetches.iter().filter(|f| f.range).count() >= 2,
+        "resumed with Range: {fetches:?}"
+    );
+}
+
+#[test]
+fn docker_v2_manifests_and_a_separate_signature_repository() {
+    require_tool("skopeo");
+    let fx = Fixture::new();
+    let dir = tree(&fx.work.path().join("d"), &[("etc/release", b"docker\n")]);
+    fx.push(&[&dir], "oci:v1", &[]);
+    // skopeo converts the image to a Docker v2 schema 2 manifest on the way.
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--format",
+            "v2s2",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{}", fx.image("oci:v1")))
+        .arg(format!("docker://{}", fx.image("docker:v1")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = fx.reg.skopeo_inspect("docker:v1", true).unwrap();
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+
+    // Signatures kept in another repository, as with COSIGN_REPOSITORY.
+    let sigrepo = fx.image("signatures");
+    assert_ok(&clb_owned(&[
+        "sign".into(),
+        "--key".into(),
+        fx.key.display().to_string(),
+        fx.image("docker:v1"),
+        "--signature-repository".into(),
+        sigrepo.clone(),
+    ]));
+    let state = fx.new_state_dir("state");
+    // Not found in the image's own repository...
+    assert_fails(&fx.upgrade(&state, "docker:v1", &[]), 4, "no signature");
+    // ...but found where we said.
+    let out = fx.upgrade(&state, "docker:v1", &["--signature-repository", &sigrepo]);
+    assert_ok(&out);
+    assert_eq!(fx.status(&state)["slots"]["a"]["verified"], true);
+}
+
 #[test]
 fn killed_upgrade_resumes_without_refetching() {
     let fx = Fixture::new();

@@ -1,0 +1,260 @@
+//! The `clb.*` options of the kernel command line (see docs/boot.md). Pure parsing, no I/O.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The persistent paths bound from `COS_PERSISTENT` when `clb.persistent_paths` is not given
+/// (cOS-toolkit's defaults).
+pub const DEFAULT_PERSISTENT_PATHS: [&str; 6] = [
+    "/etc/ssh",
+    "/home",
+    "/opt",
+    "/root",
+    "/var/log",
+    "/usr/local",
+];
+
+/// Everything the hook reads from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub state_label: String,
+    pub oem_label: String,
+    pub persistent_label: String,
+    pub recovery_label: String,
+    /// `clb.mode=recovery`: boot the recovery slot whatever the boot state says.
+    pub recovery: bool,
+    /// How long to wait for the state partition to appear.
+    pub timeout: Duration,
+    /// `size=` of the tmpfs holding the overlay's upper and work directories.
+    pub overlay_size: String,
+    /// Absolute paths of the new root bound from `COS_PERSISTENT`.
+    pub persistent_paths: Vec<PathBuf>,
+    pub debug: bool,
+    /// `init=`: the program to exec in the new root.
+    pub init: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_label: "COS_STATE".into(),
+            oem_label: "COS_OEM".into(),
+            persistent_label: "COS_PERSISTENT".into(),
+            recovery_label: "COS_RECOVERY".into(),
+            recovery: false,
+            timeout: Duration::from_secs(30),
+            overlay_size: "25%".into(),
+            persistent_paths: DEFAULT_PERSISTENT_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            debug: false,
+            init: PathBuf::from("/sbin/init"),
+        }
+    }
+}
+
+/// A `clb.*` option with a value we cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdlineError(pub String);
+
+impl std::fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kernel command line: {}", self.0)
+    }
+}
+
+impl Config {
+    /// Parse `/proc/cmdline`. Unknown words (other than `clb.*`) are ignored: they belong to
+    /// the kernel or to the booted system. Unknown `clb.*` options are errors, so a typo does
+    /// not silently boot with defaults. Later occurrences win, as with the kernel.
+    pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
+        let mut cfg = Config::default();
+        for word in split_words(cmdline) {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word.as_str(), None),
+            };
+            let need = |v: Option<&str>| -> Result<String, CmdlineError> {
+                match v {
+                    Some(v) if !v.is_empty() => Ok(v.to_string()),
+                    _ => Err(CmdlineError(format!("{key} needs a value"))),
+                }
+            };
+            match key {
+                "init" => cfg.init = PathBuf::from(need(value)?),
+                "clb.state_label" => cfg.state_label = need(value)?,
+                "clb.oem_label" => cfg.oem_label = need(value)?,
+                "clb.persistent_label" => cfg.persistent_label = need(value)?,
+                "clb.recovery_label" => cfg.recovery_label = need(value)?,
+                "clb.mode" => match value {
+                    Some("recovery") => cfg.recovery = true,
+                    Some("normal") | Some("") | None => cfg.recovery = false,
+                    Some(other) => {
+                        return Err(CmdlineError(format!(
+                            "clb.mode={other}: expected recovery or normal"
+                        )));
+                    }
+                },
+                "clb.timeout" => {
+                    let v = need(value)?;
+                    let secs: u64 = v.parse().map_err(|_| {
+                        CmdlineError(format!("clb.timeout={v}: expected whole seconds"))
+                    })?;
+                    cfg.timeout = Duration::from_secs(secs);
+                }
+                "clb.overlay" => {
+                    let v = need(value)?;
+                    let size = v.strip_prefix("tmpfs:").ok_or_else(|| {
+                        CmdlineError(format!("clb.overlay={v}: expected tmpfs:SIZE"))
+                    })?;
+                    if !valid_size(size) {
+                        return Err(CmdlineError(format!(
+                            "clb.overlay={v}: SIZE is a number with an optional k, m, g or % suffix"
+                        )));
+                    }
+                    cfg.overlay_size = size.to_string();
+                }
+                "clb.persistent_paths" => {
+                    let v = value.unwrap_or("");
+                    let mut paths = Vec::new();
+                    for p in v.split(',').filter(|p| !p.is_empty()) {
+                        if !valid_abs_path(p) {
+                            return Err(CmdlineError(format!(
+                                "clb.persistent_paths: {p:?} is not an absolute path without . or .."
+                            )));
+                        }
+                        paths.push(PathBuf::from(p.trim_end_matches('/')));
+                    }
+                    cfg.persistent_paths = paths;
+                }
+                "clb.debug" => cfg.debug = !matches!(value, Some("0")),
+                k if k.starts_with("clb.") => {
+                    // clb.slot is what we pass on; reading it back is harmless.
+                    if k != "clb.slot" {
+                        return Err(CmdlineError(format!("unknown option {k}")));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Split like the kernel does: on spaces, with double quotes grouping (and removed).
+fn split_words(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_ascii_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    words
+}
+
+fn valid_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    !digits.is_empty() && digits.len() + 1 >= s.len() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn valid_abs_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && !p.contains(',')
+        && p.split('/').all(|c| c != "." && c != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_with_no_options() {
+        let c = Config::parse("BOOT_IMAGE=/vmlinuz console=ttyS0 panic=5 quiet\n").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.state_label, "COS_STATE");
+        assert_eq!(c.init, PathBuf::from("/sbin/init"));
+        assert_eq!(c.persistent_paths.len(), 6);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let c = Config::parse(
+            "console=ttyS0 clb.state_label=MY_STATE clb.oem_label=O clb.persistent_label=P \
+             clb.recovery_label=R clb.mode=recovery clb.timeout=7 clb.overlay=tmpfs:512m \
+             clb.persistent_paths=/etc/ssh,/home/,/var/lib/x clb.debug init=/bin/sh",
+        )
+        .unwrap();
+        assert_eq!(c.state_label, "MY_STATE");
+        assert_eq!(c.oem_label, "O");
+        assert_eq!(c.persistent_label, "P");
+        assert_eq!(c.recovery_label, "R");
+        assert!(c.recovery && c.debug);
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert_eq!(c.overlay_size, "512m");
+        assert_eq!(
+            c.persistent_paths,
+            vec![
+                PathBuf::from("/etc/ssh"),
+                PathBuf::from("/home"),
+                PathBuf::from("/var/lib/x")
+            ]
+        );
+        assert_eq!(c.init, PathBuf::from("/bin/sh"));
+    }
+
+    #[test]
+    fn empty_persistent_list_and_quotes_and_last_wins() {
+        let c = Config::parse(
+            "clb.persistent_paths= \"clb.state_label=A B\" clb.timeout=1 clb.timeout=2",
+        )
+        .unwrap();
+        assert!(c.persistent_paths.is_empty());
+        assert_eq!(c.state_label, "A B");
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert_eq!(Config::parse("clb.overlay=tmpfs:25%").unwrap().overlay_size, "25%");
+    }
+
+    #[test]
+    fn rejects_bad_values_and_unknown_clb_options() {
+        for bad in [
+            "clb.timeout=soon",
+            "clb.overlay=disk:1G",
+            "clb.overlay=tmpfs:1G,mode=777",
+            "clb.overlay=tmpfs:",
+            "clb.mode=fast",
+            "clb.persistent_paths=etc",
+            "clb.persistent_paths=/etc/../x",
+            "clb.state_label=",
+            "clb.stat_label=X",
+            "init=",
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(!e.to_string().is_empty(), "{bad}");
+        }
+        // Options of other programs are not ours to judge.
+        assert!(Config::parse("rd.break cos.setup=/x root=LABEL=x clb.slot=a").is_ok());
+    }
+}
