@@ -343,3 +343,76 @@ fn skopeo_copied_image_and_platform_index() {
         "platform",
     );
 }
+
+/// A plain TCP forwarder bound to `bind` (any loopback address).
+fn forwarder(bind: &str, upstream: String) -> String {
+    let listener = TcpListener::bind(bind).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let (mut a, mut b) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+            });
+            let (mut c, mut d) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut d);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn plain_http_only_for_127_0_0_1_or_with_insecure() {
+    let fx = Fixture::new();
+    let dir = tree(&fx.work.path().join("d"), &[("etc/release", b"x\n")]);
+    fx.push(&[&dir], "os:v1", &[]);
+    // The same plain-HTTP registry seen at 127.0.0.2: not 127.0.0.1, so HTTPS is required.
+    let other = forwarder("127.0.0.2:0", fx.reg.addr());
+    let state = fx.new_state_dir("state");
+    let before = hash_tree(&state);
+    let image = format!("{other}/os:v1");
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = vec!["--state-dir".into(), state.display().to_string(), "upgrade".into(), "--no-verify".into(), "--retries".into(), "1".into(), "-d".into(), image.clone()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    assert_fails(&clb_owned(&args(&[])), 6, "unreachable");
+    assert_eq!(hash_tree(&state), before);
+    assert_ok(&clb_owned(&args(&["--insecure"])));
+}
+
+#[test]
+fn progress_bars_on_a_terminal_log_lines_otherwise() {
+    require_tool("script");
+    let fx = Fixture::new();
+    let dir = tree(&fx.work.path().join("d"), &[("blob", &noise(2 << 20, 7))]);
+    fx.push(&[&dir], "os:v1", &[]);
+    let layer = skopeo_layers(&fx.reg, "os:v1")[0].clone();
+    let short = &layer["sha256:".len().."sha256:".len() + 12];
+    // Under a pseudo-terminal (util-linux `script`): a bar per layer.
+    let state = fx.new_state_dir("tty");
+    let cmd = format!(
+        "{} --state-dir {} upgrade --no-verify -d {}",
+        clb_bin(),
+        state.display(),
+        fx.image("os:v1")
+    );
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).env("RUST_LOG", "warn").output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains(short) && screen.contains("[=") && screen.contains("stored"), "progress bar expected: {screen}");
+    // Not a terminal: structured log lines instead, and no bar characters.
+    let state = fx.new_state_dir("pipe");
+    let out = Command::new(clb_bin())
+        .args(["--state-dir", state.to_str().unwrap(), "upgrade", "--no-verify", "-d", &fx.image("os:v1")])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("INFO") && log.contains("downloading") && log.contains(short), "{log}");
+    assert!(!log.contains("[="), "{log}");
+}

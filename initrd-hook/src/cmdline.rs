@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clb_ondisk::SlotName;
+
 /// The persistent paths bound from `COS_PERSISTENT` when `clb.persistent_paths` is not given
 /// (cOS-toolkit's defaults).
 pub const DEFAULT_PERSISTENT_PATHS: [&str; 6] = [
@@ -32,6 +34,9 @@ pub struct Config {
     pub debug: bool,
     /// `init=`: the program to exec in the new root.
     pub init: PathBuf,
+    /// `clb.slot=`: the bootloader (GRUB) already chose and counted; boot this slot and leave
+    /// the boot state alone.
+    pub slot: Option<SlotName>,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
                 .collect(),
             debug: false,
             init: PathBuf::from("/sbin/init"),
+            slot: None,
         }
     }
 }
@@ -129,11 +135,14 @@ impl Config {
                     cfg.persistent_paths = paths;
                 }
                 "clb.debug" => cfg.debug = !matches!(value, Some("0")),
+                "clb.slot" => {
+                    let v = need(value)?;
+                    cfg.slot = Some(SlotName::parse(&v).ok_or_else(|| {
+                        CmdlineError(format!("clb.slot={v}: expected a, b or recovery"))
+                    })?);
+                }
                 k if k.starts_with("clb.") => {
-                    // clb.slot is what we pass on; reading it back is harmless.
-                    if k != "clb.slot" {
-                        return Err(CmdlineError(format!("unknown option {k}")));
-                    }
+                    return Err(CmdlineError(format!("unknown option {k}")));
                 }
                 _ => {}
             }
@@ -255,6 +264,8 @@ mod tests {
             assert!(!e.to_string().is_empty(), "{bad}");
         }
         // Options of other programs are not ours to judge.
-        assert!(Config::parse("rd.break cos.setup=/x root=LABEL=x clb.slot=a").is_ok());
+        assert!(Config::parse("rd.break cos.setup=/x root=LABEL=x").is_ok());
+        assert_eq!(Config::parse("clb.slot=b").unwrap().slot, Some(SlotName::B));
+        assert!(Config::parse("clb.slot=c").is_err());
     }
 }
