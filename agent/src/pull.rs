@@ -83,26 +83,38 @@ pub async fn pull_layers(
         layer_kind(&desc.media_type)?;
     }
     // Each distinct blob once, even if the manifest lists it twice.
-    let mut unique: BTreeMap<String, OciDescriptor> = BTreeMap::new();
+    // Bottom layer first, so that progress reads like the stack.
+    let mut unique: Vec<OciDescriptor> = Vec::new();
     for desc in &image.manifest.layers {
-        unique
-            .entry(desc.digest.clone())
-            .or_insert_with(|| desc.clone());
+        if !unique.iter().any(|d| d.digest == desc.digest) {
+            unique.push(desc.clone());
+        }
     }
+    let before = StoreSnapshot::take(store);
     let convert = Arc::new(opts.convert.clone());
-    let results: Vec<(String, LayerRecord, bool)> =
-        futures_util::stream::iter(unique.into_values())
-            .map(|desc| {
-                let convert = convert.clone();
-                async move {
-                    let (record, downloaded) =
-                        ensure_layer(store, registry, image, &desc, &convert, progress).await?;
-                    Ok::<_, ClbError>((desc.digest.clone(), record, downloaded))
-                }
-            })
-            .buffer_unordered(opts.jobs.max(1))
-            .try_collect()
-            .await?;
+    let results: Result<Vec<(String, LayerRecord, bool)>> = futures_util::stream::iter(unique)
+        .map(|desc| {
+            let convert = convert.clone();
+            async move {
+                let (record, downloaded) =
+                    ensure_layer(store, registry, image, &desc, &convert, progress).await?;
+                Ok::<_, ClbError>((desc.digest.clone(), record, downloaded))
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect()
+        .await;
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            // A failed upgrade leaves the store as it found it. Only when the registry went
+            // away mid-transfer is the progress kept, so that the next run resumes it.
+            if !matches!(e, ClbError::Unreachable(_)) {
+                before.remove_additions();
+            }
+            return Err(e);
+        }
+    };
     let by_source: BTreeMap<String, (LayerRecord, bool)> = results
         .into_iter()
         .map(|(d, r, downloaded)| (d, (r, downloaded)))
@@ -246,4 +258,45 @@ fn record(store: &StateStore, desc: &OciDescriptor, digest: &str) -> Result<Laye
 pub fn short_digest(digest: &str) -> String {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     hex.chars().take(12).collect()
+}
+
+/// Names present in the store's directories before a pull, to undo a failed one.
+struct StoreSnapshot {
+    entries: Vec<(
+        std::path::PathBuf,
+        std::collections::BTreeSet<std::ffi::OsString>,
+    )>,
+}
+
+impl StoreSnapshot {
+    fn take(store: &StateStore) -> Self {
+        let l = store.layout();
+        let entries = [l.layers_dir(), l.sources_dir(), l.tmp_dir()]
+            .into_iter()
+            .map(|dir| {
+                let names = std::fs::read_dir(&dir)
+                    .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+                    .unwrap_or_default();
+                (dir, names)
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// Removes what appeared since the snapshot: unreferenced layers, cache entries and
+    /// partial files of this run (no slot lists them yet, so nothing can boot them).
+    fn remove_additions(&self) {
+        for (dir, names) in &self.entries {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                if !names.contains(&entry.file_name()) {
+                    tracing::debug!(path = %entry.path().display(), "removing what the failed upgrade added");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            let _ = clb_ondisk::atomic::sync_dir(dir);
+        }
+    }
 }

@@ -76,8 +76,10 @@ impl StateStore {
         }
     }
 
-    /// Creates the store's directories (only once an operation is sure to write).
-    pub fn ensure_dirs(&self) -> Result<()> {
+    /// Creates the store's directories (only once an operation is sure to write); returns
+    /// the ones it created so that a failed operation can take them away again.
+    pub fn ensure_dirs(&self) -> Result<Vec<PathBuf>> {
+        let mut created = Vec::new();
         for dir in [
             self.layout.layers_dir(),
             self.layout.slots_dir(),
@@ -87,12 +89,21 @@ impl StateStore {
             if !dir.is_dir() {
                 fs::create_dir_all(&dir)
                     .map_err(ClbError::io(format!("creating {}", dir.display())))?;
+                created.push(dir.clone());
                 if let Some(parent) = dir.parent() {
                     sync_dir(parent).map_err(ClbError::io("syncing state directory"))?;
                 }
             }
         }
-        Ok(())
+        Ok(created)
+    }
+
+    /// Undoes [`Self::ensure_dirs`] for directories that are still empty.
+    pub fn remove_empty_dirs(&self, dirs: &[PathBuf]) {
+        for dir in dirs {
+            let _ = fs::remove_dir(dir);
+        }
+        let _ = sync_dir(self.root());
     }
 
     pub fn read_bootstate(&self) -> Result<Option<BootState>> {

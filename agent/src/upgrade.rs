@@ -114,8 +114,17 @@ pub async fn upgrade(
     }
     tracing::info!(download, available, "space checked");
 
-    store.ensure_dirs()?;
-    let (layers, stats) = pull::pull_layers(store, registry, &image, &req.pull, progress).await?;
+    let created = store.ensure_dirs()?;
+    let (layers, stats) =
+        match pull::pull_layers(store, registry, &image, &req.pull, progress).await {
+            Ok(v) => v,
+            Err(e) => {
+                if !matches!(e, ClbError::Unreachable(_)) {
+                    store.remove_empty_dirs(&created);
+                }
+                return Err(e);
+            }
+        };
 
     let max_tries = req.max_tries.unwrap_or(DEFAULT_MAX_TRIES);
     let mut next = match &state {

@@ -373,3 +373,34 @@ fn base64_encode(data: &[u8]) -> String {
     let o = out.wait_with_output().unwrap();
     String::from_utf8(o.stdout).unwrap()
 }
+
+#[test]
+fn failure_after_some_layers_were_stored_undoes_them() {
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1"]);
+    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
+    fx.sign("os:v1");
+    // Corrupt the top layer in the registry's storage: the base converts and is stored
+    // first (one job at a time), then the top fails its digest check.
+    let top = skopeo_layers(&fx.reg, "os:v1")[1].clone();
+    let hex = top.trim_start_matches("sha256:");
+    let blob = fx.reg.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let state = fx.new_state_dir("fresh");
+    let before = hash_tree(&state);
+    assert_fails(
+        &fx.upgrade(&state, "os:v1", &["--jobs", "1"]),
+        5,
+        "digest mismatch",
+    );
+    unchanged(
+        &state,
+        &before,
+        "a failure after the first layer was stored",
+    );
+}

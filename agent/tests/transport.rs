@@ -351,7 +351,9 @@ fn forwarder(bind: &str, upstream: String) -> String {
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
             let (mut a, mut b) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut a, &mut b);
@@ -376,7 +378,16 @@ fn plain_http_only_for_127_0_0_1_or_with_insecure() {
     let before = hash_tree(&state);
     let image = format!("{other}/os:v1");
     let args = |extra: &[&str]| {
-        let mut a: Vec<String> = vec!["--state-dir".into(), state.display().to_string(), "upgrade".into(), "--no-verify".into(), "--retries".into(), "1".into(), "-d".into(), image.clone()];
+        let mut a: Vec<String> = vec![
+            "--state-dir".into(),
+            state.display().to_string(),
+            "upgrade".into(),
+            "--no-verify".into(),
+            "--retries".into(),
+            "1".into(),
+            "-d".into(),
+            image.clone(),
+        ];
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
@@ -401,18 +412,35 @@ fn progress_bars_on_a_terminal_log_lines_otherwise() {
         state.display(),
         fx.image("os:v1")
     );
-    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).env("RUST_LOG", "warn").output().unwrap();
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
-    assert!(screen.contains(short) && screen.contains("[=") && screen.contains("stored"), "progress bar expected: {screen}");
+    assert!(
+        screen.contains(short) && screen.contains("[=") && screen.contains("stored"),
+        "progress bar expected: {screen}"
+    );
     // Not a terminal: structured log lines instead, and no bar characters.
     let state = fx.new_state_dir("pipe");
     let out = Command::new(clb_bin())
-        .args(["--state-dir", state.to_str().unwrap(), "upgrade", "--no-verify", "-d", &fx.image("os:v1")])
+        .args([
+            "--state-dir",
+            state.to_str().unwrap(),
+            "upgrade",
+            "--no-verify",
+            "-d",
+            &fx.image("os:v1"),
+        ])
         .output()
         .unwrap();
     assert_ok(&out);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("INFO") && log.contains("downloading") && log.contains(short), "{log}");
+    assert!(
+        log.contains("INFO") && log.contains("downloading") && log.contains(short),
+        "{log}"
+    );
     assert!(!log.contains("[="), "{log}");
 }

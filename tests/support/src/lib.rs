@@ -3,8 +3,9 @@
 //! Everything here talks to real parts installed by `scripts/install-test-deps`:
 //!
 //! - [`Registry`]: a real `docker-registry` (CNCF distribution 2.8) process on 127.0.0.1, plain
-//!   HTTP or TLS (self-signed CA made with the `openssl` CLI), optionally with htpasswd auth,
-//!   whose access log can be read back to count blob fetches ([`BlobFetch`]).
+//!   HTTP or TLS (self-signed CA made with the `openssl` CLI), optionally with htpasswd auth
+//!   or Docker token auth (a [`TokenServer`], `tests/token_server.py`), whose access log can be
+//!   read back to count blob fetches ([`BlobFetch`]).
 //! - [`hash_tree`]: a deterministic digest of a directory tree, to prove "state exactly as
 //!   before" after a failing operation.
 //! - [`write_oci_layout`]: a hand-written OCI image layout that `skopeo` can copy to a registry.
@@ -21,6 +22,7 @@ mod accesslog;
 mod http;
 mod oci;
 mod registry;
+mod token;
 mod tree;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,7 @@ pub use oci::{
     OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec,
 };
 pub use registry::{Registry, RegistryOptions};
+pub use token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenRequest, TokenServer};
 pub use tree::{hash_tree, tree_manifest};
 
 /// Finds `name` on `PATH` (or checks it directly if it contains a `/`), returning its full path.

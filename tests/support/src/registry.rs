@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::accesslog::{AccessLogEntry, BlobFetch, LogMarker, as_blob_fetch, parse_access_line};
 use crate::http::{HttpResponse, base64, http_request};
+use crate::token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer, fetch_token, parse_bearer_challenge};
 use crate::{require_tool, run_cmd, sha256_digest};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +28,9 @@ pub struct RegistryOptions {
     /// or without TLS: distribution 2.8 does not enforce TLS for htpasswd (checked), although
     /// real deployments should use it.
     pub auth: Option<(String, String)>,
+    /// Serve `auth` through Docker token auth (a [`TokenServer`] issuing ES256 JWTs) instead
+    /// of htpasswd: clients must take the bearer path. Ignored without `auth`.
+    pub token_auth: bool,
 }
 
 impl RegistryOptions {
@@ -39,13 +43,23 @@ impl RegistryOptions {
     pub fn tls() -> Self {
         RegistryOptions {
             tls: true,
-            auth: None,
+            ..Self::default()
         }
     }
 
     /// Adds htpasswd basic auth for `user`/`pass`.
     pub fn with_auth(mut self, user: &str, pass: &str) -> Self {
         self.auth = Some((user.to_string(), pass.to_string()));
+        self.token_auth = false;
+        self
+    }
+
+    /// Adds Docker token auth for `user`/`pass`: the registry accepts only bearer tokens from
+    /// a [`TokenServer`] the fixture runs (see [`Registry::token_server`]), which grants pull
+    /// and push to `user` and nothing to anonymous clients.
+    pub fn with_token_auth(mut self, user: &str, pass: &str) -> Self {
+        self.auth = Some((user.to_string(), pass.to_string()));
+        self.token_auth = true;
         self
     }
 }
@@ -64,6 +78,7 @@ pub struct Registry {
     storage: PathBuf,
     ca_cert: Option<PathBuf>,
     cert_dir: Option<PathBuf>,
+    token: Option<TokenServer>,
     // Last field: removed after everything else.
     dir: TempDir,
 }
@@ -81,8 +96,9 @@ impl Registry {
     /// Starts a registry with `opts` on a free port of 127.0.0.1 and waits (up to 10 s) until
     /// `GET /v2/` answers 200 or 401. Errors carry the process's captured log.
     ///
-    /// Needs `docker-registry`, plus `openssl` for TLS, `htpasswd` for auth and `curl` for
-    /// TLS probing; panics with the "missing test prerequisite" message if one is missing.
+    /// Needs `docker-registry`, plus `openssl` for TLS, `htpasswd` for basic auth, `python3`
+    /// (with `cryptography`) for token auth and `curl` for TLS probing; panics with the
+    /// "missing test prerequisite" message if one is missing.
     pub fn start(opts: RegistryOptions) -> Result<Registry, String> {
         require_tool("docker-registry");
         let dir = tempfile::Builder::new()
@@ -97,7 +113,11 @@ impl Registry {
         } else {
             (None, None)
         };
-        if let Some((user, pass)) = &opts.auth {
+        let mut token = None;
+        if let Some((user, pass)) = opts.auth.as_ref().filter(|_| opts.token_auth) {
+            // Started first: the registry reads the signing certificate at startup.
+            token = Some(TokenServer::start(dir.path(), user, pass)?);
+        } else if let Some((user, pass)) = &opts.auth {
             require_tool("htpasswd");
             let line = run_cmd(Command::new("htpasswd").args(["-Bbn", user, pass]))?;
             fs::write(dir.path().join("htpasswd"), line)
@@ -112,6 +132,7 @@ impl Registry {
             storage,
             ca_cert,
             cert_dir,
+            token,
             dir,
         };
         let mut last_err = String::new();
@@ -159,7 +180,14 @@ impl Registry {
                 d.join("tls/server.key").display()
             ));
         }
-        if self.opts.auth.is_some() {
+        if let Some(token) = &self.token {
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: '{}'\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: '{}'\n",
+                token.realm(),
+                token.cert_path().display()
+            ));
+        } else if self.opts.auth.is_some() {
             cfg.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: clb-test\n    path: '{}'\n",
                 d.join("htpasswd").display()
@@ -282,7 +310,13 @@ impl Registry {
         self.cert_dir.as_deref()
     }
 
-    /// The `(user, password)` the registry requires, if auth is on.
+    /// The token server of a [`RegistryOptions::with_token_auth`] registry, e.g. to read which
+    /// tokens it issued ([`TokenServer::requests`]).
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
+    }
+
+    /// The `(user, password)` the registry requires, if auth is on (basic or token).
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.opts
             .auth
@@ -312,8 +346,9 @@ impl Registry {
     }
 
     /// Sends one request to the registry (`target` like `/v2/t/x/tags/list`), with basic
-    /// auth if the registry requires it. Plain HTTP uses the built-in client; TLS uses `curl
-    /// --cacert` (HTTP/1.1).
+    /// auth if the registry requires it, or for a token-auth registry the bearer flow (send
+    /// anonymously, on a 401 fetch a token for the challenged scope, send again with it). Plain
+    /// HTTP uses the built-in client; TLS uses `curl --cacert` (HTTP/1.1).
     pub fn request(
         &self,
         method: &str,
@@ -333,6 +368,27 @@ impl Registry {
         with_auth: bool,
     ) -> Result<HttpResponse, String> {
         let auth = self.opts.auth.as_ref().filter(|_| with_auth);
+        if let Some((u, p)) = auth.filter(|_| self.token.is_some()) {
+            // No token cache: one extra round trip per request is fine for a fixture, and the
+            // challenge names the exact scope this request needs.
+            let first = self.request_inner(method, target, headers, body, false)?;
+            if first.status != 401 {
+                return Ok(first);
+            }
+            let challenge = first
+                .header("WWW-Authenticate")
+                .and_then(parse_bearer_challenge)
+                .ok_or_else(|| {
+                    format!(
+                        "{method} {target}: 401 without a bearer challenge: {:?}",
+                        first.headers
+                    )
+                })?;
+            let bearer = format!("Bearer {}", fetch_token(&challenge, Some((u, p)))?);
+            let mut h: Vec<(&str, &str)> = headers.to_vec();
+            h.push(("Authorization", &bearer));
+            return self.request_inner(method, target, &h, body, false);
+        }
         if !self.opts.tls {
             let value;
             let mut h: Vec<(&str, &str)> = headers.to_vec();
