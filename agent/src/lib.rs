@@ -1,5 +1,6 @@
 //! The clb agent library: everything the `clb` binary does, as typed operations.
 
+pub mod bootfiles;
 pub mod error;
 pub mod progress;
 pub mod publish;

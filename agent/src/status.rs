@@ -35,6 +35,8 @@ pub struct SlotStatus {
     pub verified_with: Option<String>,
     pub staged_at: String,
     pub complete: bool,
+    /// Kernel the slot boots (`null` when its image has no /boot/vmlinuz).
+    pub kernel_version: Option<String>,
 }
 
 pub fn status(store: &StateStore, booted: Option<SlotName>) -> Result<Status> {
@@ -53,6 +55,7 @@ pub fn status(store: &StateStore, booted: Option<SlotName>) -> Result<Status> {
                 image: m.image,
                 digest: m.digest,
                 staged_at: m.staged_at,
+                kernel_version: m.boot.and_then(|b| b.kernel_version),
             },
         );
     }

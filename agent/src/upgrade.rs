@@ -9,8 +9,8 @@ use crate::error::{ClbError, Result};
 use crate::progress::Progress;
 use crate::pull::{self, PullOptions, PullStats};
 use crate::registry::Registry;
-use crate::signatures;
 use crate::store::StateStore;
+use crate::{bootfiles, signatures};
 
 pub struct UpgradeRequest {
     pub image: String,
@@ -139,6 +139,22 @@ pub async fn upgrade(
         }
         None => BootState::new(slot, max_tries),
     };
+    let layer_paths: Vec<PathBuf> = layers
+        .iter()
+        .map(|l| store.layout().layer(&l.digest))
+        .collect();
+    let boot = match bootfiles::stage_boot_files(store, slot, &layer_paths) {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(original) = &state
+                && original != &next
+            {
+                store.write_bootstate(original)?;
+            }
+            store.remove_empty_dirs(&created);
+            return Err(e);
+        }
+    };
     let manifest = SlotManifest {
         schema: clb_ondisk::slot::SLOT_SCHEMA,
         slot,
@@ -150,6 +166,7 @@ pub async fn upgrade(
             key_fingerprint: v.key_fingerprint.clone(),
         }),
         staged_at: now_rfc3339(),
+        boot,
     };
     store.write_slot(&manifest)?;
     next.max_tries = max_tries;

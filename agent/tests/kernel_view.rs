@@ -144,3 +144,67 @@ fn convert_per_layer_and_merged() {
         check_view(&fx, tag, layers);
     }
 }
+
+#[test]
+fn the_slot_carries_its_kernel_and_initrd() {
+    let fx = Fixture::new();
+    let root = fx.work.path();
+    let base = tree(
+        &root.join("kbase"),
+        &[
+            ("boot/vmlinuz-6.1.0-1-test", b"kernel one"),
+            ("boot/initrd.img-6.1.0-1-test", b"initrd one"),
+            ("etc/os-release", b"ID=test\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("vmlinuz-6.1.0-1-test", base.join("boot/vmlinuz")).unwrap();
+    // v2 adds a newer kernel and deletes the old initrd with a whiteout.
+    let top = tree(
+        &root.join("ktop"),
+        &[
+            ("boot/vmlinuz-6.1.0-2-test", b"kernel two"),
+            ("boot/.wh.initrd.img-6.1.0-1-test", b""),
+        ],
+    );
+    fx.push(&[&base], "kern:v1", &[]);
+    fx.push(&[&base, &top], "kern:v2", &[]);
+    let state = fx.new_state_dir("state");
+    assert_ok(&fx.upgrade(&state, "kern:v1", &["--no-verify"]));
+    assert_eq!(
+        std::fs::read(state.join("boot/a/vmlinuz")).unwrap(),
+        b"kernel one"
+    );
+    assert_eq!(
+        std::fs::read(state.join("boot/a/initrd")).unwrap(),
+        b"initrd one"
+    );
+    assert_eq!(
+        fx.status(&state)["slots"]["a"]["kernel_version"],
+        "6.1.0-1-test"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("slots/a.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["boot"]["kernel"],
+        clb_testsupport::sha256_digest(b"kernel one")
+    );
+
+    assert_ok(&fx.upgrade(&state, "kern:v2", &["--no-verify"]));
+    assert_eq!(
+        std::fs::read(state.join("boot/b/vmlinuz")).unwrap(),
+        b"kernel two"
+    );
+    assert!(
+        !state.join("boot/b/initrd").exists(),
+        "the whiteout removed the initrd"
+    );
+    assert_eq!(
+        fx.status(&state)["slots"]["b"]["kernel_version"],
+        "6.1.0-2-test"
+    );
+    // Slot a keeps its own kernel: a rollback restores it.
+    assert_eq!(
+        std::fs::read(state.join("boot/a/vmlinuz")).unwrap(),
+        b"kernel one"
+    );
+}

@@ -6,6 +6,7 @@
 //! slots/{a,b,recovery}.json       slot manifests
 //! layers/sha256-<hex>.squashfs    content-addressed layer store (digest of the SquashFS file)
 //! sources/sha256-<hex>            conversion cache: source layer digest -> SquashFS digest
+//! boot/{a,b,recovery}/vmlinuz     the slot's kernel (and `initrd`), from the image's /boot
 //! tmp/                            partial downloads and conversions (resumable, never booted)
 //! clb.lock                        advisory lock held by a running upgrade/gc
 //! ```
@@ -52,6 +53,11 @@ impl StateLayout {
     /// Conversion cache entry for a source (OCI) layer digest.
     pub fn source_entry(&self, source_digest: &str) -> PathBuf {
         self.sources_dir().join(digest_file_name(source_digest))
+    }
+    /// Kernel and initrd of a slot, at fixed paths a GRUB config can name:
+    /// `boot/<slot>/vmlinuz`, `boot/<slot>/initrd`.
+    pub fn boot_dir(&self, slot: SlotName) -> PathBuf {
+        self.root.join("boot").join(slot.as_str())
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")

@@ -10,4 +10,4 @@ pub mod slot;
 
 pub use bootstate::{BootState, BootStateError};
 pub use layout::StateLayout;
-pub use slot::{LayerRecord, SlotManifest, SlotName, Verification};
+pub use slot::{BootFiles, LayerRecord, SlotManifest, SlotName, Verification};

@@ -62,6 +62,20 @@ pub struct SlotManifest {
     pub verified: Option<Verification>,
     /// RFC 3339 UTC time the slot was staged.
     pub staged_at: String,
+    /// The kernel and initrd this slot boots, copied to `boot/<slot>/` on the state
+    /// partition (absent when the image carries no `/boot/vmlinuz*`).
+    #[serde(default)]
+    pub boot: Option<BootFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootFiles {
+    /// Kernel version from the file name (`vmlinuz-<version>`), when it has one.
+    pub kernel_version: Option<String>,
+    /// sha256 of `boot/<slot>/vmlinuz`.
+    pub kernel: String,
+    /// sha256 of `boot/<slot>/initrd`, when the image has one.
+    pub initrd: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

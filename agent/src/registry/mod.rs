@@ -176,7 +176,7 @@ impl Registry {
                 }
                 Err(e) => {
                     if !errors::is_retryable(&e) || attempt >= self.opts.attempts {
-                        return Err(map_oci_error(e, what));
+                        return Err(with_auth_hint(map_oci_error(e, what), &auth, &registry));
                     }
                     tracing::warn!(%registry, attempt, error = %e, "registry request failed, retrying");
                 }
@@ -338,6 +338,19 @@ impl Registry {
         })
         .await?;
         Ok(digest)
+    }
+}
+
+/// oci-client cannot tell "wrong password" from "no access"; say which credentials were used.
+fn with_auth_hint(e: ClbError, auth: &RegistryAuth, registry: &str) -> ClbError {
+    match (e, auth) {
+        (ClbError::AuthRefused(m), RegistryAuth::Anonymous) => ClbError::AuthRefused(format!(
+            "{m} (no credentials for {registry}: use --creds or an auth file)"
+        )),
+        (ClbError::AuthRefused(m), _) => ClbError::AuthRefused(format!(
+            "{m} (the credentials for {registry} were refused or lack access)"
+        )),
+        (other, _) => other,
     }
 }
 
