@@ -49,10 +49,7 @@ impl Default for Config {
             recovery: false,
             timeout: Duration::from_secs(30),
             overlay_size: "25%".into(),
-            persistent_paths: DEFAULT_PERSISTENT_PATHS
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
+            persistent_paths: DEFAULT_PERSISTENT_PATHS.iter().map(PathBuf::from).collect(),
             debug: false,
             init: PathBuf::from("/sbin/init"),
             slot: None,
@@ -243,7 +240,10 @@ mod tests {
         assert!(c.persistent_paths.is_empty());
         assert_eq!(c.state_label, "A B");
         assert_eq!(c.timeout, Duration::from_secs(2));
-        assert_eq!(Config::parse("clb.overlay=tmpfs:25%").unwrap().overlay_size, "25%");
+        assert_eq!(
+            Config::parse("clb.overlay=tmpfs:25%").unwrap().overlay_size,
+            "25%"
+        );
     }
 
     #[test]

@@ -97,8 +97,7 @@ pub fn attach_read_only(file: &Path) -> Result<Attached, String> {
     for _ in 0..16 {
         // SAFETY: GetFree passes no pointer and reads only the return value (see its impl);
         // `ctl` is an open descriptor of /dev/loop-control for the whole call.
-        let n = unsafe { ioctl(&ctl, GetFree) }
-            .map_err(|e| format!("LOOP_CTL_GET_FREE: {e}"))?;
+        let n = unsafe { ioctl(&ctl, GetFree) }.map_err(|e| format!("LOOP_CTL_GET_FREE: {e}"))?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = open_node(&path)?;
         let mut info = LoopInfo64 {
@@ -132,10 +131,7 @@ pub fn attach_read_only(file: &Path) -> Result<Attached, String> {
         let r = unsafe { ioctl(&dev, Setter::<LOOP_CONFIGURE, LoopConfig>::new(config)) };
         match r {
             Ok(()) => {
-                return Ok(Attached {
-                    path,
-                    _handle: dev,
-                });
+                return Ok(Attached { path, _handle: dev });
             }
             Err(Errno::BUSY) => continue,
             Err(e) => {
