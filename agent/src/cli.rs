@@ -92,6 +92,15 @@ pub enum Command {
     Push(PushArgs),
     /// Convert a container image into a native SquashFS layer set and push it.
     Convert(ConvertArgs),
+    /// Lay out a blank disk (or image, --disk) and install slot a from an image.
+    Deploy(DeployArgs),
+    /// Build a minimal initramfs with the clb boot hook, kernel modules and busybox.
+    Mkinitrd(MkinitrdArgs),
+    /// Run a cloud-config stage (STAGE.before, STAGE, STAGE.after).
+    RunStage(RunStageArgs),
+    /// Cloud-config file tools.
+    #[command(subcommand)]
+    CloudConfig(CloudConfigCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -117,7 +126,7 @@ pub struct RegistryArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct UpgradeArgs {
+pub struct StageArgs {
     /// Image to stage, e.g. registry.example/os:v2.
     #[arg(
         short = 'd',
@@ -135,9 +144,6 @@ pub struct UpgradeArgs {
     /// Repository holding the signatures (cosign's COSIGN_REPOSITORY).
     #[arg(long, value_name = "REPO")]
     pub signature_repository: Option<String>,
-    /// Reboot into the new slot when staged (host only).
-    #[arg(long)]
-    pub reboot: bool,
     /// Boot attempts of the new slot before falling back.
     #[arg(long, value_name = "N")]
     pub max_tries: Option<u32>,
@@ -152,6 +158,98 @@ pub struct UpgradeArgs {
     pub compression_level: Option<u32>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Reboot into the new slot when staged (host only).
+    #[arg(long)]
+    pub reboot: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Size of COS_OEM in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub oem_size: u64,
+    /// Size of COS_RECOVERY in MiB (0: no recovery partition).
+    #[arg(long, default_value_t = 4096)]
+    pub recovery_size: u64,
+    /// Size of COS_STATE in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub state_size: u64,
+    /// Size of COS_PERSISTENT in MiB (0: the rest of the disk).
+    #[arg(long, default_value_t = 0)]
+    pub persistent_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct MkinitrdArgs {
+    /// Kernel modules directory (/lib/modules/VERSION); none for a kernel with everything built in.
+    #[arg(long, value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// The initramfs to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The static clb-initrd binary to install as /init.
+    #[arg(long, value_name = "FILE", default_value = "/usr/lib/clb/clb-initrd")]
+    pub init: PathBuf,
+    /// Extra modules (comma separated), on top of the defaults.
+    #[arg(long, value_delimiter = ',', value_name = "M1,M2")]
+    pub add_modules: Vec<String>,
+    /// A file listing modules, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub modules_list: Option<PathBuf>,
+    /// Static busybox to include (found automatically when unset).
+    #[arg(long, value_name = "FILE")]
+    pub busybox: Option<PathBuf>,
+    /// Leave busybox out.
+    #[arg(long)]
+    pub no_busybox: bool,
+    /// Compression of the archive.
+    #[arg(long, value_enum, default_value_t = InitrdCompression::Gzip)]
+    pub compression: InitrdCompression,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum InitrdCompression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct RunStageArgs {
+    /// Stage to run (with its .before and .after), e.g. boot, fs, network, after-upgrade.
+    pub stage: String,
+    /// Tree the steps apply to.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Stop at the first failed step (and refuse malformed sources).
+    #[arg(long)]
+    pub strict: bool,
+    /// Show what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Read these files instead of /system/oem, /oem and /usr/local/cloud-config.
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Kernel command line to read clb.setup=/cos.setup= from (default: /proc/cmdline when --root is /).
+    #[arg(long)]
+    pub cmdline: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CloudConfigCommand {
+    /// Check files: errors with file:line:column, unknown keys as warnings.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -264,6 +362,45 @@ fn convert_options(c: CompressorArg, level: Option<u32>) -> clb_convert::Convert
     }
 }
 
+impl StageArgs {
+    fn request(&self) -> UpgradeRequest {
+        UpgradeRequest {
+            image: self.image.clone(),
+            keys: self.keys.clone(),
+            verify: !self.no_verify,
+            signature_repository: self.signature_repository.clone(),
+            max_tries: self.max_tries,
+            pull: PullOptions {
+                jobs: self.jobs,
+                convert: convert_options(self.compressor, self.compression_level),
+            },
+        }
+    }
+}
+
+fn print_stage_report(cli: &Cli, report: &clb::upgrade::UpgradeReport) -> Result<()> {
+    if cli.json {
+        print_json(report)?;
+    } else if report.up_to_date {
+        println!(
+            "{} ({}) is already in slot {}",
+            report.image, report.digest, report.slot
+        );
+    } else {
+        println!(
+            "staged {} ({}) in slot {}: {} of {} layers downloaded ({} bytes), {} bytes reused",
+            report.image,
+            report.digest,
+            report.slot,
+            report.stats.layers_downloaded,
+            report.stats.layers,
+            report.stats.bytes_downloaded,
+            report.stats.bytes_reused
+        );
+    }
+    Ok(())
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -288,45 +425,150 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "--reboot only works on a host, not with --state-dir or --disk".into()
                 ));
             }
-            let registry = a.registry.registry()?;
-            let req = UpgradeRequest {
-                image: a.image.clone(),
-                keys: a.keys.clone(),
-                verify: !a.no_verify,
-                signature_repository: a.signature_repository.clone(),
-                max_tries: a.max_tries,
-                pull: PullOptions {
-                    jobs: a.jobs,
-                    convert: convert_options(a.compressor, a.compression_level),
-                },
-            };
+            let registry = a.stage.registry.registry()?;
             let progress = Progress::new(!cli.json && !cli.quiet);
-            let report =
-                upgrade::upgrade(target.store(), &registry, &req, target.booted(), &progress)
-                    .await
-                    .with_context(|| format!("upgrading to {}", a.image))?;
-            if cli.json {
-                print_json(&report)?;
-            } else if report.up_to_date {
-                println!(
-                    "{} ({}) is already in slot {}",
-                    report.image, report.digest, report.slot
-                );
-            } else {
-                println!(
-                    "staged {} ({}) in slot {}: {} of {} layers downloaded ({} bytes), {} bytes reused",
-                    report.image,
-                    report.digest,
-                    report.slot,
-                    report.stats.layers_downloaded,
-                    report.stats.layers,
-                    report.stats.bytes_downloaded,
-                    report.stats.bytes_reused
-                );
-            }
+            let report = upgrade::upgrade(
+                target.store(),
+                &registry,
+                &a.stage.request(),
+                target.booted(),
+                &progress,
+            )
+            .await
+            .with_context(|| format!("upgrading to {}", a.stage.image))?;
+            print_stage_report(&cli, &report)?;
             if a.reboot && !report.up_to_date {
                 drop(target);
                 clb::reboot::reboot().await.context("rebooting")?;
+            }
+        }
+        Command::Deploy(a) => {
+            let Some(disk) = cli.disk.as_deref() else {
+                bail!(ClbError::Invalid(
+                    "clb deploy needs --disk DISK (an image or a block device)".into()
+                ));
+            };
+            let sizes = clb::deploy::LayoutSizes {
+                oem: a.oem_size,
+                recovery: a.recovery_size,
+                state: a.state_size,
+                persistent: a.persistent_size,
+            };
+            clb::deploy::apply_default_layout(disk, sizes)
+                .with_context(|| format!("laying out {}", disk.display()))?;
+            let target = open(&cli, true)?;
+            let registry = a.stage.registry.registry()?;
+            let progress = Progress::new(!cli.json && !cli.quiet);
+            let report =
+                clb::deploy::install(target.store(), &registry, &a.stage.request(), &progress)
+                    .await
+                    .with_context(|| format!("deploying {}", a.stage.image))?;
+            print_stage_report(&cli, &report)?;
+        }
+        Command::Mkinitrd(a) => {
+            let mut opts = clb_mkinitrd::MkinitrdOptions::new(&a.init, &a.out);
+            opts.modules_dir = a.modules_dir.clone();
+            opts.add_modules(&a.add_modules);
+            if let Some(list) = &a.modules_list {
+                opts.add_modules_from_file(list)
+                    .context("reading the modules list")?;
+            }
+            if a.no_busybox {
+                opts.busybox = None;
+            } else if let Some(b) = &a.busybox {
+                opts.busybox = Some(b.clone());
+            }
+            opts.compression = match a.compression {
+                InitrdCompression::Gzip => clb_mkinitrd::Compression::Gzip,
+                InitrdCompression::Zstd => clb_mkinitrd::Compression::Zstd,
+                InitrdCompression::None => clb_mkinitrd::Compression::None,
+            };
+            let stats = clb_mkinitrd::build(&opts)
+                .map_err(|e| ClbError::Invalid(e.to_string()))
+                .with_context(|| format!("building {}", a.out.display()))?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "output": a.out, "modules": stats.modules, "entries": stats.entries,
+                    "compressed_bytes": stats.compressed_bytes,
+                }))?;
+            } else {
+                println!(
+                    "wrote {} ({} bytes, {} modules: {})",
+                    a.out.display(),
+                    stats.compressed_bytes,
+                    stats.modules.len(),
+                    stats.modules.join(" ")
+                );
+            }
+        }
+        Command::RunStage(a) => {
+            let mut sources = if a.files.is_empty() {
+                clb_cloud_config::Sources::default()
+            } else {
+                clb_cloud_config::Sources::files(a.files.clone())
+            };
+            match (&a.cmdline, a.root == std::path::Path::new("/")) {
+                (Some(c), _) => sources = sources.with_cmdline(c.clone()),
+                (None, true) if a.files.is_empty() => {
+                    sources = clb_cloud_config::Sources::from_system()
+                }
+                _ => {}
+            }
+            let options = clb_cloud_config::Options {
+                root: a.root.clone(),
+                strict: a.strict,
+                dry_run: a.dry_run,
+                hostname: None,
+            };
+            let report = clb_cloud_config::run_stage(&a.stage, &sources, &options);
+            if cli.json {
+                println!("{}", report.to_json());
+            } else {
+                for step in &report.steps {
+                    println!(
+                        "{} [{}] {}: {:?}",
+                        step.file, step.stage, step.name, step.outcome
+                    );
+                    for action in &step.actions {
+                        println!("    {action}");
+                    }
+                }
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            for e in &report.errors {
+                eprintln!("clb: error: {e}");
+            }
+            if !report.success() {
+                let failed = report.failed_steps().count();
+                bail!(ClbError::Invalid(format!(
+                    "stage {}: {failed} step(s) failed, {} source error(s)",
+                    a.stage,
+                    report.errors.len()
+                )));
+            }
+        }
+        Command::CloudConfig(CloudConfigCommand::Validate { files }) => {
+            let mut bad = 0;
+            for f in files {
+                match clb_cloud_config::validate_file(f) {
+                    Ok(warnings) => {
+                        for w in &warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        if !cli.quiet {
+                            println!("{}: ok", f.display());
+                        }
+                    }
+                    Err(d) => {
+                        eprintln!("{d}");
+                        bad += 1;
+                    }
+                }
+            }
+            if bad > 0 {
+                bail!(ClbError::Invalid(format!("{bad} file(s) invalid")));
             }
         }
         Command::Status => {

@@ -41,7 +41,16 @@ impl Target {
             )),
             (Some(dir), None) => Ok(Target::Dir(StateStore::open(dir)?)),
             (None, Some(disk)) => {
-                let d = StateDisk::open(disk, label, writable).map_err(disk_error)?;
+                let d = match StateDisk::open(disk, label, writable) {
+                    Ok(d) => d,
+                    // After a crash (a guest that panicked) ext4 refuses a read-only mount
+                    // until its journal is replayed, which a read-write mount does.
+                    Err(e) if !writable => {
+                        tracing::debug!(error = %e, "read-only open failed, retrying read-write");
+                        StateDisk::open(disk, label, true).map_err(disk_error)?
+                    }
+                    Err(e) => return Err(disk_error(e)),
+                };
                 Ok(Target::Disk {
                     store: StateStore::open(d.path())?,
                     _disk: d,

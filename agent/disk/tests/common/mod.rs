@@ -166,7 +166,8 @@ pub fn make_disk(scratch: &mut Scratch, name: &str, labels: Option<[&str; 4]>) -
         let label = labels.map(|l| l[i]).unwrap_or(pname);
         let lo = RawLoop::attach(&img, start * 512, size * 512);
         match fs {
-            "vfat" => tool("mkfs.vfat", &["-n", label, &lo.0]),
+            // -I: a reused loop device may still show partitions of its previous file.
+            "vfat" => tool("mkfs.vfat", &["-I", "-n", label, &lo.0]),
             _ => tool("mkfs.ext4", &["-q", "-F", "-L", label, &lo.0]),
         };
     }

@@ -1,0 +1,176 @@
+//! `clb deploy` onto a blank image (default GPT layout through the stage engine, slot a
+//! through the verified staging path), `clb run-stage` and `clb cloud-config validate`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
+    require_tool("sgdisk");
+    require_tool("blkid");
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1"]);
+    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
+    fx.sign("os:v1");
+    let img = fx.work.path().join("blank.img");
+    sh(&format!("truncate -s 400M {}", img.display()));
+    let disk = img.display().to_string();
+    let deploy = |extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "--json".into(),
+            "--disk".into(),
+            disk.clone(),
+            "deploy".into(),
+            "-d".into(),
+            fx.image("os:v1"),
+            "--key".into(),
+            fx.pubkey.display().to_string(),
+            "--oem-size".into(),
+            "32".into(),
+            "--recovery-size".into(),
+            "64".into(),
+            "--state-size".into(),
+            "160".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        clb_owned(&args)
+    };
+    let out = deploy(&[]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["slot"], "a");
+
+    // sgdisk sees the four partitions with our names, sizes in order.
+    let table = sh(&format!("sgdisk -p {disk}"));
+    for name in ["oem", "recovery", "state", "persistent"] {
+        assert!(table.contains(name), "{name} missing from:\n{table}");
+    }
+    let info = sh(&format!("sgdisk -i 3 {disk}"));
+    let field = |k: &str| -> u64 {
+        info.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap()
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (first, last) = (field("First sector:"), field("Last sector:"));
+    assert_eq!((last - first + 1) * 512, 160 << 20);
+    // blkid on an offset loop device reads our filesystem label.
+    let dev = sh(&format!(
+        "losetup --find --show -r -o {} --sizelimit {} {disk}",
+        first * 512,
+        (last - first + 1) * 512
+    ));
+    let label = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "LABEL", &dev])
+        .output()
+        .unwrap();
+    sh(&format!("losetup -d {dev}"));
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "COS_STATE");
+
+    let out = clb(&["--json", "--disk", &disk, "status"]);
+    assert_ok(&out);
+    let s = json(&out);
+    assert_eq!(s["active"], "a");
+    assert_eq!(s["good"], true);
+    assert_eq!(s["slots"]["a"]["verified"], true);
+
+    // Deploying again is refused (the layout step itself is a no-op), nothing changes.
+    // (The ext4 superblock's mount count changes with any read-write mount; the partition
+    // table and the state do not.)
+    let table_before = sh(&format!("sgdisk -p {disk}"));
+    let state_before = json(&clb(&["--json", "--disk", &disk, "status"]));
+    assert_fails(&deploy(&[]), 11, "already holds a system");
+    assert_eq!(sh(&format!("sgdisk -p {disk}")), table_before);
+    assert_eq!(
+        json(&clb(&["--json", "--disk", &disk, "status"]))["slots"],
+        state_before["slots"]
+    );
+    assert_eq!(sh(&format!("losetup -j {disk}")), "");
+}
+
+#[test]
+fn run_stage_and_validate() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let cfg = work.path().join("boot.yaml");
+    std::fs::write(
+        &cfg,
+        "name: test\nstages:\n  boot:\n    - name: motd\n      files:\n        - path: /etc/motd\n          content: hello from clb\n          permissions: 0644\n      hostname: clb-host\n",
+    )
+    .unwrap();
+    let out = clb(&[
+        "run-stage",
+        "boot",
+        "--root",
+        root.to_str().unwrap(),
+        "--cloud-config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/motd")).unwrap(),
+        "hello from clb"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname"))
+            .unwrap()
+            .trim(),
+        "clb-host"
+    );
+    // Dry run changes nothing.
+    std::fs::remove_file(root.join("etc/motd")).unwrap();
+    let out = clb(&[
+        "run-stage",
+        "boot",
+        "--dry-run",
+        "--root",
+        root.to_str().unwrap(),
+        "--cloud-config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(!root.join("etc/motd").exists());
+
+    let bad = work.path().join("bad.yaml");
+    std::fs::write(&bad, "stages:\n  boot:\n    - name: x\n      files: [\n").unwrap();
+    let out = clb(&[
+        "cloud-config",
+        "validate",
+        cfg.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:", bad.display())),
+        "file:line:column expected: {stderr}"
+    );
+    let unknown = work.path().join("unknown.yaml");
+    std::fs::write(
+        &unknown,
+        "stages:\n  boot:\n    - name: x\n      flies: []\n",
+    )
+    .unwrap();
+    let out = clb(&["cloud-config", "validate", unknown.to_str().unwrap()]);
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":4:"),
+        "unknown key warned with its line"
+    );
+}
