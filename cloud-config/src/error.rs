@@ -41,12 +41,6 @@ pub enum Error {
     /// Fetching a `clb.setup=`/`cos.setup=` URL or a download failed.
     #[error("fetch {url}: {message}")]
     Fetch { url: String, message: String },
-    /// `after:` references form a cycle.
-    #[error("stage {stage}: dependency cycle between steps: {}", steps.join(" -> "))]
-    Cycle { stage: String, steps: Vec<String> },
-    /// A step failed; carries the step's message.
-    #[error("{0}")]
-    Step(String),
     /// The disk layout on the device does not match the requested one.
     #[error("layout of {device}: {message}")]
     Layout { device: PathBuf, message: String },

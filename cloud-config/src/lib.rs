@@ -26,9 +26,11 @@ mod sources;
 
 pub use error::{Diagnostic, Error, Result};
 pub use fetch::{fetch, fetch_bytes};
-pub use layout::{LayoutPlan, PlannedPartition, plan_layout};
+pub use layout::{Expansion, LayoutPlan, PartAction, PlannedPartition, plan_layout};
 pub use parse::{ParsedFile, is_cloud_config, parse_file, parse_str};
-pub use run::{Options, Outcome, Report, StepOutcome, run_exact, run_loaded, run_stage, stage_phases};
+pub use run::{
+    Options, Outcome, Report, StepOutcome, run_exact, run_loaded, run_stage, stage_phases,
+};
 pub use schema::{
     After, Config, Datasource, Device, Directory, Dns, Download, Expand, File, IfFiles, Layout,
     Override, Partition, Step, Systemctl, User,

@@ -137,6 +137,7 @@ mod tests {
                 }],
                 verified: None,
                 staged_at: "2026-01-01T00:00:00Z".into(),
+                boot: None,
             };
             std::fs::write(l.slot_manifest(slot), m.to_json()).unwrap();
         }

@@ -1,0 +1,180 @@
+//! Step conditions: `node`, `only_os`, `only_os_version`, `only_arch`, `if_files`, `if`.
+//!
+//! The cheap, side-effect-free ones are checked first; `if` (a shell command) last.
+
+use std::path::Path;
+
+use crate::exec::Ctx;
+use crate::schema::Step;
+
+/// Facts about the target the conditions match against.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts {
+    pub hostname: String,
+    /// os-release `ID`, `NAME`, `VERSION_ID`.
+    pub os_id: String,
+    pub os_name: String,
+    pub os_version: String,
+    /// Kernel-style (`x86_64`) and Go-style (`amd64`) names; `only_arch` matches either.
+    pub arch: String,
+    pub go_arch: String,
+}
+
+impl Facts {
+    pub fn gather(root: &Path, hostname_override: Option<&str>) -> Facts {
+        let os = read_os_release(root);
+        let get = |k: &str| {
+            os.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let arch = std::env::consts::ARCH.to_string();
+        Facts {
+            hostname: hostname_override
+                .map(String::from)
+                .unwrap_or_else(|| current_hostname(root)),
+            os_id: get("ID"),
+            os_name: get("NAME"),
+            os_version: get("VERSION_ID"),
+            go_arch: go_arch(&arch).to_string(),
+            arch,
+        }
+    }
+}
+
+/// The hostname of the target: `<root>/etc/hostname` for an offline root, else the kernel's.
+pub(crate) fn current_hostname(root: &Path) -> String {
+    let from_file = std::fs::read_to_string(root.join("etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let live = || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    if root == Path::new("/") {
+        let l = live();
+        if l.is_empty() {
+            from_file.unwrap_or_default()
+        } else {
+            l
+        }
+    } else {
+        from_file.unwrap_or_else(live)
+    }
+}
+
+fn go_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// `/etc/os-release` (or `/usr/lib/os-release`) of the root as key/value pairs.
+fn read_os_release(root: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Unanchored match like Go's `regexp.MatchString`, which yip uses.
+fn matches(what: &str, pattern: &str, candidates: &[&str]) -> Result<bool, String> {
+    let re = regex_lite::Regex::new(pattern)
+        .map_err(|e| format!("{what}: invalid regular expression {pattern:?}: {e}"))?;
+    Ok(candidates.iter().any(|c| re.is_match(c)))
+}
+
+/// Ok(None): run. Ok(Some(reason)): skip. Err: the condition itself is broken (the step fails).
+pub(crate) fn check(step: &Step, facts: &Facts, ctx: &mut Ctx) -> Result<Option<String>, String> {
+    if !step.node.is_empty() {
+        let host = &facts.hostname;
+        if step.node != *host && !matches("node", &step.node, &[host])? {
+            return Ok(Some(format!(
+                "node {:?} does not match hostname {host:?}",
+                step.node
+            )));
+        }
+    }
+    if !step.only_os.is_empty()
+        && !matches("only_os", &step.only_os, &[&facts.os_id, &facts.os_name])?
+    {
+        return Ok(Some(format!(
+            "only_os {:?} does not match {:?}",
+            step.only_os, facts.os_id
+        )));
+    }
+    if !step.only_os_version.is_empty()
+        && !matches(
+            "only_os_version",
+            &step.only_os_version,
+            &[&facts.os_version],
+        )?
+    {
+        return Ok(Some(format!(
+            "only_os_version {:?} does not match {:?}",
+            step.only_os_version, facts.os_version
+        )));
+    }
+    if !step.only_arch.is_empty()
+        && !matches("only_arch", &step.only_arch, &[&facts.arch, &facts.go_arch])?
+    {
+        return Ok(Some(format!(
+            "only_arch {:?} does not match {:?}",
+            step.only_arch, facts.arch
+        )));
+    }
+    let f = &step.if_files;
+    if !f.is_empty() {
+        let exists = |p: &String| ctx.path(p).symlink_metadata().is_ok();
+        if !f.any.is_empty() && !f.any.iter().any(exists) {
+            return Ok(Some(format!("if_files.any: none of {:?} exists", f.any)));
+        }
+        if let Some(missing) = f.all.iter().find(|p| !exists(p)) {
+            return Ok(Some(format!("if_files.all: {missing} does not exist")));
+        }
+        if let Some(present) = f.none.iter().find(|p| exists(p)) {
+            return Ok(Some(format!("if_files.none: {present} exists")));
+        }
+    }
+    if !step.if_.is_empty() {
+        if ctx.dry_run {
+            // Evaluating it could change the system; the plan assumes it succeeds.
+            ctx.notes.push(format!(
+                "would run the step only if {:?} succeeds",
+                step.if_
+            ));
+            return Ok(None);
+        }
+        let status = ctx
+            .shell(&step.if_)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("if: run {:?}: {e}", step.if_))?;
+        if !status.success() {
+            return Ok(Some(format!("if {:?} exited with {status}", step.if_)));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,191 @@
+//! dns, commands, hostname, sysctl, modules, environment, timesyncd, datasource.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
+use super::{Ctx, Owners, run_tool};
+use crate::schema::{Datasource, Dns};
+
+/// Files clb writes its merged settings to (one per kind, so steps add up).
+pub(crate) const SYSCTL_FILE: &str = "/etc/sysctl.d/90-clb-cloud-config.conf";
+pub(crate) const MODULES_FILE: &str = "/etc/modules-load.d/clb-cloud-config.conf";
+pub(crate) const DATASOURCE_FILE: &str = "/etc/clb/datasource.json";
+
+fn read_root_file(ctx: &Ctx, path: &str) -> Result<String, String> {
+    match std::fs::read_to_string(ctx.path(path)) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!("read {path}: {e}")),
+    }
+}
+
+pub(crate) fn dns(ctx: &mut Ctx, dns: &Dns) -> Result<(), String> {
+    let path = if dns.path.is_empty() {
+        "/etc/resolv.conf"
+    } else {
+        dns.path.as_str()
+    };
+    let mut text = String::new();
+    for ns in &dns.nameservers {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !dns.search.is_empty() {
+        text.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        text.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    ctx.ensure_file(path, text.as_bytes(), 0o644, Owners::default())?;
+    Ok(())
+}
+
+pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), String> {
+    if !ctx.act(format!("run {script:?}")) {
+        return Ok(());
+    }
+    let out = ctx
+        .shell(script)
+        .output()
+        .map_err(|e| format!("run {script:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    tracing::debug!(command = script, %stdout, %stderr, status = %out.status, "command finished");
+    if out.status.success() {
+        Ok(())
+    } else {
+        let last = stderr
+            .lines()
+            .chain(stdout.lines())
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        Err(format!(
+            "{script:?} failed ({}): {}",
+            out.status,
+            last.trim()
+        ))
+    }
+}
+
+pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), String> {
+    // A hostname is at most 64 bytes of letters, digits, '-' and '.'.
+    if name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(format!("invalid hostname {name:?}"));
+    }
+    ctx.ensure_file(
+        "/etc/hostname",
+        format!("{name}\n").as_bytes(),
+        0o644,
+        Owners::default(),
+    )?;
+    if ctx.live() {
+        let current = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        if current.trim() != name && ctx.act(format!("set the kernel hostname to {name}")) {
+            std::fs::write("/proc/sys/kernel/hostname", name)
+                .map_err(|e| format!("set hostname: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn sysctl(ctx: &mut Ctx, values: &BTreeMap<String, String>) -> Result<(), String> {
+    let normalised: BTreeMap<String, String> = values
+        .iter()
+        .map(|(k, v)| (k.replace('/', "."), v.clone()))
+        .collect();
+    let existing = read_root_file(ctx, SYSCTL_FILE)?;
+    let merged = merge_lines(&existing, &normalised, sysctl_key, |k, v| {
+        format!("{k} = {v}")
+    });
+    ctx.ensure_file(SYSCTL_FILE, merged.as_bytes(), 0o644, Owners::default())?;
+    if ctx.live() {
+        let mut errors = Vec::new();
+        for (k, v) in &normalised {
+            let proc_path = format!("/proc/sys/{}", k.replace('.', "/"));
+            let current = std::fs::read_to_string(&proc_path).unwrap_or_default();
+            // /proc/sys prints vectors tab-separated; compare word by word.
+            let same = current.split_whitespace().eq(v.split_whitespace());
+            if !same
+                && ctx.act(format!("set {k} = {v}"))
+                && let Err(e) = std::fs::write(&proc_path, v)
+            {
+                errors.push(format!("{k}: {e}"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn modules(ctx: &mut Ctx, modules: &[String]) -> Result<(), String> {
+    let existing = read_root_file(ctx, MODULES_FILE)?;
+    let mut text = existing.clone();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for m in modules {
+        if !existing.lines().any(|l| l.trim() == m) {
+            text.push_str(m);
+            text.push('\n');
+        }
+    }
+    ctx.ensure_file(MODULES_FILE, text.as_bytes(), 0o644, Owners::default())?;
+    if ctx.live() {
+        let mut errors = Vec::new();
+        for m in modules {
+            if ctx.act(format!("modprobe {m}"))
+                && let Err(e) = run_tool(Command::new("modprobe").arg("--").arg(m))
+            {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn environment(
+    ctx: &mut Ctx,
+    vars: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<(), String> {
+    let path = if file.is_empty() {
+        "/etc/environment"
+    } else {
+        file
+    };
+    if let Some(bad) = vars
+        .keys()
+        .find(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(format!("invalid variable name {bad:?}"));
+    }
+    let existing = read_root_file(ctx, path)?;
+    let merged = merge_lines(&existing, vars, env_key, env_line);
+    ctx.ensure_file(path, merged.as_bytes(), 0o644, Owners::default())?;
+    Ok(())
+}
+
+pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Result<(), String> {
+    const PATH: &str = "/etc/systemd/timesyncd.conf";
+    let existing = read_root_file(ctx, PATH)?;
+    let merged = merge_ini_section(&existing, "Time", keys);
+    ctx.ensure_file(PATH, merged.as_bytes(), 0o644, Owners::default())?;
+    Ok(())
+}
+
+/// Datasources are recorded, not fetched: clb's deploy reads this file (see the docs).
+pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(ds).map_err(|e| e.to_string())? + "\n";
+    ctx.ensure_file(DATASOURCE_FILE, json.as_bytes(), 0o644, Owners::default())?;
+    Ok(())
+}

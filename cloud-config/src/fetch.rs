@@ -1,0 +1,236 @@
+//! Fetching `http://` URLs with a tiny std-only HTTP/1.1 client, and `https://` through `curl`.
+//!
+//! No TLS client is linked into clb for this: cloud-config URLs are fetched rarely, and the
+//! system `curl` already knows the host's CA store and proxies. Without `curl`, `https://` is a
+//! clear error.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::Error;
+
+const MAX_REDIRECTS: usize = 5;
+
+/// Fetch `url` into `out` (the whole body). `timeout` bounds connecting and each read.
+pub fn fetch(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
+    let mut current = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        if current.starts_with("https://") {
+            return fetch_curl(&current, timeout, out);
+        }
+        match get_http(&current, timeout, out)? {
+            None => return Ok(()),
+            Some(location) => current = location,
+        }
+    }
+    Err(fetch_err(url, "too many redirects"))
+}
+
+/// Fetch into memory, refusing bodies over `limit` bytes.
+pub fn fetch_bytes(url: &str, timeout: Duration, limit: usize) -> Result<Vec<u8>, Error> {
+    let mut buf = LimitedVec {
+        data: Vec::new(),
+        limit,
+    };
+    fetch(url, timeout, &mut buf)?;
+    Ok(buf.data)
+}
+
+struct LimitedVec {
+    data: Vec<u8>,
+    limit: usize,
+}
+
+impl Write for LimitedVec {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.data.len() + b.len() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "body larger than {} bytes",
+                self.limit
+            )));
+        }
+        self.data.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn fetch_err(url: &str, message: impl Into<String>) -> Error {
+    Error::Fetch {
+        url: url.to_string(),
+        message: message.into(),
+    }
+}
+
+fn fetch_curl(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
+    let curl_found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("curl").is_file()))
+        .unwrap_or(false);
+    if !curl_found {
+        return Err(fetch_err(
+            url,
+            "https URLs need curl, which is not installed (this build has no TLS client)",
+        ));
+    }
+    let output = Command::new("curl")
+        .args(["-fsSL", "--proto", "=https,http", "--max-time"])
+        .arg(timeout.as_secs().max(1).to_string())
+        .arg("--")
+        .arg(url)
+        .output()
+        .map_err(|e| fetch_err(url, format!("run curl: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(fetch_err(
+            url,
+            format!("curl failed ({}): {}", output.status, stderr.trim()),
+        ));
+    }
+    out.write_all(&output.stdout)
+        .map_err(|e| fetch_err(url, format!("write: {e}")))
+}
+
+/// One GET. Returns the redirect target on 3xx, None when the body was written.
+fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<String>, Error> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| fetch_err(url, "unsupported URL scheme (http:// or https:// only)"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(fetch_err(
+            url,
+            "bad host (credentials in URLs are not supported)",
+        ));
+    }
+    // `host:port`, `[v6]:port`, or no port (`[v6]` ends in `]`, not in a port number).
+    let host_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = host_port
+        .to_socket_addrs()
+        .map_err(|e| fetch_err(url, format!("resolve {host_port}: {e}")))?
+        .next()
+        .ok_or_else(|| fetch_err(url, format!("resolve {host_port}: no address")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| fetch_err(url, format!("connect {addr}: {e}")))?;
+    let io = |e: std::io::Error| fetch_err(url, e.to_string());
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    // One write: a server may answer and close after the first packet it reads.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: clb-cloud-config\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).map_err(io)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| fetch_err(url, format!("bad status line {:?}", status_line.trim())))?;
+    let mut chunked = false;
+    let mut length: Option<u64> = None;
+    let mut location = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).map_err(io)? == 0 {
+            return Err(fetch_err(url, "connection closed in headers"));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "content-length" => length = value.parse().ok(),
+                "location" => location = Some(value.to_string()),
+                _ => {}
+            }
+        }
+    }
+    if (300..400).contains(&status) {
+        let loc =
+            location.ok_or_else(|| fetch_err(url, format!("HTTP {status} without Location")))?;
+        let next = if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc
+        } else if loc.starts_with('/') {
+            format!("http://{authority}{loc}")
+        } else {
+            return Err(fetch_err(url, format!("unsupported redirect to {loc:?}")));
+        };
+        return Ok(Some(next));
+    }
+    if status != 200 {
+        return Err(fetch_err(url, format!("HTTP {status}")));
+    }
+    if chunked {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line).map_err(io)?;
+            let size_hex = size_line.trim().split(';').next().unwrap_or("");
+            let size = u64::from_str_radix(size_hex, 16)
+                .map_err(|_| fetch_err(url, format!("bad chunk size {size_hex:?}")))?;
+            if size == 0 {
+                break;
+            }
+            let copied = std::io::copy(&mut (&mut reader).take(size), out).map_err(io)?;
+            if copied != size {
+                return Err(fetch_err(url, "connection closed in a chunk"));
+            }
+            let mut crlf = String::new();
+            reader.read_line(&mut crlf).map_err(io)?;
+        }
+    } else if let Some(len) = length {
+        let copied = std::io::copy(&mut reader.take(len), out).map_err(io)?;
+        if copied != len {
+            return Err(fetch_err(
+                url,
+                format!("body truncated: {copied} of {len} bytes"),
+            ));
+        }
+    } else {
+        std::io::copy(&mut reader, out).map_err(io)?;
+    }
+    Ok(None)
+}
+
+/// Fetch `url` to `dest` through a temporary file in the same directory, renamed into place
+/// only when complete: a failed download never leaves a truncated file behind.
+pub fn fetch_to_file(url: &str, timeout: Duration, dest: &Path) -> Result<(), Error> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.clb-tmp",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        fetch(url, timeout, &mut f)?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("sync {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, dest)
+            .map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,245 @@
+//! Running a stage: load, order, check conditions, execute, report.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::conditions::{self, Facts};
+use crate::error::Diagnostic;
+use crate::exec::{self, Ctx};
+use crate::order;
+use crate::schema::Step;
+use crate::sources::{Loaded, Sources};
+
+/// How to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The tree the steps apply to; `/` is the running system (only then are live changes
+    /// made: sysctl, modprobe, kernel hostname, `systemctl start`, commands without chroot).
+    pub root: PathBuf,
+    /// Stop at the first failed step (and refuse to run when a source is malformed).
+    pub strict: bool,
+    /// Change nothing; record what would be done in each step's `actions`.
+    pub dry_run: bool,
+    /// The hostname `node:` matches against, instead of the target's.
+    pub hostname: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            root: PathBuf::from("/"),
+            strict: false,
+            dry_run: false,
+            hostname: None,
+        }
+    }
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    Ran,
+    Skipped(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepOutcome {
+    /// The source the step came from.
+    pub file: String,
+    /// The exact stage it ran in (e.g. `boot.before`).
+    pub stage: String,
+    /// The step's `name`, or `<stage>[<index in its file>]` when it has none.
+    pub name: String,
+    pub outcome: Outcome,
+    /// Changes made, or in a dry run those that would be made.
+    pub actions: Vec<String>,
+    /// Remarks that are not changes (a unit not started offline, an `if` not evaluated in a
+    /// dry run, a filesystem that could not be grown).
+    pub notes: Vec<String>,
+}
+
+/// The result of a run; serializes to JSON for `--output json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The stage asked for (without `.before`/`.after`).
+    pub stage: String,
+    pub dry_run: bool,
+    pub steps: Vec<StepOutcome>,
+    /// Unknown keys, `after` names that match no step.
+    pub warnings: Vec<Diagnostic>,
+    /// Sources that could not be read or parsed (their steps did not run).
+    pub errors: Vec<Diagnostic>,
+    /// True when `strict` stopped the run early.
+    pub aborted: bool,
+}
+
+impl Report {
+    /// No source error, no failed step, not aborted.
+    pub fn success(&self) -> bool {
+        self.errors.is_empty()
+            && !self.aborted
+            && !self
+                .steps
+                .iter()
+                .any(|s| matches!(s.outcome, Outcome::Failed(_)))
+    }
+
+    pub fn failed_steps(&self) -> impl Iterator<Item = &StepOutcome> {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings and enums cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The stages `run_stage` runs for `stage`: `<stage>.before`, `<stage>`, `<stage>.after`.
+pub fn stage_phases(stage: &str) -> [String; 3] {
+    [
+        format!("{stage}.before"),
+        stage.to_string(),
+        format!("{stage}.after"),
+    ]
+}
+
+/// Load `sources` and run `<stage>.before`, `<stage>` and `<stage>.after` against
+/// `options.root`. Never panics and never returns early with an error: everything, including
+/// unreadable sources, is in the report (see [`Report::success`]).
+pub fn run_stage(stage: &str, sources: &Sources, options: &Options) -> Report {
+    let loaded = sources.load(&options.root);
+    run_loaded(stage, &loaded, options)
+}
+
+/// [`run_stage`] on sources already loaded (e.g. to run several stages from one load).
+pub fn run_loaded(stage: &str, loaded: &Loaded, options: &Options) -> Report {
+    let mut report = Report {
+        stage: stage.to_string(),
+        dry_run: options.dry_run,
+        warnings: loaded.warnings.clone(),
+        errors: loaded.errors.clone(),
+        ..Report::default()
+    };
+    for e in &loaded.errors {
+        tracing::error!("{e}");
+    }
+    if options.strict && !report.errors.is_empty() {
+        tracing::error!(stage, "strict: not running, a source is broken");
+        report.aborted = true;
+        return report;
+    }
+    for phase in stage_phases(stage) {
+        run_exact(&phase, loaded, options, &mut report);
+        if report.aborted {
+            break;
+        }
+    }
+    report
+}
+
+/// Run exactly one stage name (no `.before`/`.after`), appending to `report`.
+pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut Report) {
+    let entries: Vec<(&str, String, &Step)> = loaded
+        .files
+        .iter()
+        .flat_map(|f| {
+            f.config
+                .stages
+                .get(stage)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(move |(i, step)| {
+                    let name = if step.name.is_empty() {
+                        format!("{stage}[{i}]")
+                    } else {
+                        step.name.clone()
+                    };
+                    (f.source.as_str(), name, step)
+                })
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let names: Vec<String> = entries.iter().map(|(_, n, _)| n.clone()).collect();
+    let after: Vec<Vec<String>> = entries
+        .iter()
+        .map(|(_, _, s)| s.after.iter().map(|a| a.name.clone()).collect())
+        .collect();
+    let ordered = order::order(&names, &after);
+    for (i, name) in &ordered.unknown {
+        report.warnings.push(Diagnostic {
+            file: entries[*i].0.to_string(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "step {:?} of stage {stage}: after {name:?} matches no step of the stage; ignored",
+                entries[*i].1
+            ),
+        });
+    }
+    if !ordered.blocked.is_empty() {
+        let msg = format!(
+            "dependency cycle between steps: {}",
+            ordered.cycle.join(" -> ")
+        );
+        tracing::error!(stage, "{msg}");
+        for &i in &ordered.blocked {
+            report.steps.push(StepOutcome {
+                file: entries[i].0.to_string(),
+                stage: stage.to_string(),
+                name: entries[i].1.clone(),
+                outcome: Outcome::Failed(msg.clone()),
+                actions: Vec::new(),
+                notes: Vec::new(),
+            });
+        }
+        if options.strict {
+            report.aborted = true;
+            return;
+        }
+    }
+    for i in ordered.order {
+        let (file, name, step) = &entries[i];
+        let mut ctx = Ctx::new(&options.root, options.dry_run);
+        let facts = Facts::gather(&options.root, options.hostname.as_deref());
+        let outcome = match conditions::check(step, &facts, &mut ctx) {
+            Ok(Some(reason)) => Outcome::Skipped(reason),
+            Err(e) => Outcome::Failed(e),
+            Ok(None) => {
+                let errors = exec::run_step(step, &mut ctx);
+                if errors.is_empty() {
+                    Outcome::Ran
+                } else {
+                    Outcome::Failed(errors.join("; "))
+                }
+            }
+        };
+        match &outcome {
+            Outcome::Ran => {
+                tracing::info!(file, stage, step = %name, changes = ctx.actions.len(), "ran")
+            }
+            Outcome::Skipped(r) => tracing::info!(file, stage, step = %name, "skipped: {r}"),
+            Outcome::Failed(e) => tracing::error!(file, stage, step = %name, "failed: {e}"),
+        }
+        let failed = matches!(outcome, Outcome::Failed(_));
+        report.steps.push(StepOutcome {
+            file: file.to_string(),
+            stage: stage.to_string(),
+            name: name.clone(),
+            outcome,
+            actions: ctx.actions,
+            notes: ctx.notes,
+        });
+        if failed && options.strict {
+            report.aborted = true;
+            return;
+        }
+    }
+}

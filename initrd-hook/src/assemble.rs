@@ -1,0 +1,491 @@
+//! Assemble the new root on `sysroot`: find the partitions, decide the slot (counting the
+//! try on disk first), stack the layers, mount COS_OEM and the persistent paths, and leave
+//! the record of this boot under `/run/clb/`.
+//!
+//! Private mounts live under `/run/initramfs/clb/` and travel with `/run` into the booted
+//! system (the state partition stays mounted read-write at `/run/initramfs/clb/state`).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clb_disk::DiskError;
+use clb_ondisk::{SlotName, StateLayout};
+use rustix::mount::{MountFlags, mount};
+
+use crate::cmdline::Config;
+use crate::plan::{self, Decision};
+use crate::{Fatal, loopdev, say};
+
+/// Private mounts of the hook.
+pub const PRIVATE_DIR: &str = "/run/initramfs/clb";
+/// Where the hook leaves its record for the booted system.
+pub const RECORD_DIR: &str = "/run/clb";
+
+/// What was booted.
+#[derive(Debug)]
+pub struct Booted {
+    pub slot: SlotName,
+    pub image: String,
+}
+
+pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
+    let private = PathBuf::from(PRIVATE_DIR);
+    mkdir(&private)?;
+
+    // The state partition: wait for it, mount it read-write.
+    let state_dev = wait_for_label(&cfg.state_label, cfg.timeout)?;
+    let state_dir = private.join("state");
+    mount_device(
+        &state_dev,
+        &state_dir,
+        MountFlags::empty(),
+        &cfg.state_label,
+    )?;
+    let state = StateLayout::new(&state_dir);
+
+    // Decide, and write a counted try back before anything else is mounted.
+    let decision = match cfg.slot {
+        // The bootloader chose (and counted): boot what it says.
+        Some(slot) if !cfg.recovery => Decision {
+            slot,
+            state: None,
+            written: false,
+        },
+        _ => plan::decide(&state, cfg.recovery)?,
+    };
+    if cfg.debug {
+        say(format_args!("decision: {decision:?}"));
+    }
+    if decision.written {
+        // The try is durable now (write_atomic fsyncs file and directory).
+        if let Some(s) = decision.state.as_ref().filter(|s| !s.good) {
+            say(format_args!(
+                "slot {} not yet good: {} tries left after this boot",
+                decision.slot, s.tries_left
+            ));
+        }
+    }
+    if decision.rolled_back() {
+        let failed = decision
+            .state
+            .as_ref()
+            .and_then(|s| s.failed)
+            .map(SlotName::as_str)
+            .unwrap_or("?");
+        say(format_args!(
+            "slot {failed} failed to boot: rolled back to slot {}",
+            decision.slot
+        ));
+    }
+
+    // The slot's layers (recovery: from COS_RECOVERY when present, else COS_STATE).
+    let slot_plan = if decision.slot == SlotName::Recovery {
+        let layout = match find_optional(&cfg.recovery_label)? {
+            Some(dev) => {
+                let dir = private.join("recovery");
+                mount_device(&dev, &dir, MountFlags::RDONLY, &cfg.recovery_label)?;
+                StateLayout::new(dir)
+            }
+            None => state.clone(),
+        };
+        plan::load_slot(&layout, SlotName::Recovery)
+            .map_err(|e| Fatal(format!("recovery boot: {e}")))?
+    } else {
+        plan::load_slot(&state, decision.slot)?
+    };
+    let layers_dir = private.join("layers");
+    let mut lower = Vec::with_capacity(slot_plan.layers.len());
+    for (i, file) in slot_plan.layers.iter().enumerate() {
+        let dir = layers_dir.join(i.to_string());
+        mkdir(&dir)?;
+        let dev = loopdev::attach_read_only(file).map_err(Fatal)?;
+        mount(&dev.path, &dir, "squashfs", MountFlags::RDONLY, None).map_err(|e| {
+            Fatal(format!(
+                "mount layer {} ({}): {e}",
+                file.display(),
+                dev.path.display()
+            ))
+        })?;
+        // The mount holds the device now; closing our handle lets autoclear free it later.
+        drop(dev);
+        lower.push(dir);
+    }
+
+    // overlayfs: read-only layers (top first in lowerdir) + tmpfs upper.
+    let rw = private.join("overlay");
+    mkdir(&rw)?;
+    let size = format!("size={},mode=0755", cfg.overlay_size);
+    mount(
+        "tmpfs",
+        &rw,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some(c_str(&size)?.as_c_str()),
+    )
+    .map_err(|e| Fatal(format!("mount tmpfs ({size}) for the overlay: {e}")))?;
+    mkdir(&rw.join("upper"))?;
+    mkdir(&rw.join("work"))?;
+    let lowerdir: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        rw.join("upper").display(),
+        rw.join("work").display()
+    );
+    mkdir(sysroot)?;
+    mount(
+        "overlay",
+        sysroot,
+        "overlay",
+        MountFlags::empty(),
+        Some(c_str(&opts)?.as_c_str()),
+    )
+    .map_err(|e| Fatal(format!("mount overlay on {}: {e}", sysroot.display())))?;
+
+    // COS_OEM at /oem.
+    if let Some(dev) = find_optional(&cfg.oem_label)? {
+        let target = sysroot.join("oem");
+        mount_device(&dev, &target, MountFlags::empty(), &cfg.oem_label)?;
+    }
+
+    // Persistent paths from COS_PERSISTENT.
+    if let Some(dev) = find_optional(&cfg.persistent_label)? {
+        let pdir = private.join("persistent");
+        mount_device(&dev, &pdir, MountFlags::empty(), &cfg.persistent_label)?;
+        bind_persistent_paths(&pdir, sysroot, &cfg.persistent_paths, cfg.debug)?;
+    } else if !cfg.persistent_paths.is_empty() {
+        say(format_args!(
+            "no {} partition: persistent paths are ephemeral this boot",
+            cfg.persistent_label
+        ));
+    }
+
+    write_record(
+        Path::new(RECORD_DIR),
+        &decision,
+        &slot_plan.manifest.image,
+        &slot_plan.layers,
+    )?;
+    Ok(Booted {
+        slot: decision.slot,
+        image: slot_plan.manifest.image,
+    })
+}
+
+/// Wait up to `timeout` for exactly one block device labelled `label`.
+fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, Fatal> {
+    let start = Instant::now();
+    loop {
+        match clb_disk::host_partition_by_label(label) {
+            Ok(dev) => return Ok(dev),
+            Err(DiskError::LabelNotFound { .. }) if start.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(DiskError::LabelNotFound { .. }) => {
+                return Err(Fatal(format!(
+                    "no partition labelled {label} after {} s (block devices: {}); \
+                     set clb.state_label= or clb.timeout=",
+                    timeout.as_secs(),
+                    block_devices()
+                )));
+            }
+            Err(e) => return Err(Fatal(e.to_string())),
+        }
+    }
+}
+
+/// The device labelled `label` if there is one (no waiting: it is looked for once the state
+/// partition has appeared). Two are still an error.
+fn find_optional(label: &str) -> Result<Option<PathBuf>, Fatal> {
+    match clb_disk::host_partition_by_label(label) {
+        Ok(dev) => Ok(Some(dev)),
+        Err(DiskError::LabelNotFound { .. }) => Ok(None),
+        Err(e) => Err(Fatal(e.to_string())),
+    }
+}
+
+fn block_devices() -> String {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    if names.is_empty() {
+        "none (missing storage driver module?)".into()
+    } else {
+        names.join(" ")
+    }
+}
+
+/// Mount a partition found by label, with the filesystem type its superblock names.
+fn mount_device(dev: &Path, target: &Path, flags: MountFlags, label: &str) -> Result<(), Fatal> {
+    let fs_type = clb_disk::probe_path(dev, 0)
+        .ok()
+        .flatten()
+        .map(|p| p.fs_type)
+        .ok_or_else(|| Fatal(format!("{label} ({}): unknown filesystem", dev.display())))?;
+    mkdir(target)?;
+    mount(dev, target, &fs_type, flags, None).map_err(|e| {
+        Fatal(format!(
+            "mount {label} ({}, {fs_type}) on {}: {e}",
+            dev.display(),
+            target.display()
+        ))
+    })
+}
+
+/// `/etc/ssh` → `etc-ssh` (cOS's naming of `.state/<name>.bind`).
+pub fn state_name(path: &Path) -> String {
+    path.to_string_lossy().trim_matches('/').replace('/', "-")
+}
+
+/// Bind `<persistent>/.state/<name>.bind` onto each path of the new root. On first boot the
+/// directory is created from the image's content (copied into `<name>.bind.new`, then renamed,
+/// so a power cut during the copy redoes it).
+pub fn bind_persistent_paths(
+    persistent: &Path,
+    sysroot: &Path,
+    paths: &[PathBuf],
+    debug: bool,
+) -> Result<(), Fatal> {
+    let state_dir = persistent.join(".state");
+    mkdir(&state_dir)?;
+    for path in paths {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        let target = sysroot.join(rel);
+        let src = prepare_persistent_dir(&state_dir, path, &target)?;
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+            // Following it would resolve against the initramfs, not the new root.
+            say(format_args!(
+                "warning: {} is a symlink in the image, not made persistent",
+                path.display()
+            ));
+            continue;
+        }
+        mkdir(&target)?;
+        rustix::mount::mount_bind(&src, &target).map_err(|e| {
+            Fatal(format!(
+                "bind {} on {}: {e}",
+                src.display(),
+                target.display()
+            ))
+        })?;
+        if debug {
+            say(format_args!("persistent {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Create `<state_dir>/<name>.bind` on first use, seeded from `image_dir` when it exists.
+pub fn prepare_persistent_dir(
+    state_dir: &Path,
+    path: &Path,
+    image_dir: &Path,
+) -> Result<PathBuf, Fatal> {
+    let name = state_name(path);
+    let src = state_dir.join(format!("{name}.bind"));
+    if src.is_dir() {
+        return Ok(src);
+    }
+    let tmp = state_dir.join(format!("{name}.bind.new"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .map_err(|e| Fatal(format!("remove {}: {e}", tmp.display())))?;
+    }
+    match std::fs::symlink_metadata(image_dir) {
+        Ok(m) if m.is_dir() => copy_tree(image_dir, &tmp)?,
+        _ => mkdir(&tmp)?,
+    }
+    std::fs::rename(&tmp, &src).map_err(|e| {
+        Fatal(format!(
+            "rename {} to {}: {e}",
+            tmp.display(),
+            src.display()
+        ))
+    })?;
+    clb_ondisk::atomic::sync_dir(state_dir)
+        .map_err(|e| Fatal(format!("sync {}: {e}", state_dir.display())))?;
+    Ok(src)
+}
+
+/// Copy a directory tree keeping modes, owners and symlinks (special files are skipped).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), Fatal> {
+    let err =
+        |what: &str, p: &Path, e: std::io::Error| Fatal(format!("{what} {}: {e}", p.display()));
+    let meta = std::fs::symlink_metadata(from).map_err(|e| err("stat", from, e))?;
+    std::fs::create_dir(to).map_err(|e| err("create", to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| err("read", from, e))? {
+        let entry = entry.map_err(|e| err("read", from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let m = std::fs::symlink_metadata(&src).map_err(|e| err("stat", &src, e))?;
+        let ft = m.file_type();
+        if ft.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| err("readlink", &src, e))?;
+            std::os::unix::fs::symlink(&target, &dst).map_err(|e| err("symlink", &dst, e))?;
+            let _ = std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid()));
+        } else if ft.is_file() {
+            std::fs::copy(&src, &dst).map_err(|e| err("copy", &src, e))?;
+            set_owner_mode(&dst, &m)?;
+        }
+    }
+    set_owner_mode(to, &meta)
+}
+
+fn set_owner_mode(p: &Path, m: &std::fs::Metadata) -> Result<(), Fatal> {
+    std::os::unix::fs::chown(p, Some(m.uid()), Some(m.gid()))
+        .map_err(|e| Fatal(format!("chown {}: {e}", p.display())))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(|e| Fatal(format!("chmod {}: {e}", p.display())))
+}
+
+/// `/run/clb/booted_slot`, the mode sentinels and `initrd.env` (see docs/boot.md).
+pub fn write_record(
+    dir: &Path,
+    decision: &Decision,
+    image: &str,
+    layers: &[PathBuf],
+) -> Result<(), Fatal> {
+    mkdir(dir)?;
+    let write = |name: &str, content: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, content).map_err(|e| Fatal(format!("write {}: {e}", p.display())))
+    };
+    write("booted_slot", &format!("{}\n", decision.slot))?;
+    let mode = if decision.slot == SlotName::Recovery {
+        "recovery_mode"
+    } else if decision.rolled_back() {
+        "passive_mode"
+    } else {
+        "active_mode"
+    };
+    write(mode, "")?;
+    if decision.rolled_back() {
+        let failed = decision
+            .state
+            .as_ref()
+            .and_then(|s| s.failed)
+            .map(SlotName::as_str)
+            .unwrap_or("");
+        write("upgrade_failure", &format!("{failed}\n"))?;
+    }
+    let (tries, good) = decision
+        .state
+        .as_ref()
+        .map(|s| (s.tries_left.to_string(), u8::from(s.good).to_string()))
+        .unwrap_or_default();
+    let layer_list: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
+    write(
+        "initrd.env",
+        &format!(
+            "CLB_SLOT={}\nCLB_IMAGE={image}\nCLB_MODE={}\nCLB_TRIES_LEFT={tries}\nCLB_GOOD={good}\n\
+             CLB_ROLLED_BACK={}\nCLB_LAYERS={}\n",
+            decision.slot,
+            mode.trim_end_matches("_mode"),
+            u8::from(decision.rolled_back()),
+            layer_list.join(":")
+        ),
+    )
+}
+
+fn mkdir(p: &Path) -> Result<(), Fatal> {
+    std::fs::create_dir_all(p).map_err(|e| Fatal(format!("create {}: {e}", p.display())))
+}
+
+fn c_str(s: &str) -> Result<std::ffi::CString, Fatal> {
+    std::ffi::CString::new(s).map_err(|_| Fatal(format!("NUL in mount options {s:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clb_ondisk::BootState;
+
+    #[test]
+    fn persistent_dirs_are_seeded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("root/etc/ssh");
+        std::fs::create_dir_all(image.join("sub")).unwrap();
+        std::fs::write(image.join("sshd_config"), "Port 22\n").unwrap();
+        std::os::unix::fs::symlink("sshd_config", image.join("link")).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let state = dir.path().join("p/.state");
+        std::fs::create_dir_all(&state).unwrap();
+        let src = prepare_persistent_dir(&state, Path::new("/etc/ssh"), &image).unwrap();
+        assert_eq!(src, state.join("etc-ssh.bind"));
+        assert_eq!(
+            std::fs::read_to_string(src.join("sshd_config")).unwrap(),
+            "Port 22\n"
+        );
+        assert!(src.join("sub").is_dir());
+        assert_eq!(
+            std::fs::read_link(src.join("link")).unwrap(),
+            PathBuf::from("sshd_config")
+        );
+        assert_eq!(std::fs::metadata(&src).unwrap().mode() & 0o777, 0o700);
+        // Second boot: what the system wrote is kept, the image is not copied again.
+        std::fs::write(src.join("sshd_config"), "Port 2222\n").unwrap();
+        let again = prepare_persistent_dir(&state, Path::new("/etc/ssh"), &image).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(again.join("sshd_config")).unwrap(),
+            "Port 2222\n"
+        );
+        // A path missing from the image becomes an empty directory; a half copy is redone.
+        std::fs::create_dir_all(state.join("home.bind.new/junk")).unwrap();
+        let home =
+            prepare_persistent_dir(&state, Path::new("/home"), &dir.path().join("none")).unwrap();
+        assert_eq!(std::fs::read_dir(home).unwrap().count(), 0);
+        assert!(!state.join("home.bind.new").exists());
+        assert_eq!(state_name(Path::new("/var/log")), "var-log");
+    }
+
+    #[test]
+    fn record_files_say_what_booted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = BootState::new(SlotName::A, 1);
+        s.stage(SlotName::B);
+        s.decide_boot();
+        s.decide_boot(); // spent: rolls back to a
+        let d = Decision {
+            slot: SlotName::A,
+            state: Some(s),
+            written: true,
+        };
+        let run = dir.path().join("clb");
+        write_record(&run, &d, "reg/os:v2", &[PathBuf::from("/l/1")]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(run.join("booted_slot")).unwrap(),
+            "a\n"
+        );
+        assert!(run.join("passive_mode").exists());
+        assert!(!run.join("active_mode").exists());
+        assert_eq!(
+            std::fs::read_to_string(run.join("upgrade_failure")).unwrap(),
+            "b\n"
+        );
+        let env = std::fs::read_to_string(run.join("initrd.env")).unwrap();
+        assert!(env.contains("CLB_ROLLED_BACK=1\n") && env.contains("CLB_MODE=passive\n"));
+
+        let run2 = dir.path().join("clb2");
+        let d = Decision {
+            slot: SlotName::Recovery,
+            state: None,
+            written: false,
+        };
+        write_record(&run2, &d, "r", &[]).unwrap();
+        assert!(run2.join("recovery_mode").exists());
+        assert!(!run2.join("upgrade_failure").exists());
+    }
+}
