@@ -11,31 +11,18 @@ use crate::error::{ClbError, Result};
 use crate::pull::sha256_file;
 use crate::store::StateStore;
 
-/// Copies the kernel (and initrd) of the stack into `boot/<slot>/`. `None` when the image has
-/// no `/boot/vmlinuz*`.
-pub fn stage_boot_files(
-    store: &StateStore,
-    slot: SlotName,
-    layers: &[PathBuf],
-) -> Result<Option<BootFiles>> {
-    let mnt = tempfile::Builder::new()
-        .prefix("clb-boot-")
-        .tempdir()
-        .map_err(ClbError::io("creating a mount point"))?;
-    let stack =
-        clb_disk::mount_layer_stack(layers, mnt.path()).map_err(crate::target::disk_error)?;
-    let result = copy_out(store, slot, mnt.path());
-    stack.unmount().map_err(crate::target::disk_error)?;
-    result
+/// Boot files found in a new image, copied into `tmp/` until the slot is committed.
+#[derive(Debug)]
+pub struct StagedBoot {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    files: BootFiles,
 }
 
-fn copy_out(store: &StateStore, slot: SlotName, root: &Path) -> Result<Option<BootFiles>> {
+/// Copies the kernel (and initrd) of the image mounted at `root` into the store's `tmp/`.
+/// `None` when the image has no `/boot/vmlinuz*`.
+pub fn extract(store: &StateStore, root: &Path) -> Result<Option<StagedBoot>> {
     let Some((kernel, version)) = find(root, &["vmlinuz", "bzImage"])? else {
-        let dir = store.layout().boot_dir(slot);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(ClbError::io(format!("removing {}", dir.display())))?;
-        }
         return Ok(None);
     };
     let initrd = match &version {
@@ -54,29 +41,64 @@ fn copy_out(store: &StateStore, slot: SlotName, root: &Path) -> Result<Option<Bo
             "initramfs.img".to_string(),
         ],
     )?);
-    let dir = store.layout().boot_dir(slot);
-    std::fs::create_dir_all(&dir).map_err(ClbError::io(format!("creating {}", dir.display())))?;
-    let kernel_digest = install(&kernel, &dir.join("vmlinuz"))?;
-    let initrd_digest = match initrd {
-        Some(p) => Some(install(&p, &dir.join("initrd"))?),
-        None => {
-            let _ = std::fs::remove_file(dir.join("initrd"));
-            None
+    let tmp = store.layout().tmp_dir();
+    let staged_kernel = tmp.join("next.vmlinuz");
+    let kernel_digest = copy(&kernel, &staged_kernel)?;
+    let (staged_initrd, initrd_digest) = match initrd {
+        Some(p) => {
+            let to = tmp.join("next.initrd");
+            let d = copy(&p, &to)?;
+            (Some(to), Some(d))
         }
+        None => (None, None),
     };
-    tracing::info!(%slot, kernel = %kernel.display(), version = ?version, "kernel staged");
-    Ok(Some(BootFiles {
-        kernel_version: version,
-        kernel: kernel_digest,
-        initrd: initrd_digest,
+    tracing::info!(kernel = %kernel.display(), version = ?version, "kernel found in the image");
+    Ok(Some(StagedBoot {
+        kernel: staged_kernel,
+        initrd: staged_initrd,
+        files: BootFiles {
+            kernel_version: version,
+            kernel: kernel_digest,
+            initrd: initrd_digest,
+        },
     }))
 }
 
-fn install(from: &Path, to: &Path) -> Result<String> {
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp).map_err(ClbError::io(format!("copying {}", from.display())))?;
-    clb_ondisk::atomic::rename_durable(&tmp, to)
-        .map_err(ClbError::io(format!("installing {}", to.display())))?;
+/// Moves staged boot files to `boot/<slot>/` (or clears it when the image has none). Called
+/// once the slot is no longer anybody's fallback, right before its manifest is written.
+pub fn commit(
+    store: &StateStore,
+    slot: SlotName,
+    staged: Option<StagedBoot>,
+) -> Result<Option<BootFiles>> {
+    let dir = store.layout().boot_dir(slot);
+    let Some(staged) = staged else {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(ClbError::io(format!("removing {}", dir.display())))?;
+        }
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&dir).map_err(ClbError::io(format!("creating {}", dir.display())))?;
+    clb_ondisk::atomic::rename_durable(&staged.kernel, &dir.join("vmlinuz")).map_err(
+        ClbError::io(format!("installing the kernel in {}", dir.display())),
+    )?;
+    match &staged.initrd {
+        Some(p) => clb_ondisk::atomic::rename_durable(p, &dir.join("initrd")).map_err(
+            ClbError::io(format!("installing the initrd in {}", dir.display())),
+        )?,
+        None => {
+            let _ = std::fs::remove_file(dir.join("initrd"));
+        }
+    }
+    Ok(Some(staged.files))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<String> {
+    std::fs::copy(from, to).map_err(ClbError::io(format!("copying {}", from.display())))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(ClbError::io(format!("syncing {}", to.display())))?;
     sha256_file(to)
 }
 

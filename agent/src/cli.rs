@@ -156,6 +156,13 @@ pub struct StageArgs {
     /// Compression level (compressor default when unset).
     #[arg(long)]
     pub compression_level: Option<u32>,
+    /// Cloud-config file with this system's before-/after-/post- hooks (repeatable; on a
+    /// host the default sources /system/oem, /oem, /usr/local/cloud-config are used).
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub hook_files: Vec<PathBuf>,
+    /// Run no hooks at all (neither this system's nor those shipped in the image).
+    #[arg(long)]
+    pub no_hooks: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -363,7 +370,18 @@ fn convert_options(c: CompressorArg, level: Option<u32>) -> clb_convert::Convert
 }
 
 impl StageArgs {
-    fn request(&self) -> UpgradeRequest {
+    /// `action` names the hooks (`upgrade`, `install`); on a host the system's default
+    /// cloud-config sources provide them, offline only `--cloud-config` files do.
+    fn request(&self, action: &'static str, host: bool) -> UpgradeRequest {
+        let host_sources = if self.no_hooks {
+            None
+        } else if !self.hook_files.is_empty() {
+            Some(clb_cloud_config::Sources::files(self.hook_files.clone()))
+        } else if host {
+            Some(clb_cloud_config::Sources::from_system())
+        } else {
+            None
+        };
         UpgradeRequest {
             image: self.image.clone(),
             keys: self.keys.clone(),
@@ -373,6 +391,11 @@ impl StageArgs {
             pull: PullOptions {
                 jobs: self.jobs,
                 convert: convert_options(self.compressor, self.compression_level),
+            },
+            hooks: clb::hooks::Hooks {
+                action,
+                host: host_sources,
+                image: !self.no_hooks,
             },
         }
     }
@@ -387,6 +410,9 @@ fn print_stage_report(cli: &Cli, report: &clb::upgrade::UpgradeReport) -> Result
             report.image, report.digest, report.slot
         );
     } else {
+        for w in &report.hook_warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "staged {} ({}) in slot {}: {} of {} layers downloaded ({} bytes), {} bytes reused",
             report.image,
@@ -430,7 +456,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = upgrade::upgrade(
                 target.store(),
                 &registry,
-                &a.stage.request(),
+                &a.stage.request("upgrade", target.is_host()),
                 target.booted(),
                 &progress,
             )
@@ -459,10 +485,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let target = open(&cli, true)?;
             let registry = a.stage.registry.registry()?;
             let progress = Progress::new(!cli.json && !cli.quiet);
-            let report =
-                clb::deploy::install(target.store(), &registry, &a.stage.request(), &progress)
-                    .await
-                    .with_context(|| format!("deploying {}", a.stage.image))?;
+            let report = clb::deploy::install(
+                target.store(),
+                &registry,
+                &a.stage.request("install", false),
+                &progress,
+            )
+            .await
+            .with_context(|| format!("deploying {}", a.stage.image))?;
             print_stage_report(&cli, &report)?;
         }
         Command::Mkinitrd(a) => {

@@ -19,6 +19,7 @@ pub mod exit {
     pub const LOCKED: u8 = 9;
     pub const NOT_FOUND: u8 = 10;
     pub const STATE: u8 = 11;
+    pub const HOOK_FAILED: u8 = 12;
 }
 
 #[derive(Debug, Error)]
@@ -52,6 +53,8 @@ pub enum ClbError {
     Invalid(String),
     #[error("state: {0}")]
     State(String),
+    #[error("hook failed: {0}")]
+    Hook(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -74,6 +77,7 @@ impl ClbError {
             ClbError::Locked { .. } => exit::LOCKED,
             ClbError::Invalid(_) => exit::INVALID_INPUT,
             ClbError::State(_) => exit::STATE,
+            ClbError::Hook(_) => exit::HOOK_FAILED,
             ClbError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
             ClbError::Io { .. } => exit::FAILURE,
         }

@@ -3,6 +3,7 @@
 pub mod bootfiles;
 pub mod deploy;
 pub mod error;
+pub mod hooks;
 pub mod progress;
 pub mod publish;
 pub mod pull;

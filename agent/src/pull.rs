@@ -90,7 +90,6 @@ pub async fn pull_layers(
             unique.push(desc.clone());
         }
     }
-    let before = StoreSnapshot::take(store);
     let convert = Arc::new(opts.convert.clone());
     let results: Result<Vec<(String, LayerRecord, bool)>> = futures_util::stream::iter(unique)
         .map(|desc| {
@@ -104,17 +103,7 @@ pub async fn pull_layers(
         .buffer_unordered(opts.jobs.max(1))
         .try_collect()
         .await;
-    let results = match results {
-        Ok(r) => r,
-        Err(e) => {
-            // A failed upgrade leaves the store as it found it. Only when the registry went
-            // away mid-transfer is the progress kept, so that the next run resumes it.
-            if !matches!(e, ClbError::Unreachable(_)) {
-                before.remove_additions();
-            }
-            return Err(e);
-        }
-    };
+    let results = results?;
     let by_source: BTreeMap<String, (LayerRecord, bool)> = results
         .into_iter()
         .map(|(d, r, downloaded)| (d, (r, downloaded)))
@@ -258,45 +247,4 @@ fn record(store: &StateStore, desc: &OciDescriptor, digest: &str) -> Result<Laye
 pub fn short_digest(digest: &str) -> String {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     hex.chars().take(12).collect()
-}
-
-/// Names present in the store's directories before a pull, to undo a failed one.
-struct StoreSnapshot {
-    entries: Vec<(
-        std::path::PathBuf,
-        std::collections::BTreeSet<std::ffi::OsString>,
-    )>,
-}
-
-impl StoreSnapshot {
-    fn take(store: &StateStore) -> Self {
-        let l = store.layout();
-        let entries = [l.layers_dir(), l.sources_dir(), l.tmp_dir()]
-            .into_iter()
-            .map(|dir| {
-                let names = std::fs::read_dir(&dir)
-                    .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
-                    .unwrap_or_default();
-                (dir, names)
-            })
-            .collect();
-        Self { entries }
-    }
-
-    /// Removes what appeared since the snapshot: unreferenced layers, cache entries and
-    /// partial files of this run (no slot lists them yet, so nothing can boot them).
-    fn remove_additions(&self) {
-        for (dir, names) in &self.entries {
-            let Ok(rd) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for entry in rd.flatten() {
-                if !names.contains(&entry.file_name()) {
-                    tracing::debug!(path = %entry.path().display(), "removing what the failed upgrade added");
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-            let _ = clb_ondisk::atomic::sync_dir(dir);
-        }
-    }
 }

@@ -260,3 +260,56 @@ fn remove(path: &Path) -> Result<()> {
     };
     result.map_err(ClbError::io(format!("removing {}", path.display())))
 }
+
+/// What the store's directories held before an operation, so that a failed one can remove
+/// exactly what it added (unreferenced layers, cache entries, partial files, new dirs).
+pub struct Snapshot {
+    entries: Vec<(PathBuf, Option<BTreeSet<std::ffi::OsString>>)>,
+    root: PathBuf,
+}
+
+impl StateStore {
+    pub fn snapshot(&self) -> Snapshot {
+        let l = &self.layout;
+        let entries = [l.layers_dir(), l.sources_dir(), l.tmp_dir(), l.slots_dir()]
+            .into_iter()
+            .map(|dir| {
+                let names = fs::read_dir(&dir)
+                    .ok()
+                    .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect());
+                (dir, names)
+            })
+            .collect();
+        Snapshot {
+            entries,
+            root: self.root().to_path_buf(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Removes files that appeared since the snapshot, and directories that did not exist.
+    /// Only for files no slot manifest or boot state references yet.
+    pub fn undo(&self) {
+        for (dir, names) in &self.entries {
+            let Ok(rd) = fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                let known = names
+                    .as_ref()
+                    .is_some_and(|n| n.contains(&entry.file_name()));
+                if !known {
+                    tracing::debug!(path = %entry.path().display(), "removing what the failed operation added");
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+            if names.is_none() {
+                let _ = fs::remove_dir(dir);
+            } else {
+                let _ = sync_dir(dir);
+            }
+        }
+        let _ = sync_dir(&self.root);
+    }
+}

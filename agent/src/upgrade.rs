@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clb_ondisk::{BootState, SlotManifest, SlotName, Verification, bootstate::DEFAULT_MAX_TRIES};
 
 use crate::error::{ClbError, Result};
+use crate::hooks::Hooks;
 use crate::progress::Progress;
 use crate::pull::{self, PullOptions, PullStats};
 use crate::registry::Registry;
@@ -19,6 +20,7 @@ pub struct UpgradeRequest {
     pub signature_repository: Option<String>,
     pub max_tries: Option<u32>,
     pub pull: PullOptions,
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,6 +31,8 @@ pub struct UpgradeReport {
     pub verified_with: Option<String>,
     /// Nothing to do: the slot the next boot tries already holds this digest.
     pub up_to_date: bool,
+    /// Failures of after-/post- hooks (the slot is staged regardless).
+    pub hook_warnings: Vec<String>,
     #[serde(flatten)]
     pub stats: PullStats,
 }
@@ -99,9 +103,11 @@ pub async fn upgrade(
             digest: image.manifest_digest,
             verified_with: verified.map(|v| v.key_source),
             up_to_date: true,
+            hook_warnings: Vec::new(),
             stats: PullStats::default(),
         });
     }
+    req.hooks.before()?;
 
     let (download, needed) = pull::space_needed(store, &image);
     let available = store.available_bytes()?;
@@ -114,17 +120,19 @@ pub async fn upgrade(
     }
     tracing::info!(download, available, "space checked");
 
-    let created = store.ensure_dirs()?;
-    let (layers, stats) =
-        match pull::pull_layers(store, registry, &image, &req.pull, progress).await {
-            Ok(v) => v,
-            Err(e) => {
-                if !matches!(e, ClbError::Unreachable(_)) {
-                    store.remove_empty_dirs(&created);
-                }
-                return Err(e);
+    // Everything up to the boot-state writes only adds files no slot references; a failure
+    // takes them away again (except a registry that vanished mid-transfer: kept to resume).
+    let snapshot = store.snapshot();
+    let prepared = prepare(store, registry, &image, req, progress).await;
+    let (layers, stats, staged_boot) = match prepared {
+        Ok(v) => v,
+        Err(e) => {
+            if !matches!(e, ClbError::Unreachable(_)) {
+                snapshot.undo();
             }
-        };
+            return Err(e);
+        }
+    };
 
     let max_tries = req.max_tries.unwrap_or(DEFAULT_MAX_TRIES);
     let mut next = match &state {
@@ -139,22 +147,7 @@ pub async fn upgrade(
         }
         None => BootState::new(slot, max_tries),
     };
-    let layer_paths: Vec<PathBuf> = layers
-        .iter()
-        .map(|l| store.layout().layer(&l.digest))
-        .collect();
-    let boot = match bootfiles::stage_boot_files(store, slot, &layer_paths) {
-        Ok(b) => b,
-        Err(e) => {
-            if let Some(original) = &state
-                && original != &next
-            {
-                store.write_bootstate(original)?;
-            }
-            store.remove_empty_dirs(&created);
-            return Err(e);
-        }
-    };
+    let boot = bootfiles::commit(store, slot, staged_boot)?;
     let manifest = SlotManifest {
         schema: clb_ondisk::slot::SLOT_SCHEMA,
         slot,
@@ -175,14 +168,47 @@ pub async fn upgrade(
     }
     store.write_bootstate(&next)?;
     tracing::info!(%slot, digest = %manifest.digest, "staged; the next boot tries it");
+    let hook_warnings = req.hooks.after();
     Ok(UpgradeReport {
         slot,
         image: req.image.clone(),
         digest: manifest.digest,
         verified_with: verified.map(|v| v.key_source),
         up_to_date: false,
+        hook_warnings,
         stats,
     })
+}
+
+/// Pulls the layers, then looks into the new root once: its kernel and initrd are copied out
+/// and the hooks it ships run, before anything that could boot it is written.
+async fn prepare(
+    store: &StateStore,
+    registry: &Registry,
+    image: &crate::registry::ResolvedImage,
+    req: &UpgradeRequest,
+    progress: &Progress,
+) -> Result<(
+    Vec<clb_ondisk::LayerRecord>,
+    PullStats,
+    Option<bootfiles::StagedBoot>,
+)> {
+    store.ensure_dirs()?;
+    let (layers, stats) = pull::pull_layers(store, registry, image, &req.pull, progress).await?;
+    let paths: Vec<PathBuf> = layers
+        .iter()
+        .map(|l| store.layout().layer(&l.digest))
+        .collect();
+    let mnt = tempfile::Builder::new()
+        .prefix("clb-new-root-")
+        .tempdir()
+        .map_err(ClbError::io("creating a mount point"))?;
+    let stack =
+        clb_disk::mount_layer_stack(&paths, mnt.path()).map_err(crate::target::disk_error)?;
+    let inspected = bootfiles::extract(store, mnt.path())
+        .and_then(|boot| req.hooks.in_image(mnt.path()).map(|()| boot));
+    stack.unmount().map_err(crate::target::disk_error)?;
+    Ok((layers, stats, inspected?))
 }
 
 /// Makes the other A/B slot active for the next boot.
