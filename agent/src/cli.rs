@@ -94,6 +94,10 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Lay out a blank disk (or image, --disk) and install slot a from an image.
     Deploy(DeployArgs),
+    /// Factory reset: reformat COS_STATE and COS_PERSISTENT, reinstall slot a from recovery.
+    Reset(ResetArgs),
+    /// Build a self-deploying disk image (COS_OEM + COS_RECOVERY) for cloud VMs.
+    BuildDisk(BuildDiskArgs),
     /// Build a minimal initramfs with the clb boot hook, kernel modules and busybox.
     Mkinitrd(MkinitrdArgs),
     /// Run a cloud-config stage (STAGE.before, STAGE, STAGE.after).
@@ -134,7 +138,7 @@ pub struct StageArgs {
         visible_alias = "system",
         value_name = "IMAGE"
     )]
-    pub image: String,
+    pub image: Option<String>,
     /// cosign public key (PEM) to verify with; repeat for key rotation.
     #[arg(long = "key", value_name = "FILE")]
     pub keys: Vec<PathBuf>,
@@ -171,6 +175,13 @@ pub struct StageArgs {
 pub struct UpgradeArgs {
     #[command(flatten)]
     pub stage: StageArgs,
+    /// Stage the recovery slot on COS_RECOVERY (found by --recovery-label) instead of the
+    /// passive slot; the boot state is not changed.
+    #[arg(long)]
+    pub recovery: bool,
+    /// Filesystem label of the recovery partition.
+    #[arg(long, default_value = "COS_RECOVERY", value_name = "LABEL")]
+    pub recovery_label: String,
     /// Reboot into the new slot when staged (host only).
     #[arg(long)]
     pub reboot: bool,
@@ -192,6 +203,54 @@ pub struct DeployArgs {
     /// Size of COS_PERSISTENT in MiB (0: the rest of the disk).
     #[arg(long, default_value_t = 0)]
     pub persistent_size: u64,
+    /// Recovery mode: keep COS_OEM and COS_RECOVERY, add COS_STATE and COS_PERSISTENT after
+    /// them, install slot a from -d IMAGE or, without it, from the recovery slot.
+    #[arg(long)]
+    pub from_recovery: bool,
+    /// Do not reboot after deploying from recovery on a host.
+    #[arg(long)]
+    pub no_reboot: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildDiskArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// The image to write (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiskFormat::Raw)]
+    pub format: DiskFormat,
+    /// Size of the disk (the free space after COS_RECOVERY is laid out on first boot).
+    #[arg(long, default_value = "8G")]
+    pub size: String,
+    /// Size of COS_OEM in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub oem_size: u64,
+    /// Size of COS_RECOVERY in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub recovery_size: u64,
+    /// User data (cloud-config) to bake into COS_OEM; a cidata config drive at first boot
+    /// takes precedence.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(Args, Debug)]
+pub struct ResetArgs {
+    /// Do not reboot afterwards (host only).
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// Cloud-config file with before-reset/after-reset hooks (host: the default sources).
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub hook_files: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -372,7 +431,10 @@ fn convert_options(c: CompressorArg, level: Option<u32>) -> clb_convert::Convert
 impl StageArgs {
     /// `action` names the hooks (`upgrade`, `install`); on a host the system's default
     /// cloud-config sources provide them, offline only `--cloud-config` files do.
-    fn request(&self, action: &'static str, host: bool) -> UpgradeRequest {
+    fn request(&self, action: &'static str, host: bool) -> Result<UpgradeRequest> {
+        let Some(image) = self.image.clone() else {
+            bail!(ClbError::Invalid("-d IMAGE is required".into()));
+        };
         let host_sources = if self.no_hooks {
             None
         } else if !self.hook_files.is_empty() {
@@ -382,8 +444,8 @@ impl StageArgs {
         } else {
             None
         };
-        UpgradeRequest {
-            image: self.image.clone(),
+        Ok(UpgradeRequest {
+            image,
             keys: self.keys.clone(),
             verify: !self.no_verify,
             signature_repository: self.signature_repository.clone(),
@@ -397,7 +459,8 @@ impl StageArgs {
                 host: host_sources,
                 image: !self.no_hooks,
             },
-        }
+            recovery: false,
+        })
     }
 }
 
@@ -445,7 +508,13 @@ fn open(cli: &Cli, writable: bool) -> Result<Target> {
 pub async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Upgrade(a) => {
-            let target = open(&cli, true)?;
+            let label = if a.recovery {
+                &a.recovery_label
+            } else {
+                &cli.state_label
+            };
+            let target = Target::open(cli.state_dir.as_deref(), cli.disk.as_deref(), label, true)
+                .context("opening the state")?;
             if a.reboot && !target.is_host() {
                 bail!(ClbError::Invalid(
                     "--reboot only works on a host, not with --state-dir or --disk".into()
@@ -453,15 +522,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let registry = a.stage.registry.registry()?;
             let progress = Progress::new(!cli.json && !cli.quiet);
+            let mut request = a.stage.request("upgrade", target.is_host())?;
+            request.recovery = a.recovery;
             let report = upgrade::upgrade(
                 target.store(),
                 &registry,
-                &a.stage.request("upgrade", target.is_host()),
+                &request,
                 target.booted(),
                 &progress,
             )
             .await
-            .with_context(|| format!("upgrading to {}", a.stage.image))?;
+            .with_context(|| format!("upgrading to {}", request.image))?;
             print_stage_report(&cli, &report)?;
             if a.reboot && !report.up_to_date {
                 drop(target);
@@ -469,31 +540,147 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Deploy(a) => {
-            let Some(disk) = cli.disk.as_deref() else {
-                bail!(ClbError::Invalid(
-                    "clb deploy needs --disk DISK (an image or a block device)".into()
-                ));
+            let host = cli.disk.is_none();
+            let disk = match (&cli.disk, a.from_recovery) {
+                (Some(d), _) => d.clone(),
+                (None, true) => clb::recovery::disk_of_label(None, "COS_RECOVERY")?,
+                (None, false) => bail!(ClbError::Invalid(
+                    "clb deploy needs --disk DISK (an image or a block device), or --from-recovery"
+                        .into()
+                )),
             };
-            let sizes = clb::deploy::LayoutSizes {
-                oem: a.oem_size,
-                recovery: a.recovery_size,
-                state: a.state_size,
-                persistent: a.persistent_size,
+            if a.from_recovery {
+                clb::recovery::layout_next_to_recovery(&disk, a.state_size, a.persistent_size)
+                    .with_context(|| format!("laying out {}", disk.display()))?;
+            } else {
+                let sizes = clb::deploy::LayoutSizes {
+                    oem: a.oem_size,
+                    recovery: a.recovery_size,
+                    state: a.state_size,
+                    persistent: a.persistent_size,
+                };
+                clb::deploy::apply_default_layout(&disk, sizes)
+                    .with_context(|| format!("laying out {}", disk.display()))?;
+            }
+            let (_state_disk, store) = clb::recovery::open_store(&disk, &cli.state_label, true)?;
+            if a.from_recovery && a.stage.image.is_none() {
+                let (_rec_disk, recovery) =
+                    clb::recovery::open_store(&disk, "COS_RECOVERY", false)?;
+                let m = clb::recovery::install_from_recovery(&recovery, &store)
+                    .context("installing slot a from recovery")?;
+                if cli.json {
+                    print_json(
+                        &serde_json::json!({"slot": "a", "image": m.image, "digest": m.digest, "from": "recovery"}),
+                    )?;
+                } else {
+                    println!(
+                        "installed {} ({}) in slot a from the recovery slot",
+                        m.image, m.digest
+                    );
+                }
+            } else {
+                let registry = a.stage.registry.registry()?;
+                let progress = Progress::new(!cli.json && !cli.quiet);
+                let request = a.stage.request("install", host)?;
+                let report = clb::deploy::install(&store, &registry, &request, &progress)
+                    .await
+                    .with_context(|| format!("deploying {}", request.image))?;
+                print_stage_report(&cli, &report)?;
+            }
+            if a.from_recovery && host && !a.no_reboot {
+                drop(store);
+                clb::reboot::reboot().await.context("rebooting")?;
+            }
+        }
+        Command::BuildDisk(a) => {
+            let size = clb::builddisk::parse_size(&a.size)?;
+            let raw = match a.format {
+                DiskFormat::Raw => a.out.clone(),
+                DiskFormat::Qcow2 => a.out.with_extension("raw.tmp"),
             };
-            clb::deploy::apply_default_layout(disk, sizes)
-                .with_context(|| format!("laying out {}", disk.display()))?;
-            let target = open(&cli, true)?;
-            let registry = a.stage.registry.registry()?;
-            let progress = Progress::new(!cli.json && !cli.quiet);
-            let report = clb::deploy::install(
-                target.store(),
-                &registry,
-                &a.stage.request("install", false),
-                &progress,
-            )
-            .await
-            .with_context(|| format!("deploying {}", a.stage.image))?;
-            print_stage_report(&cli, &report)?;
+            clb::builddisk::create_image(&raw, size)?;
+            let result = async {
+                let parts = vec![
+                    ("COS_OEM".to_string(), "oem".to_string(), a.oem_size),
+                    (
+                        "COS_RECOVERY".to_string(),
+                        "recovery".to_string(),
+                        a.recovery_size,
+                    ),
+                ];
+                clb::deploy::apply_layout(&raw, &parts)?;
+                {
+                    let (_oem_disk, oem) = clb::recovery::open_store(&raw, "COS_OEM", true)?;
+                    clb::builddisk::write_oem(oem.root(), a.user_data.as_deref())?;
+                }
+                let (_rec_disk, recovery) = clb::recovery::open_store(&raw, "COS_RECOVERY", true)?;
+                let registry = a.stage.registry.registry()?;
+                let progress = Progress::new(!cli.json && !cli.quiet);
+                let mut request = a.stage.request("install", false)?;
+                request.recovery = true;
+                let report =
+                    upgrade::upgrade(&recovery, &registry, &request, None, &progress).await?;
+                drop(recovery);
+                if a.format == DiskFormat::Qcow2 {
+                    clb::builddisk::to_qcow2(&raw, &a.out)?;
+                }
+                Ok::<_, anyhow::Error>(report)
+            }
+            .await;
+            if a.format == DiskFormat::Qcow2 || result.is_err() {
+                let _ = std::fs::remove_file(&raw);
+            }
+            let report = result.with_context(|| format!("building {}", a.out.display()))?;
+            if cli.json {
+                print_json(&serde_json::json!({"out": a.out, "recovery": report}))?;
+            } else {
+                println!(
+                    "wrote {} with the recovery slot {} ({})",
+                    a.out.display(),
+                    report.image,
+                    report.digest
+                );
+            }
+        }
+        Command::Reset(a) => {
+            let host = cli.disk.is_none();
+            let disk = clb::recovery::disk_of_label(cli.disk.as_deref(), &cli.state_label)?;
+            let hook_sources = if !a.hook_files.is_empty() {
+                Some(clb_cloud_config::Sources::files(a.hook_files.clone()))
+            } else if host {
+                Some(clb_cloud_config::Sources::from_system())
+            } else {
+                None
+            };
+            let hooks = clb::hooks::Hooks {
+                action: "reset",
+                host: hook_sources,
+                image: false,
+            };
+            hooks.before().context("before-reset")?;
+            clb::recovery::reformat(&disk, "COS_PERSISTENT").context("wiping COS_PERSISTENT")?;
+            clb::recovery::reformat(&disk, &cli.state_label).context("wiping COS_STATE")?;
+            let (_state_disk, store) = clb::recovery::open_store(&disk, &cli.state_label, true)?;
+            let (_rec_disk, recovery) = clb::recovery::open_store(&disk, "COS_RECOVERY", false)?;
+            let m = clb::recovery::install_from_recovery(&recovery, &store)
+                .context("reinstalling slot a from recovery")?;
+            for w in hooks.after() {
+                eprintln!("warning: {w}");
+            }
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"slot": "a", "image": m.image, "digest": m.digest}),
+                )?;
+            } else {
+                println!(
+                    "reset: persistent data wiped, slot a reinstalled from recovery ({})",
+                    m.image
+                );
+            }
+            if host && !a.no_reboot {
+                drop(store);
+                clb::reboot::reboot().await.context("rebooting")?;
+            }
         }
         Command::Mkinitrd(a) => {
             let mut opts = clb_mkinitrd::MkinitrdOptions::new(&a.init, &a.out);

@@ -32,16 +32,25 @@ impl Default for LayoutSizes {
     }
 }
 
-/// The default layout as a cloud-config document, so that users can start from it.
-pub fn default_layout_yaml(device: &Path, sizes: LayoutSizes) -> String {
-    let mut parts = vec![("COS_OEM", "oem", sizes.oem)];
+/// The default layout: (fs label, partition name, MiB) in disk order.
+pub fn default_parts(sizes: LayoutSizes) -> Vec<(String, String, u64)> {
+    let mut parts = vec![("COS_OEM".to_string(), "oem".to_string(), sizes.oem)];
     if sizes.recovery > 0 {
-        parts.push(("COS_RECOVERY", "recovery", sizes.recovery));
+        parts.push(("COS_RECOVERY".into(), "recovery".into(), sizes.recovery));
     }
-    parts.push(("COS_STATE", "state", sizes.state));
-    parts.push(("COS_PERSISTENT", "persistent", sizes.persistent));
+    parts.push(("COS_STATE".into(), "state".into(), sizes.state));
+    parts.push((
+        "COS_PERSISTENT".into(),
+        "persistent".into(),
+        sizes.persistent,
+    ));
+    parts
+}
+
+/// A layout as a cloud-config document (ext4 everywhere), so users can start from it.
+pub fn layout_yaml(device: &Path, parts: &[(String, String, u64)]) -> String {
     let mut yaml = format!(
-        "name: clb deploy default layout\nstages:\n  clb-deploy:\n    - name: default GPT layout\n      layout:\n        device:\n          path: {}\n        add_partitions:\n",
+        "name: clb deploy layout\nstages:\n  clb-deploy:\n    - name: GPT layout\n      layout:\n        device:\n          path: {}\n        add_partitions:\n",
         device.display()
     );
     for (fs_label, p_label, size) in parts {
@@ -52,12 +61,12 @@ pub fn default_layout_yaml(device: &Path, sizes: LayoutSizes) -> String {
     yaml
 }
 
-/// Lays out `device` (no-op when the layout is already there, refused when another layout
-/// is) and returns the stage report.
-pub fn apply_default_layout(device: &Path, sizes: LayoutSizes) -> Result<()> {
+/// Lays out `device` through the stage engine (no-op when the layout is already there,
+/// refused when another layout is).
+pub fn apply_layout(device: &Path, parts: &[(String, String, u64)]) -> Result<()> {
     let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
     let file = work.path().join("layout.yaml");
-    std::fs::write(&file, default_layout_yaml(device, sizes))
+    std::fs::write(&file, layout_yaml(device, parts))
         .map_err(ClbError::io("writing the layout"))?;
     let report = clb_cloud_config::run_stage(
         "clb-deploy",
@@ -80,6 +89,11 @@ pub fn apply_default_layout(device: &Path, sizes: LayoutSizes) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The default layout on `device`.
+pub fn apply_default_layout(device: &Path, sizes: LayoutSizes) -> Result<()> {
+    apply_layout(device, &default_parts(sizes))
 }
 
 /// Installs slot `a` into an empty state; refuses a state that already holds a system.

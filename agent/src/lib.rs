@@ -1,6 +1,7 @@
 //! The clb agent library: everything the `clb` binary does, as typed operations.
 
 pub mod bootfiles;
+pub mod builddisk;
 pub mod deploy;
 pub mod error;
 pub mod hooks;
@@ -8,6 +9,7 @@ pub mod progress;
 pub mod publish;
 pub mod pull;
 pub mod reboot;
+pub mod recovery;
 pub mod registry;
 pub mod signatures;
 pub mod status;

@@ -21,6 +21,9 @@ pub struct UpgradeRequest {
     pub max_tries: Option<u32>,
     pub pull: PullOptions,
     pub hooks: Hooks,
+    /// Stage the recovery slot (on `COS_RECOVERY`) instead of the passive A/B slot; the boot
+    /// state is not touched.
+    pub recovery: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -73,7 +76,11 @@ pub async fn upgrade(
         tracing::warn!(image = %req.image, "signature verification disabled by --no-verify");
         Vec::new()
     };
-    let state = store.read_bootstate()?;
+    let state = if req.recovery {
+        None
+    } else {
+        store.read_bootstate()?
+    };
     let image = registry.resolve(&reference).await?;
     tracing::info!(image = %req.image, digest = %image.manifest_digest, layers = image.manifest.layers.len(), "resolved");
     let verified = if req.verify {
@@ -85,20 +92,29 @@ pub async fn upgrade(
     } else {
         None
     };
-    let slot = target_slot(state.as_ref(), booted);
+    let slot = if req.recovery {
+        SlotName::Recovery
+    } else {
+        target_slot(state.as_ref(), booted)
+    };
     if booted == Some(slot) {
         return Err(ClbError::State(format!(
             "refusing to write the booted slot {slot}"
         )));
     }
-    if let Some(s) = &state
-        && let Some(active) = store.read_slot(s.active)?
+    let current = match (&state, req.recovery) {
+        (_, true) => Some(SlotName::Recovery),
+        (Some(s), false) => Some(s.active),
+        (None, false) => None,
+    };
+    if let Some(current) = current
+        && let Some(active) = store.read_slot(current)?
         && active.digest == image.manifest_digest
         && active.layer_digests().all(|d| store.has_layer(d))
     {
-        tracing::info!(slot = %s.active, "already staged");
+        tracing::info!(slot = %current, "already staged");
         return Ok(UpgradeReport {
-            slot: s.active,
+            slot: current,
             image: req.image.clone(),
             digest: image.manifest_digest,
             verified_with: verified.map(|v| v.key_source),
@@ -162,11 +178,13 @@ pub async fn upgrade(
         boot,
     };
     store.write_slot(&manifest)?;
-    next.max_tries = max_tries;
-    if state.is_some() {
-        next.stage(slot);
+    if !req.recovery {
+        next.max_tries = max_tries;
+        if state.is_some() {
+            next.stage(slot);
+        }
+        store.write_bootstate(&next)?;
     }
-    store.write_bootstate(&next)?;
     tracing::info!(%slot, digest = %manifest.digest, "staged; the next boot tries it");
     let hook_warnings = req.hooks.after();
     Ok(UpgradeReport {

@@ -1,0 +1,110 @@
+//! `clb build-disk`: a self-deploying image for cloud VMs. It holds `COS_OEM` (with a
+//! first-boot cloud-config) and `COS_RECOVERY` (the recovery slot, installed through the
+//! verified staging path). On first boot in recovery mode the cloud-config copies the user
+//! data from a datasource into `/oem`, lays out `COS_STATE` and `COS_PERSISTENT` in the free
+//! space and installs slot `a` from the recovery slot (`clb deploy --from-recovery`).
+
+use std::path::Path;
+
+use crate::error::{ClbError, Result};
+
+/// The first-boot configuration written to `COS_OEM/90_clb_first_boot.yaml`.
+pub const FIRST_BOOT_YAML: &str = r#"name: clb first boot
+stages:
+  boot:
+    - name: user data from a config drive (label cidata/CIDATA) or /oem/user-data
+      if: '[ -f /run/clb/recovery_mode ] && [ ! -f /oem/99_userdata.yaml ]'
+      commands:
+        - |
+          set -e
+          dev=$(blkid -L cidata 2>/dev/null || blkid -L CIDATA 2>/dev/null || true)
+          if [ -n "$dev" ]; then
+            mkdir -p /run/clb/cidata
+            mount -o ro "$dev" /run/clb/cidata
+            cp /run/clb/cidata/user-data /oem/99_userdata.yaml || true
+            umount /run/clb/cidata
+          elif [ -f /oem/user-data ]; then
+            cp /oem/user-data /oem/99_userdata.yaml
+          fi
+    - name: deploy from recovery on first boot
+      if: '[ -f /run/clb/recovery_mode ] && ! blkid -L COS_STATE >/dev/null 2>&1'
+      commands:
+        - clb deploy --from-recovery
+"#;
+
+/// Writes the first-boot configuration (and optional user data) into a mounted COS_OEM.
+pub fn write_oem(oem: &Path, user_data: Option<&Path>) -> Result<()> {
+    clb_ondisk::atomic::write_atomic(
+        &oem.join("90_clb_first_boot.yaml"),
+        FIRST_BOOT_YAML.as_bytes(),
+    )
+    .map_err(ClbError::io("writing the first-boot config"))?;
+    if let Some(u) = user_data {
+        let bytes = std::fs::read(u).map_err(ClbError::io(format!("reading {}", u.display())))?;
+        clb_ondisk::atomic::write_atomic(&oem.join("user-data"), &bytes)
+            .map_err(ClbError::io("writing user data"))?;
+    }
+    Ok(())
+}
+
+/// Creates the sparse image file (refusing to overwrite an existing one).
+pub fn create_image(path: &Path, size_bytes: u64) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(ClbError::io(format!("creating {}", path.display())))?;
+    f.set_len(size_bytes)
+        .map_err(ClbError::io(format!("sizing {}", path.display())))
+}
+
+/// `8G`, `512M`, `1024` (MiB) → bytes.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('G' | 'g') => (&t[..t.len() - 1], 1u64 << 30),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1 << 20),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| ClbError::Invalid(format!("size {text:?}: expected e.g. 8G, 512M")))
+}
+
+/// Converts the raw image to qcow2 with `qemu-img`.
+pub fn to_qcow2(raw: &Path, out: &Path) -> Result<()> {
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(raw)
+        .arg(out)
+        .status()
+        .map_err(ClbError::io("running qemu-img (package qemu-utils)"))?;
+    if !status.success() {
+        return Err(ClbError::State(format!(
+            "qemu-img convert failed: {status}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100 << 20);
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn first_boot_config_is_valid_cloud_config() {
+        let parsed = clb_cloud_config::parse_str("first-boot", FIRST_BOOT_YAML).unwrap();
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    }
+}
