@@ -25,13 +25,17 @@ pub const RECORD_DIR: &str = "/run/clb";
 /// What was booted.
 #[derive(Debug)]
 pub struct Booted {
-    pub slot: SlotName,
+    /// `a`, `b`, `recovery`, or `net` for a netboot.
+    pub slot: String,
     pub image: String,
 }
 
 pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
     let private = PathBuf::from(PRIVATE_DIR);
     mkdir(&private)?;
+    if let (Some(source), Some(digest)) = (&cfg.source, &cfg.digest) {
+        return crate::netboot::assemble(cfg, source, digest, sysroot);
+    }
 
     // The state partition: wait for it, mount it read-write.
     let state_dev = wait_for_label(&cfg.state_label, cfg.timeout)?;
@@ -94,9 +98,28 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
     } else {
         plan::load_slot(&state, decision.slot)?
     };
+    stack_layers(cfg, &slot_plan.layers, sysroot)?;
+    mount_oem_and_persistent(cfg, sysroot)?;
+
+    write_record(
+        Path::new(RECORD_DIR),
+        &decision,
+        &slot_plan.manifest.image,
+        &slot_plan.layers,
+    )?;
+    Ok(Booted {
+        slot: decision.slot.to_string(),
+        image: slot_plan.manifest.image,
+    })
+}
+
+/// Loop-mount the SquashFS `layers` (bottom first) under `/run/initramfs/clb/layers/<n>` and
+/// stack them with overlayfs (tmpfs upper, `clb.overlay` size) on `sysroot`.
+pub(crate) fn stack_layers(cfg: &Config, layers: &[PathBuf], sysroot: &Path) -> Result<(), Fatal> {
+    let private = PathBuf::from(PRIVATE_DIR);
     let layers_dir = private.join("layers");
-    let mut lower = Vec::with_capacity(slot_plan.layers.len());
-    for (i, file) in slot_plan.layers.iter().enumerate() {
+    let mut lower = Vec::with_capacity(layers.len());
+    for (i, file) in layers.iter().enumerate() {
         let dir = layers_dir.join(i.to_string());
         mkdir(&dir)?;
         let dev = loopdev::attach_read_only(file).map_err(Fatal)?;
@@ -146,7 +169,12 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
         Some(c_str(&opts)?.as_c_str()),
     )
     .map_err(|e| Fatal(format!("mount overlay on {}: {e}", sysroot.display())))?;
+    Ok(())
+}
 
+/// `COS_OEM` at `/oem` and the persistent paths from `COS_PERSISTENT`, when present.
+pub(crate) fn mount_oem_and_persistent(cfg: &Config, sysroot: &Path) -> Result<(), Fatal> {
+    let private = PathBuf::from(PRIVATE_DIR);
     // COS_OEM at /oem.
     if let Some(dev) = find_optional(&cfg.oem_label)? {
         let target = sysroot.join("oem");
@@ -164,21 +192,11 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
             cfg.persistent_label
         ));
     }
-
-    write_record(
-        Path::new(RECORD_DIR),
-        &decision,
-        &slot_plan.manifest.image,
-        &slot_plan.layers,
-    )?;
-    Ok(Booted {
-        slot: decision.slot,
-        image: slot_plan.manifest.image,
-    })
+    Ok(())
 }
 
 /// Wait up to `timeout` for exactly one block device labelled `label`.
-fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, Fatal> {
+pub(crate) fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, Fatal> {
     let start = Instant::now();
     loop {
         match clb_disk::host_partition_by_label(label) {
@@ -227,7 +245,12 @@ fn block_devices() -> String {
 }
 
 /// Mount a partition found by label, with the filesystem type its superblock names.
-fn mount_device(dev: &Path, target: &Path, flags: MountFlags, label: &str) -> Result<(), Fatal> {
+pub(crate) fn mount_device(
+    dev: &Path,
+    target: &Path,
+    flags: MountFlags,
+    label: &str,
+) -> Result<(), Fatal> {
     let fs_type = clb_disk::probe_path(dev, 0)
         .ok()
         .flatten()
@@ -399,7 +422,7 @@ pub fn write_record(
     )
 }
 
-fn mkdir(p: &Path) -> Result<(), Fatal> {
+pub(crate) fn mkdir(p: &Path) -> Result<(), Fatal> {
     std::fs::create_dir_all(p).map_err(|e| Fatal(format!("create {}: {e}", p.display())))
 }
 

@@ -1,9 +1,12 @@
 //! The `clb.*` options of the kernel command line (see docs/boot.md). Pure parsing, no I/O.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clb_ondisk::SlotName;
+
+use crate::http::Url;
 
 /// The persistent paths bound from `COS_PERSISTENT` when `clb.persistent_paths` is not given
 /// (cOS-toolkit's defaults).
@@ -37,6 +40,49 @@ pub struct Config {
     /// `clb.slot=`: the bootloader (GRUB) already chose and counted; boot this slot and leave
     /// the boot state alone.
     pub slot: Option<SlotName>,
+    /// `clb.source=`: netboot from this layer-set manifest instead of a slot on COS_STATE.
+    pub source: Option<Source>,
+    /// `clb.digest=sha256:<hex>`: the digest the manifest bytes must have (required with
+    /// `clb.source`).
+    pub digest: Option<String>,
+    /// `clb.ip=`: how the hook configures the network for an `http://` source.
+    pub ip: Option<IpSetting>,
+    /// The kernel's `ip=dhcp`, honoured like `clb.ip=dhcp` when the hook is PID 1.
+    pub kernel_ip_dhcp: bool,
+    /// `clb.netif=`: the interface to configure (default: the first one that appears).
+    pub netif: Option<String>,
+}
+
+/// Where a netboot gets its manifest and layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `http://IP[:PORT]/PATH`
+    Http(Url),
+    /// `file://LABEL/PATH` (the filesystem labelled LABEL) or `file:///PATH` (a path the
+    /// hook already sees, e.g. inside the initramfs). `path` is absolute.
+    File { label: Option<String>, path: String },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Http(u) => write!(f, "{u}"),
+            Source::File { label, path } => {
+                write!(f, "file://{}{path}", label.as_deref().unwrap_or(""))
+            }
+        }
+    }
+}
+
+/// `clb.ip=dhcp` or `clb.ip=ADDR/PREFIX[:GATEWAY]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpSetting {
+    Dhcp,
+    Static {
+        addr: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+    },
 }
 
 impl Default for Config {
@@ -53,6 +99,11 @@ impl Default for Config {
             debug: false,
             init: PathBuf::from("/sbin/init"),
             slot: None,
+            source: None,
+            digest: None,
+            ip: None,
+            kernel_ip_dhcp: false,
+            netif: None,
         }
     }
 }
@@ -138,14 +189,103 @@ impl Config {
                         CmdlineError(format!("clb.slot={v}: expected a, b or recovery"))
                     })?);
                 }
+                "clb.source" => cfg.source = Some(parse_source(&need(value)?)?),
+                "clb.digest" => {
+                    let v = need(value)?;
+                    let ok = v.strip_prefix("sha256:").is_some_and(|h| {
+                        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    });
+                    if !ok {
+                        return Err(CmdlineError(format!(
+                            "clb.digest={v}: expected sha256: and 64 lowercase hex digits"
+                        )));
+                    }
+                    cfg.digest = Some(v);
+                }
+                "clb.ip" => cfg.ip = Some(parse_ip(&need(value)?)?),
+                "clb.netif" => cfg.netif = Some(need(value)?),
+                // The kernel's own option (IP autoconfig is not built into most distribution
+                // kernels); only `dhcp` is ours to act on, other forms are left alone.
+                "ip" => cfg.kernel_ip_dhcp = matches!(value, Some("dhcp")),
                 k if k.starts_with("clb.") => {
                     return Err(CmdlineError(format!("unknown option {k}")));
                 }
                 _ => {}
             }
         }
+        match (&cfg.source, &cfg.digest) {
+            (Some(_), None) => {
+                return Err(CmdlineError(
+                    "clb.source needs clb.digest=sha256:... (the manifest's digest)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(CmdlineError("clb.digest without clb.source".into()));
+            }
+            (Some(_), Some(_)) if cfg.slot.is_some() || cfg.recovery => {
+                return Err(CmdlineError(
+                    "clb.source (netboot) cannot be combined with clb.slot or clb.mode=recovery"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
         Ok(cfg)
     }
+}
+
+/// `http://IP[:PORT]/PATH`, `file://LABEL/PATH` or `file:///PATH`.
+fn parse_source(v: &str) -> Result<Source, CmdlineError> {
+    if v.starts_with("http://") {
+        return Url::parse(v)
+            .map(Source::Http)
+            .map_err(|e| CmdlineError(format!("clb.source={e}")));
+    }
+    let rest = v.strip_prefix("file://").ok_or_else(|| {
+        CmdlineError(format!(
+            "clb.source={v}: expected http://IP[:PORT]/PATH or file://[LABEL]/PATH"
+        ))
+    })?;
+    let (label, path) = match rest.find('/') {
+        Some(0) => (None, rest),
+        Some(i) => (Some(rest[..i].to_string()), &rest[i..]),
+        None => (Some(rest.to_string()), "/"),
+    };
+    if path.split('/').any(|c| c == "..") {
+        return Err(CmdlineError(format!("clb.source={v}: .. in the path")));
+    }
+    Ok(Source::File {
+        label,
+        path: path.to_string(),
+    })
+}
+
+/// `dhcp` or `ADDR/PREFIX[:GATEWAY]`.
+fn parse_ip(v: &str) -> Result<IpSetting, CmdlineError> {
+    if v == "dhcp" {
+        return Ok(IpSetting::Dhcp);
+    }
+    let err = || {
+        CmdlineError(format!(
+            "clb.ip={v}: expected dhcp or ADDR/PREFIX[:GATEWAY] (IPv4, e.g. 10.0.2.15/24:10.0.2.2)"
+        ))
+    };
+    let (cidr, gateway) = match v.split_once(':') {
+        Some((c, g)) => (c, Some(g.parse::<Ipv4Addr>().map_err(|_| err())?)),
+        None => (v, None),
+    };
+    let (addr, prefix) = cidr.split_once('/').ok_or_else(err)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| err())?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(err)?;
+    Ok(IpSetting::Static {
+        addr,
+        prefix,
+        gateway,
+    })
 }
 
 /// Split like the kernel does: on spaces, with double quotes grouping (and removed).
@@ -267,5 +407,74 @@ mod tests {
         assert!(Config::parse("rd.break cos.setup=/x root=LABEL=x").is_ok());
         assert_eq!(Config::parse("clb.slot=b").unwrap().slot, Some(SlotName::B));
         assert!(Config::parse("clb.slot=c").is_err());
+    }
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn netboot_options() {
+        let c = Config::parse(&format!(
+            "ip=dhcp clb.source=http://10.0.2.100/net/ clb.digest={D} clb.netif=eth1"
+        ))
+        .unwrap();
+        let Some(Source::Http(u)) = &c.source else {
+            panic!("{c:?}")
+        };
+        assert_eq!(u.path, "/net/");
+        assert_eq!(c.digest.as_deref(), Some(D));
+        assert!(c.kernel_ip_dhcp && c.ip.is_none());
+        assert_eq!(c.netif.as_deref(), Some("eth1"));
+        let c = Config::parse(&format!(
+            "clb.ip=10.0.2.15/24:10.0.2.2 clb.source=file://CLBNET/oci/ clb.digest={D}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ip,
+            Some(IpSetting::Static {
+                addr: "10.0.2.15".parse().unwrap(),
+                prefix: 24,
+                gateway: Some("10.0.2.2".parse().unwrap())
+            })
+        );
+        assert_eq!(
+            c.source,
+            Some(Source::File {
+                label: Some("CLBNET".into()),
+                path: "/oci/".into()
+            })
+        );
+        assert_eq!(c.source.unwrap().to_string(), "file://CLBNET/oci/");
+        let c = Config::parse(&format!("clb.source=file:///net/m.json clb.digest={D}")).unwrap();
+        assert_eq!(
+            c.source,
+            Some(Source::File {
+                label: None,
+                path: "/net/m.json".into()
+            })
+        );
+        assert_eq!(
+            Config::parse("clb.ip=dhcp").unwrap().ip,
+            Some(IpSetting::Dhcp)
+        );
+        assert!(
+            !Config::parse("ip=10.0.2.15::10.0.2.2")
+                .unwrap()
+                .kernel_ip_dhcp
+        );
+        for bad in [
+            "clb.source=http://10.0.2.100/".to_string(), // no digest
+            format!("clb.digest={D}"),                   // no source
+            format!("clb.source=http://h.example/ clb.digest={D}"),
+            format!("clb.source=ftp://1.2.3.4/ clb.digest={D}"),
+            format!("clb.source=file://L/../x clb.digest={D}"),
+            format!("clb.source=http://1.2.3.4/ clb.digest={D} clb.slot=a"),
+            format!("clb.source=http://1.2.3.4/ clb.digest={D} clb.mode=recovery"),
+            "clb.source=http://1.2.3.4/ clb.digest=sha256:ABC".to_string(),
+            "clb.ip=10.0.2.15".to_string(),
+            "clb.ip=10.0.2.15/33".to_string(),
+            "clb.ip=10.0.2.15/24:gw".to_string(),
+        ] {
+            assert!(Config::parse(&bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,13 +6,19 @@
 //! - `clb-initrd assemble --sysroot DIR` from dracut or initramfs-tools, which own PID 1,
 //!   module loading and the switch themselves.
 //!
+//! With `clb.source=` + `clb.digest=` (netboot, `netboot.rs`) the layers come from a pinned
+//! layer-set manifest over HTTP or on a labelled filesystem instead of a slot on COS_STATE.
+//!
 //! Every failure prints one line `clb-initrd: error: ...` on the console and, as PID 1,
 //! exits: the kernel panics and `panic=N` reboots, which spends one try of a new release.
 
 mod assemble;
 mod cmdline;
+mod http;
 mod loopdev;
 mod modules;
+mod netboot;
+mod network;
 mod plan;
 mod switchroot;
 
@@ -85,7 +91,7 @@ fn run_init(started: Instant) -> Result<(), Fatal> {
         "booting slot {} ({}), switch_root after {ms} ms",
         booted.slot, booted.image
     ));
-    switchroot::switch_root(&sysroot, &cfg.init, booted.slot)
+    switchroot::switch_root(&sysroot, &cfg.init, &booted.slot)
 }
 
 /// `clb-initrd assemble --sysroot DIR [--cmdline FILE]` for dracut and initramfs-tools.

@@ -4,7 +4,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use clb_ondisk::SlotName;
 use rustix::mount::{MountFlags, mount, mount_move};
 
 use crate::Fatal;
@@ -50,7 +49,7 @@ pub fn check_init(sysroot: &Path, init: &Path) -> Result<(), Fatal> {
 
 /// Move /dev /proc /sys /run into the new root, free the initramfs, make the new root `/`,
 /// chroot into it and exec `init`. Returns only on failure.
-pub fn switch_root(sysroot: &Path, init: &Path, slot: SlotName) -> Result<(), Fatal> {
+pub fn switch_root(sysroot: &Path, init: &Path, slot: &str) -> Result<(), Fatal> {
     for dir in ["/dev", "/proc", "/sys", "/run"] {
         let target = sysroot.join(&dir[1..]);
         std::fs::create_dir_all(&target)
@@ -65,7 +64,7 @@ pub fn switch_root(sysroot: &Path, init: &Path, slot: SlotName) -> Result<(), Fa
     rustix::process::chroot(".").map_err(|e| Fatal(format!("chroot: {e}")))?;
     std::env::set_current_dir("/").map_err(|e| Fatal(format!("chdir /: {e}")))?;
     let err = std::process::Command::new(init)
-        .env("CLB_SLOT", slot.as_str())
+        .env("CLB_SLOT", slot)
         .exec();
     Err(Fatal(format!("exec {}: {err}", init.display())))
 }

@@ -42,6 +42,12 @@ impl LoopDevice {
                 stderr_last_line: format!("unexpected output {stdout:?}"),
             });
         }
+        // A loop device that was used before can still hold cached blocks of its previous
+        // binding; a VM (or anything else) may have written the file since. Drop them so the
+        // filesystem is read as it is in the file now.
+        if let Err(e) = run(Command::new("blockdev").arg("--flushbufs").arg(&device)) {
+            tracing::warn!(device = %device.display(), "could not flush the loop device's buffers: {e}");
+        }
         tracing::debug!(device = %device.display(), file = %file.display(), offset, ?size, read_only, "attached loop device");
         Ok(LoopDevice {
             device,

@@ -1,0 +1,753 @@
+//! Issue 3, test 8(f): power loss during an upgrade. Always a complete slot, never a hang.
+//!
+//! The upgrade (`clb --disk copy.img upgrade`, real registry, tar+gzip layers converted by
+//! tar2sqfs, boot files copied) runs with `tests/vm/killshim.c` preloaded. The shim numbers
+//! every call that changes what is on disk — writes to regular files, fsync/fdatasync/syncfs,
+//! renames, unlinks, mkdir, copy_file_range, ftruncate — in one counter shared by clb, its
+//! threads and its children (tar2sqfs, losetup), and at call number N kills the whole process
+//! group with SIGKILL *instead of* making the call. A counting run first gives the number of
+//! events T; the kill points are every fsync/rename/unlink/mkdir and the event right after
+//! it, plus an evenly spaced, fixed-seed jittered spread over 1..=T (at least 50 in all).
+//!
+//! After each kill the test removes what the dead process left (its mounts, its loop devices:
+//! what a reboot would drop), checks that nothing of the group is still running and no loop
+//! device or mount is left, then checks the disk OFFLINE: `e2fsck -fn` is clean, an
+//! independent reader (sgdisk/blkid, a read-only loop mount, sha256 here) finds `grubenv`
+//! pointing at an active slot — and a fallback, when there is one — whose manifest lists
+//! layers that all exist with the right sha256 and size, and whose boot files match; the
+//! active slot is the old release (not committed) or the new one (committed), and it is the
+//! new one exactly when the final `grubenv` rename had happened. `clb status` agrees. Then a
+//! second `clb upgrade` (no shim) completes (resume). A sample of kill points (around the
+//! pointer flip and in the middle of a layer conversion) is booted in QEMU with the hook.
+//!
+//! Model: process death at any of these points, the page cache survives (the kernel still
+//! writes back what the dead process wrote). It does NOT model a real power cut's loss of
+//! unsynced page cache or reordered writes; that part rests on clb's write-fsync-rename-fsync
+//! discipline (formats.md, "Crash safety"), which this test shows is followed in order.
+//!
+//! Two scenarios: (A) first upgrade after `clb deploy` (v1 in a, v2 goes to b); (B) the
+//! upgrade that overwrites the fallback slot (v2 good in b with fallback a = v1, v3 goes to
+//! a): there the fallback is disarmed first, and a kill between that and the flip must leave
+//! no fallback at all rather than a half-written one.
+//!
+//! Needs root, qemu-system-x86, busybox-static, docker-registry, gdisk, e2fsprogs,
+//! squashfs-tools-ng, a C compiler (cc) and apt access for the kernel. Missing ones fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tests/vm/vmkit.rs"]
+mod vmkit;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clb_testsupport::{Registry, require_tool, sha256_digest};
+use serde_json::Value;
+use vmkit::{Kit, StateMount, run};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn build_shim(work: &Path) -> PathBuf {
+    require_tool("cc");
+    let so = work.join("killshim.so");
+    run(Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&so)
+        .arg(vmkit::workspace().join("tests/vm/killshim.c"))
+        .arg("-ldl"));
+    so
+}
+
+/// One event the shim counted: number, pid, call, path.
+#[derive(Debug, Clone)]
+struct Event {
+    n: u64,
+    call: String,
+    path: String,
+}
+
+fn read_events(log: &Path) -> Vec<Event> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let n = it.next()?.parse().ok()?;
+            let _pid = it.next()?;
+            let call = it.next()?.to_string();
+            let path = it.next().unwrap_or("").to_string();
+            Some(Event { n, call, path })
+        })
+        .collect()
+}
+
+/// What one run under the shim did.
+struct Run {
+    /// Killed (true) or ran to the end (false).
+    killed: bool,
+    /// Events that happened (the killed one excluded).
+    done: Vec<Event>,
+    /// The event it was killed at (did not happen).
+    at: Option<Event>,
+    leaked_mounts: usize,
+    leaked_loops: usize,
+}
+
+/// Run `clb --disk DISK upgrade -d IMAGE` under the shim, kill at event `kill_at` (0: never),
+/// then clean up after the dead process like a reboot would, and check nothing is left.
+fn run_under_shim(
+    kit: &Kit,
+    shim: &Path,
+    work: &Path,
+    disk: &Path,
+    image: &str,
+    kill_at: u64,
+) -> Run {
+    let counter = work.join("kill.counter");
+    let log = work.join("kill.log");
+    std::fs::write(&counter, [0u8; 8]).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let start = Instant::now();
+    let mut child = Command::new(&kit.clb)
+        .arg("--disk")
+        .arg(disk)
+        .args(["upgrade", "-q", "-d", image, "--no-verify"])
+        .env("LD_PRELOAD", shim)
+        .env("CLB_KILL_COUNTER", &counter)
+        .env("CLB_KILL_AT", kill_at.to_string())
+        .env("CLB_KILL_LOG", &log)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped()) // a pipe, not a file: its writes are not disk events
+        .spawn()
+        .expect("start clb");
+    let pid = child.id();
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            kill_group(pid);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Every process of the group (tar2sqfs, losetup) must be gone too.
+    let group_gone = wait_group_gone(pid, Duration::from_secs(20));
+    let events = read_events(&log);
+    let (leaked_mounts, leaked_loops) = clean_up_after(pid, disk, &events);
+    let stderr = reader.join().unwrap_or_default();
+    let status = status.unwrap_or_else(|| {
+        panic!("kill point {kill_at}: clb upgrade hung (killed after {RUN_TIMEOUT:?}): {stderr}")
+    });
+    assert!(
+        group_gone,
+        "kill point {kill_at}: processes of group {pid} still running"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    let killed = status.signal() == Some(9);
+    assert!(
+        killed || status.success(),
+        "kill point {kill_at}: clb upgrade failed instead of dying or finishing: {status}\n{stderr}"
+    );
+    let (done, at) = if killed {
+        let at = events.iter().find(|e| e.n == kill_at).cloned();
+        (
+            events.iter().filter(|e| e.n < kill_at).cloned().collect(),
+            at,
+        )
+    } else {
+        (events, None)
+    };
+    Run {
+        killed,
+        done,
+        at,
+        leaked_mounts,
+        leaked_loops,
+    }
+}
+
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status();
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...; comm may contain spaces: split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if group_members(pgid).is_empty() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            kill_group(pgid);
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Unmount what the dead process `pid` mounted and detach its loop devices (what a reboot
+/// drops), then check nothing of it is left. Only touches mounts at directories the process
+/// created (from the shim's log) or under its `/run/clb/disk-<pid>-*`, and loop devices
+/// backed by `disk` or by files under that directory: other tests may run concurrently.
+/// Returns how many mounts and loop devices had to be removed.
+fn clean_up_after(pid: u32, disk: &Path, events: &[Event]) -> (usize, usize) {
+    let prefix = format!("/run/clb/disk-{pid}-");
+    let made: Vec<&str> = events
+        .iter()
+        .filter(|e| e.call.starts_with("mkdir") && e.path.starts_with('/'))
+        .map(|e| e.path.as_str())
+        .collect();
+    let ours = |loops: &[String], m: &vmkit::MountInfo| {
+        m.point.starts_with(&prefix)
+            || made
+                .iter()
+                .any(|d| m.point == *d || m.point.starts_with(&format!("{d}/")))
+            || loops.contains(&m.source)
+    };
+    let loops = vmkit::loops_backed_by(Some(disk), Some(&prefix));
+    let victims: Vec<String> = vmkit::mounts()
+        .iter()
+        .filter(|m| ours(&loops, m))
+        .map(|m| m.point.clone())
+        .collect();
+    // mountinfo lists parents before children: unmount in reverse.
+    for point in victims.iter().rev() {
+        let ok = Command::new("umount")
+            .arg(point)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("umount {point} failed, lazy unmount");
+            let _ = Command::new("umount").arg("-l").arg(point).status();
+        }
+    }
+    let loops = vmkit::loops_backed_by(Some(disk), Some(&prefix));
+    for dev in &loops {
+        let _ = Command::new("losetup").args(["-d", dev]).status();
+    }
+    // Directories it created and left (empty now); remove_dir never removes content.
+    let mut dirs: Vec<&str> = made
+        .iter()
+        .copied()
+        .filter(|d| d.starts_with("/run/clb/") || d.starts_with("/tmp/clb-"))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+    let start = Instant::now();
+    loop {
+        let left_loops = vmkit::loops_backed_by(Some(disk), Some(&prefix));
+        let left_mounts: Vec<String> = vmkit::mounts()
+            .iter()
+            .filter(|m| ours(&left_loops, m))
+            .map(|m| format!("{} on {}", m.source, m.point))
+            .collect();
+        if left_loops.is_empty() && left_mounts.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left behind by pid {pid}: loops {left_loops:?}, mounts {left_mounts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And `losetup -j` (the tool's own view) agrees.
+    let j = run(Command::new("losetup").arg("-j").arg(disk));
+    assert!(j.trim().is_empty(), "losetup -j {}: {j}", disk.display());
+    (victims.len(), loops.len())
+}
+
+/// The boot state and the slots it names, read without clb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    active: String,
+    active_image: String,
+    fallback: Option<(String, String)>,
+    good: bool,
+    tries: u32,
+}
+
+fn sha256_file(p: &Path) -> Result<String, String> {
+    let data = std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+    Ok(sha256_digest(&data))
+}
+
+/// The slot `slot` on the mounted state `root` is complete: its manifest parses, every layer
+/// it lists is in `layers/` with the recorded size and sha256, its boot files match.
+/// Returns the image it holds.
+fn check_slot(root: &Path, slot: &str) -> Result<String, String> {
+    let path = root.join(format!("slots/{slot}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}: {text:?}", path.display()))?;
+    if m["slot"] != slot {
+        return Err(format!("{} says slot {}", path.display(), m["slot"]));
+    }
+    let layers = m["layers"]
+        .as_array()
+        .ok_or_else(|| format!("{}: no layers", path.display()))?;
+    if layers.is_empty() {
+        return Err(format!("{}: empty layer list", path.display()));
+    }
+    for l in layers {
+        let digest = l["digest"].as_str().unwrap_or_default();
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("slot {slot}: layer digest {digest:?}"))?;
+        let file = root.join(format!("layers/sha256-{hex}.squashfs"));
+        let len = std::fs::metadata(&file)
+            .map_err(|e| format!("slot {slot}: layer {}: {e}", file.display()))?
+            .len();
+        if Some(len) != l["size"].as_u64() {
+            return Err(format!(
+                "slot {slot}: {} is {len} bytes, manifest says {}",
+                file.display(),
+                l["size"]
+            ));
+        }
+        let got = sha256_file(&file)?;
+        if got != digest {
+            return Err(format!("slot {slot}: {} hashes to {got}", file.display()));
+        }
+    }
+    let boot = &m["boot"];
+    if !boot.is_null() {
+        for (key, name) in [("kernel", "vmlinuz"), ("initrd", "initrd")] {
+            if let Some(want) = boot[key].as_str() {
+                let f = root.join(format!("boot/{slot}/{name}"));
+                let got = sha256_file(&f).map_err(|e| format!("slot {slot}: {e}"))?;
+                if got != want {
+                    return Err(format!(
+                        "slot {slot}: {} hashes to {got}, manifest says {want}",
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(m["image"].as_str().unwrap_or_default().to_string())
+}
+
+/// Read grubenv (GRUB environment block format) and check every slot it names.
+fn inspect(disk: &Path, work: &Path) -> Result<Seen, String> {
+    let mnt = StateMount::open(disk, &work.join("inspect"), false);
+    let root = mnt.path();
+    let block = std::fs::read(root.join("grubenv")).map_err(|e| format!("grubenv: {e}"))?;
+    if block.len() != 1024 || !block.starts_with(b"# GRUB Environment Block\n") {
+        return Err(format!("grubenv is not an environment block: {block:?}"));
+    }
+    let text = String::from_utf8_lossy(&block);
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let active = get("clb_active");
+    let active_image = check_slot(root, &active)?;
+    let fallback = match get("clb_fallback").as_str() {
+        "" => None,
+        f => Some((f.to_string(), check_slot(root, f)?)),
+    };
+    Ok(Seen {
+        active,
+        active_image,
+        fallback,
+        good: get("clb_good") == "1",
+        tries: get("clb_tries").parse().unwrap_or(u32::MAX),
+    })
+}
+
+struct Scenario<'a> {
+    name: &'a str,
+    pristine: &'a Path,
+    image: &'a str,
+    /// The state before (and after an uncommitted kill, except that the fallback may be gone).
+    before: Seen,
+    /// The state after a complete upgrade.
+    after: Seen,
+    target_slot: &'a str,
+}
+
+#[derive(Default, Debug)]
+struct Stats {
+    points: usize,
+    committed: usize,
+    not_committed: usize,
+    fallback_disarmed: usize,
+    finished: usize,
+    leaked_mounts: usize,
+    leaked_loops: usize,
+    booted: usize,
+}
+
+/// Kill points from the counting run: each durability-relevant call and the one after it,
+/// plus an even spread with fixed-seed jitter; at least `min` of them.
+fn kill_points(events: &[Event], min: usize) -> Vec<u64> {
+    let t = events.len() as u64;
+    let mut set = BTreeSet::new();
+    for e in events {
+        let c = e.call.as_str();
+        if c.starts_with("rename")
+            || c.starts_with("fsync")
+            || c == "fdatasync"
+            || c.starts_with("unlink")
+            || c == "rmdir"
+            || c.starts_with("mkdir")
+            || c.starts_with("ftruncate")
+            || c == "copy_file_range"
+        {
+            set.insert(e.n);
+            set.insert(e.n + 1);
+        }
+    }
+    // Fixed-seed jitter (an LCG), deterministic across runs.
+    let mut seed: u64 = 0x00C1_B0F5;
+    let spread = min.max(24) as u64;
+    for i in 0..spread {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let step = t.max(1) as f64 / spread as f64;
+        let jitter = ((seed >> 33) % 1000) as f64 / 1000.0 * step;
+        let k = 1 + (i as f64 * step + jitter) as u64;
+        set.insert(k.min(t));
+    }
+    let mut k = 1;
+    while set.len() < min && k <= t {
+        set.insert(k);
+        k += 1;
+    }
+    set.into_iter().filter(|k| *k >= 1 && *k <= t + 1).collect()
+}
+
+fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: usize) -> Stats {
+    let disk = work.join(format!("{}-copy.img", sc.name));
+    let copy = |disk: &Path| {
+        run(Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(sc.pristine)
+            .arg(disk));
+    };
+
+    // The counting run: how many events, and where the commit is.
+    copy(&disk);
+    let start = Instant::now();
+    let count = run_under_shim(kit, shim, work, &disk, sc.image, 0);
+    let full = start.elapsed();
+    assert!(!count.killed);
+    let t = count.done.len();
+    let commit = commit_index(&count.done, sc.target_slot)
+        .unwrap_or_else(|| panic!("{}: no commit rename in {:?}", sc.name, count.done));
+    assert_eq!(inspect(&disk, work).unwrap(), sc.after, "{}", sc.name);
+    eprintln!(
+        "[{}] full upgrade: {t} events, {:.2} s; the grubenv flip is event {commit}",
+        sc.name,
+        full.as_secs_f64()
+    );
+    let mut by_call = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &count.done {
+        *by_call.entry(e.call.as_str()).or_default() += 1;
+    }
+    eprintln!("[{}] events by call: {by_call:?}", sc.name);
+
+    let points = kill_points(&count.done, min_points);
+    // Boot sample: just before and just after the flip, and the middle of the run.
+    let boot_at: BTreeSet<u64> = [commit, commit + 1, (t as u64 / 2).max(1)].into();
+    let mut stats = Stats::default();
+    let mut failures = Vec::new();
+    for &k in &points {
+        copy(&disk);
+        let r = run_under_shim(kit, shim, work, &disk, sc.image, k);
+        stats.points += 1;
+        stats.leaked_mounts += r.leaked_mounts;
+        stats.leaked_loops += r.leaked_loops;
+        let flipped = commit_index(&r.done, sc.target_slot).is_some();
+        let what =
+            r.at.as_ref()
+                .map(|e| format!("{} {}", e.call, short(&e.path)))
+                .unwrap_or_else(|| "(ran to the end)".into());
+        let verdict = check_point(&disk, work, sc, flipped).and_then(|seen| {
+            // `clb status` must read the same disk and call the active slot complete.
+            let s = vmkit::status(kit, &disk);
+            if s["active"] != seen.active.as_str() || s["slots"][&seen.active]["complete"] != true {
+                return Err(format!("clb status disagrees: {s}"));
+            }
+            Ok(seen)
+        });
+        match &verdict {
+            Ok(seen) => {
+                let committed = seen.active_image == sc.after.active_image;
+                if !r.killed {
+                    stats.finished += 1;
+                } else if committed {
+                    stats.committed += 1;
+                } else {
+                    stats.not_committed += 1;
+                    if sc.before.fallback.is_some() && seen.fallback.is_none() {
+                        stats.fallback_disarmed += 1;
+                    }
+                }
+                eprintln!(
+                    "[{}] kill {k:>4}/{t} before {what:<55} -> active {} {} fallback {:?} (mounts {} loops {} cleaned)",
+                    sc.name,
+                    seen.active,
+                    short(&seen.active_image),
+                    seen.fallback
+                        .as_ref()
+                        .map(|f| format!("{} {}", f.0, short(&f.1))),
+                    r.leaked_mounts,
+                    r.leaked_loops
+                );
+            }
+            Err(e) => {
+                eprintln!("[{}] kill {k}/{t} before {what}: FAILED: {e}", sc.name);
+                failures.push(format!("kill point {k} ({what}): {e}"));
+                continue;
+            }
+        }
+        if boot_at.contains(&k) {
+            let seen = verdict.as_ref().unwrap();
+            let b = vmkit::boot_direct(
+                kit,
+                &disk,
+                work,
+                &format!("{}-kill{k}", sc.name),
+                "",
+                BOOT_TIMEOUT,
+            );
+            let line = vmkit::test_os_line(&b.console);
+            let release = seen.active_image.rsplit(':').next().unwrap();
+            let want = format!("release={release} slot={} mode=active", seen.active);
+            if !line.contains(&want) {
+                failures.push(format!("kill point {k}: booted {line:?}, wanted {want}"));
+            }
+            stats.booted += 1;
+            // The boot may have counted a try: replay nothing, the hook synced and the init
+            // remounted read-only before powering off.
+        }
+        // Resume: the same upgrade again, without the shim, completes.
+        vmkit::upgrade(kit, &disk, sc.image, &[]);
+        match inspect(&disk, work) {
+            Ok(seen)
+                if seen.active == sc.after.active
+                    && seen.active_image == sc.after.active_image
+                    && seen.fallback == sc.after.fallback => {}
+            other => failures.push(format!(
+                "kill point {k}: after the resumed upgrade: {other:?}"
+            )),
+        }
+    }
+    let _ = std::fs::remove_file(&disk);
+    assert!(
+        failures.is_empty(),
+        "[{}] {} of {} kill points failed:\n{}",
+        sc.name,
+        failures.len(),
+        points.len(),
+        failures.join("\n")
+    );
+    stats
+}
+
+/// Index of the event that flips the boot pointer: the `grubenv` rename after the target
+/// slot's manifest rename.
+fn commit_index(events: &[Event], target_slot: &str) -> Option<u64> {
+    let manifest = events.iter().position(|e| {
+        e.call.starts_with("rename") && e.path.ends_with(&format!("/slots/{target_slot}.json"))
+    })?;
+    events[manifest..]
+        .iter()
+        .find(|e| e.call.starts_with("rename") && e.path.ends_with("/grubenv"))
+        .map(|e| e.n)
+}
+
+/// Offline verdict for one kill point.
+fn check_point(disk: &Path, work: &Path, sc: &Scenario, flipped: bool) -> Result<Seen, String> {
+    vmkit::fsck_state_clean(disk)?;
+    let seen = inspect(disk, work)?;
+    if flipped {
+        if seen != sc.after {
+            return Err(format!(
+                "the flip happened but the state is {seen:?}, wanted {:?}",
+                sc.after
+            ));
+        }
+    } else {
+        let old = &sc.before;
+        let same_active = seen.active == old.active
+            && seen.active_image == old.active_image
+            && seen.good == old.good;
+        let fallback_ok = seen.fallback.is_none() || seen.fallback == old.fallback;
+        if !same_active || !fallback_ok {
+            return Err(format!(
+                "not committed, but the state is {seen:?}, wanted {old:?} (fallback may be gone)"
+            ));
+        }
+    }
+    Ok(seen)
+}
+
+fn short(s: &str) -> String {
+    // Paths: drop the private mount dir; images: keep the tag.
+    let s = s
+        .split_once("/run/clb/disk-")
+        .map(|(_, r)| r.split_once('/').map_or(r, |(_, p)| p))
+        .unwrap_or(s);
+    let s = s.rsplit_once("127.0.0.1:").map_or(s, |(_, r)| r);
+    let s = s.rsplit_once('/').map_or(s, |(_, r)| r);
+    if s.len() > 40 {
+        format!("{}…", &s[..40])
+    } else {
+        s.to_string()
+    }
+}
+
+/// A release: shared busybox base, a boot layer (a fake kernel and initrd: their bytes are
+/// only copied and hashed here, the QEMU boots use the real kernel with -kernel), a data
+/// layer, and the top layer with init. Boot and data layers differ per release.
+fn publish(kit: &Kit, reg: &Registry, work: &Path, base: &Path, release: &str) -> String {
+    let boot = work.join(format!("{release}-boot"));
+    let ver = "6.1.0-clbtest";
+    vmkit::files_layer(
+        &boot,
+        &[
+            (
+                &format!("boot/vmlinuz-{ver}"),
+                vmkit::noise(&format!("{release}-kernel"), 1536 * 1024),
+            ),
+            (
+                &format!("boot/initrd.img-{ver}"),
+                vmkit::noise(&format!("{release}-initrd"), 512 * 1024),
+            ),
+        ],
+    );
+    let data = work.join(format!("{release}-data"));
+    vmkit::files_layer(
+        &data,
+        &[(
+            "usr/share/clb-test/data.bin",
+            vmkit::noise(&format!("{release}-data"), 1024 * 1024),
+        )],
+    );
+    let top = work.join(format!("{release}-top"));
+    vmkit::top_layer(&top, release, false);
+    vmkit::push(
+        kit,
+        reg,
+        &[base.to_path_buf(), boot, data, top],
+        &format!("os:{release}"),
+    )
+}
+
+#[test]
+fn qemu_power_loss_during_upgrade() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let kit = vmkit::prepare(work);
+    let shim = build_shim(work);
+    let reg = Registry::start_plain();
+    let base = work.join("base");
+    vmkit::base_layer(&base);
+    let v1 = publish(&kit, &reg, work, &base, "v1");
+    let v2 = publish(&kit, &reg, work, &base, "v2");
+    let v3 = publish(&kit, &reg, work, &base, "v3");
+
+    // (A) v1 deployed in a; the upgrade writes v2 into b.
+    let pristine_a = work.join("pristine-a.img");
+    vmkit::deploy(&kit, &pristine_a, &v1, 96);
+    let seen = |active: &str, image: &str, fallback: Option<(&str, &str)>, good: bool| Seen {
+        active: active.into(),
+        active_image: image.into(),
+        fallback: fallback.map(|(s, i)| (s.into(), i.into())),
+        good,
+        tries: 3,
+    };
+    let before_a = inspect(&pristine_a, work).unwrap();
+    assert_eq!(before_a, seen("a", &v1, None, true));
+    let sc_a = Scenario {
+        name: "A",
+        pristine: &pristine_a,
+        image: &v2,
+        before: before_a.clone(),
+        after: seen("b", &v2, Some(("a", &v1)), false),
+        target_slot: "b",
+    };
+
+    // (B) v2 in b, marked good, fallback a = v1; the upgrade writes v3 into a.
+    let pristine_b = work.join("pristine-b.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&pristine_a)
+        .arg(&pristine_b));
+    vmkit::upgrade(&kit, &pristine_b, &v2, &[]);
+    run(Command::new(&kit.clb)
+        .arg("--disk")
+        .arg(&pristine_b)
+        .arg("mark-good"));
+    let before_b = inspect(&pristine_b, work).unwrap();
+    assert_eq!(before_b, seen("b", &v2, Some(("a", &v1)), true));
+    let sc_b = Scenario {
+        name: "B",
+        pristine: &pristine_b,
+        image: &v3,
+        before: before_b,
+        after: seen("a", &v3, Some(("b", &v2)), false),
+        target_slot: "a",
+    };
+
+    let a = run_scenario(&kit, &shim, work, &sc_a, 20);
+    let b = run_scenario(&kit, &shim, work, &sc_b, 50);
+    eprintln!("[A] {a:?}\n[B] {b:?}");
+    let total = a.points + b.points;
+    assert!(total >= 50 && b.points >= 50, "{total} kill points");
+    for (name, s) in [("A", &a), ("B", &b)] {
+        assert!(
+            s.committed > 0 && s.not_committed > 0,
+            "[{name}] the kill points must fall on both sides of the flip: {s:?}"
+        );
+        assert!(s.booted >= 3, "[{name}] {s:?}");
+    }
+    assert!(
+        b.fallback_disarmed > 0,
+        "[B] some kill points must fall between disarming the fallback and the flip: {b:?}"
+    );
+}
