@@ -17,18 +17,17 @@ pub async fn reboot() -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::warn!(error = %e, "logind reboot failed, falling back to systemctl reboot");
-            let status = tokio::process::Command::new("systemctl")
-                .arg("reboot")
-                .status()
-                .await
-                .map_err(ClbError::io("running systemctl reboot"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(ClbError::State(format!(
-                    "systemctl reboot failed: {status}"
-                )))
+            // systemctl where systemd runs; a plain `reboot` (busybox, sysvinit) elsewhere.
+            for (cmd, args) in [("systemctl", &["reboot"][..]), ("reboot", &[][..])] {
+                match tokio::process::Command::new(cmd).args(args).status().await {
+                    Ok(status) if status.success() => return Ok(()),
+                    Ok(status) => tracing::warn!(cmd, %status, "reboot command failed"),
+                    Err(e) => tracing::warn!(cmd, error = %e, "reboot command not available"),
+                }
             }
+            Err(ClbError::State(
+                "could not reboot: no logind, systemctl reboot and reboot both failed".into(),
+            ))
         }
     }
 }
