@@ -6,16 +6,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
     require_tool("sgdisk");
@@ -56,24 +46,11 @@ fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
     for name in ["oem", "recovery", "state", "persistent"] {
         assert!(table.contains(name), "{name} missing from:\n{table}");
     }
-    let info = sh(&format!("sgdisk -i 3 {disk}"));
-    let field = |k: &str| -> u64 {
-        info.lines()
-            .find(|l| l.starts_with(k))
-            .unwrap()
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (first, last) = (field("First sector:"), field("Last sector:"));
-    assert_eq!((last - first + 1) * 512, 160 << 20);
+    let (offset, size) = partition_range(&disk, 3);
+    assert_eq!(size, 160 << 20);
     // blkid on an offset loop device reads our filesystem label.
     let dev = sh(&format!(
-        "losetup --find --show -r -o {} --sizelimit {} {disk}",
-        first * 512,
-        (last - first + 1) * 512
+        "losetup --find --show -r -o {offset} --sizelimit {size} {disk}"
     ));
     let label = Command::new("blkid")
         .args(["-p", "-o", "value", "-s", "LABEL", &dev])

@@ -7,16 +7,6 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A 160 MiB GPT disk image with COS_OEM, COS_STATE and COS_PERSISTENT (ext4).
 fn disk_image(path: &Path) {
     require_tool("sgdisk");
@@ -26,22 +16,9 @@ fn disk_image(path: &Path) {
         "truncate -s 160M {p} && sgdisk -o -n1:2048:+16M -c1:oem -n2:0:+96M -c2:state -n3:0:0 -c3:persistent {p}"
     ));
     for (n, label) in [(1, "COS_OEM"), (2, "COS_STATE"), (3, "COS_PERSISTENT")] {
-        let info = sh(&format!("sgdisk -i {n} {p}"));
-        let field = |name: &str| -> u64 {
-            info.lines()
-                .find(|l| l.starts_with(name))
-                .unwrap()
-                .split_whitespace()
-                .nth(2)
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let (first, last) = (field("First sector:"), field("Last sector:"));
+        let (offset, size) = partition_range(&p.to_string(), n);
         let dev = sh(&format!(
-            "losetup --find --show -o {} --sizelimit {} {p}",
-            first * 512,
-            (last - first + 1) * 512
+            "losetup --find --show -o {offset} --sizelimit {size} {p}"
         ));
         let ok = Command::new("mkfs.ext4")
             .args(["-q", "-F", "-L", label, &dev])
@@ -89,21 +66,11 @@ fn offline_disk_image_upgrade() {
         "loop devices left behind"
     );
     // An independent look at the partition: the slot manifest and the boot state are there.
-    let info = sh(&format!("sgdisk -i 2 {disk}"));
-    let first: u64 = info
-        .lines()
-        .find(|l| l.starts_with("First sector:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (offset, _) = partition_range(&disk, 2);
     let mnt = fx.work.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     sh(&format!(
-        "mount -o loop,ro,offset={} {disk} {}",
-        first * 512,
+        "mount -o loop,ro,offset={offset} {disk} {}",
         mnt.display()
     ));
     let env = Command::new("grub-editenv")

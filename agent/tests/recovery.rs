@@ -5,33 +5,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn partition_offset(disk: &str, n: u32) -> (u64, u64) {
-    let info = sh(&format!("sgdisk -i {n} {disk}"));
-    let field = |k: &str| -> u64 {
-        info.lines()
-            .find(|l| l.starts_with(k))
-            .unwrap()
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (first, last) = (field("First sector:"), field("Last sector:"));
-    (first * 512, (last - first + 1) * 512)
-}
 
 #[test]
 fn build_disk_deploy_from_recovery_and_reset() {
@@ -76,7 +49,7 @@ fn build_disk_deploy_from_recovery_and_reset() {
     );
 
     // COS_OEM carries the first-boot config and the user data (read with an independent mount).
-    let (off, size) = partition_offset(&disk, 1);
+    let (off, size) = partition_range(&disk, 1);
     let mnt = fx.work.path().join("oem");
     std::fs::create_dir(&mnt).unwrap();
     sh(&format!(
@@ -151,7 +124,7 @@ fn build_disk_deploy_from_recovery_and_reset() {
     );
 
     // Something on COS_PERSISTENT, then a factory reset wipes it and reinstalls slot a.
-    let (off, size) = partition_offset(&disk, 4);
+    let (off, size) = partition_range(&disk, 4);
     let pm = fx.work.path().join("persistent");
     std::fs::create_dir(&pm).unwrap();
     sh(&format!(

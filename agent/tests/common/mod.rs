@@ -229,3 +229,31 @@ pub fn releases(root: &Path, names: &[&str]) -> Releases {
         .collect();
     Releases { base, tops }
 }
+
+/// Runs a shell command, panics with its stderr on failure, returns trimmed stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Byte offset and size of partition `n` of a disk image, as `sgdisk -i` reports them.
+pub fn partition_range(disk: &str, n: u32) -> (u64, u64) {
+    let info = sh(&format!("sgdisk -i {n} {disk}"));
+    let field = |k: &str| -> u64 {
+        info.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or_else(|| panic!("sgdisk -i {n}: no {k} in {info}"))
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (first, last) = (field("First sector:"), field("Last sector:"));
+    (first * 512, (last - first + 1) * 512)
+}
