@@ -1,0 +1,368 @@
+//! Command-line definitions: every command and flag, with the help text users see.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clb_ondisk::SlotName;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clb",
+    version,
+    about = "A/B over-the-air upgrades of immutable Linux hosts from OCI images of SquashFS layers",
+    long_about = "clb stages signed OCI images as SquashFS layer sets into the passive slot of \
+                  COS_STATE, flips the boot pointer, and lets the initrd hook boot the new slot \
+                  and fall back when it fails.\n\nWithout --state-dir or --disk, clb works on the \
+                  host's own COS_STATE partition, found by its filesystem label.\n\nExit codes: \
+                  0 ok, 1 failure, 2 usage, 3 invalid input, 4 verification failed, 5 digest \
+                  mismatch, 6 registry unreachable, 7 registry auth refused, 8 no space, 9 locked, \
+                  10 not found, 11 state (nothing to roll back, corrupt state)."
+)]
+pub struct Cli {
+    /// Work on a directory laid out like COS_STATE instead of the host's partition.
+    #[arg(long, global = true, value_name = "DIR", env = "CLB_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Work offline on a disk image or block device; COS_STATE is found by label.
+    #[arg(long, global = true, value_name = "IMAGE")]
+    pub disk: Option<PathBuf>,
+    /// Filesystem label of the state partition.
+    #[arg(long, global = true, default_value = "COS_STATE", value_name = "LABEL")]
+    pub state_label: String,
+    /// Print one JSON document on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pull, verify and stage an image into the passive slot; the next boot tries it.
+    Upgrade(UpgradeArgs),
+    /// Show the slots and the boot state.
+    Status,
+    /// Make the other slot active for the next boot.
+    Rollback {
+        /// Reboot into it right away (host only).
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Mark the booted slot good: stop counting tries (run after boot-complete.target).
+    MarkGood,
+    /// Mark the booted slot bad: the next boot falls back.
+    MarkBad,
+    /// Mount a slot's root read-only, assembled as the initrd assembles it.
+    Mount {
+        /// Slot to mount (default: the active one).
+        #[arg(long, value_parser = parse_slot)]
+        slot: Option<SlotName>,
+        /// Mount point (created if missing).
+        dir: PathBuf,
+    },
+    /// Unmount what `clb mount` mounted.
+    Umount { dir: PathBuf },
+    /// Drop layers no slot uses, stale cache entries and partial downloads.
+    Gc,
+    /// Generate a cosign key pair (password from COSIGN_PASSWORD, empty if unset).
+    Keygen {
+        /// Output prefix: writes PREFIX.key and PREFIX.pub.
+        #[arg(long, default_value = "cosign")]
+        output_key_prefix: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign an image in a registry the way `cosign sign --key` does.
+    Sign(SignArgs),
+    /// Publish directories as an image: one layer per directory, bottom first.
+    Push(PushArgs),
+    /// Convert a container image into a native SquashFS layer set and push it.
+    Convert(ConvertArgs),
+    /// Lay out a blank disk (or image, --disk) and install slot a from an image.
+    Deploy(DeployArgs),
+    /// Factory reset: reformat COS_STATE and COS_PERSISTENT, reinstall slot a from recovery.
+    Reset(ResetArgs),
+    /// Build a self-deploying disk image (COS_OEM + COS_RECOVERY) for cloud VMs.
+    BuildDisk(BuildDiskArgs),
+    /// Build a minimal initramfs with the clb boot hook, kernel modules and busybox.
+    Mkinitrd(MkinitrdArgs),
+    /// Run a cloud-config stage (STAGE.before, STAGE, STAGE.after).
+    RunStage(RunStageArgs),
+    /// Cloud-config file tools.
+    #[command(subcommand)]
+    CloudConfig(CloudConfigCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// USER:PASSWORD for the registry (else REGISTRY_AUTH_FILE or ~/.docker/config.json).
+    #[arg(long, env = "CLB_REGISTRY_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// Auth file in docker/containers format (default: REGISTRY_AUTH_FILE, ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for registry TLS; repeatable.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// Allow plain HTTP to the registry (loopback registries may always fall back to HTTP).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Platform to pick from multi-arch images, OS/ARCH[/VARIANT] (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Attempts per registry request on 5xx, timeouts and dropped connections.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct StageArgs {
+    /// Image to stage, e.g. registry.example/os:v2.
+    #[arg(
+        short = 'd',
+        long = "docker-image",
+        visible_alias = "system",
+        value_name = "IMAGE"
+    )]
+    pub image: Option<String>,
+    /// cosign public key (PEM) to verify with; repeat for key rotation.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Skip signature verification (logged as a warning).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Repository holding the signatures (cosign's COSIGN_REPOSITORY).
+    #[arg(long, value_name = "REPO")]
+    pub signature_repository: Option<String>,
+    /// Boot attempts of the new slot before falling back.
+    #[arg(long, value_name = "N")]
+    pub max_tries: Option<u32>,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = 3)]
+    pub jobs: usize,
+    /// SquashFS compressor for converted tar layers.
+    #[arg(long, value_enum, default_value_t = CompressorArg::Zstd)]
+    pub compressor: CompressorArg,
+    /// Compression level (compressor default when unset).
+    #[arg(long)]
+    pub compression_level: Option<u32>,
+    /// Cloud-config file with this system's before-/after-/post- hooks (repeatable; on a
+    /// host the default sources /system/oem, /oem, /usr/local/cloud-config are used).
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub hook_files: Vec<PathBuf>,
+    /// Run no hooks at all (neither this system's nor those shipped in the image).
+    #[arg(long)]
+    pub no_hooks: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Stage the recovery slot on COS_RECOVERY (found by --recovery-label) instead of the
+    /// passive slot; the boot state is not changed.
+    #[arg(long)]
+    pub recovery: bool,
+    /// Filesystem label of the recovery partition.
+    #[arg(long, default_value = "COS_RECOVERY", value_name = "LABEL")]
+    pub recovery_label: String,
+    /// Reboot into the new slot when staged (host only).
+    #[arg(long)]
+    pub reboot: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Size of COS_OEM in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub oem_size: u64,
+    /// Size of COS_RECOVERY in MiB (0: no recovery partition).
+    #[arg(long, default_value_t = 4096)]
+    pub recovery_size: u64,
+    /// Size of COS_STATE in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub state_size: u64,
+    /// Size of COS_PERSISTENT in MiB (0: the rest of the disk).
+    #[arg(long, default_value_t = 0)]
+    pub persistent_size: u64,
+    /// Recovery mode: keep COS_OEM and COS_RECOVERY, add COS_STATE and COS_PERSISTENT after
+    /// them, install slot a from -d IMAGE or, without it, from the recovery slot.
+    #[arg(long)]
+    pub from_recovery: bool,
+    /// Do not reboot after deploying from recovery on a host.
+    #[arg(long)]
+    pub no_reboot: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildDiskArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// The image to write (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiskFormat::Raw)]
+    pub format: DiskFormat,
+    /// Size of the disk (the free space after COS_RECOVERY is laid out on first boot).
+    #[arg(long, default_value = "8G")]
+    pub size: String,
+    /// Size of COS_OEM in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub oem_size: u64,
+    /// Size of COS_RECOVERY in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub recovery_size: u64,
+    /// User data (cloud-config) to bake into COS_OEM; a cidata config drive at first boot
+    /// takes precedence.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(Args, Debug)]
+pub struct ResetArgs {
+    /// Do not reboot afterwards (host only).
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// Cloud-config file with before-reset/after-reset hooks (host: the default sources).
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub hook_files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MkinitrdArgs {
+    /// Kernel modules directory (/lib/modules/VERSION); none for a kernel with everything built in.
+    #[arg(long, value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// The initramfs to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The static clb-initrd binary to install as /init.
+    #[arg(long, value_name = "FILE", default_value = "/usr/lib/clb/clb-initrd")]
+    pub init: PathBuf,
+    /// Extra modules (comma separated), on top of the defaults.
+    #[arg(long, value_delimiter = ',', value_name = "M1,M2")]
+    pub add_modules: Vec<String>,
+    /// A file listing modules, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub modules_list: Option<PathBuf>,
+    /// Static busybox to include (found automatically when unset).
+    #[arg(long, value_name = "FILE")]
+    pub busybox: Option<PathBuf>,
+    /// Leave busybox out.
+    #[arg(long)]
+    pub no_busybox: bool,
+    /// Compression of the archive.
+    #[arg(long, value_enum, default_value_t = InitrdCompression::Gzip)]
+    pub compression: InitrdCompression,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum InitrdCompression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct RunStageArgs {
+    /// Stage to run (with its .before and .after), e.g. boot, fs, network, after-upgrade.
+    pub stage: String,
+    /// Tree the steps apply to.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Stop at the first failed step (and refuse malformed sources).
+    #[arg(long)]
+    pub strict: bool,
+    /// Show what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Read these files instead of /system/oem, /oem and /usr/local/cloud-config.
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Kernel command line to read clb.setup=/cos.setup= from (default: /proc/cmdline when --root is /).
+    #[arg(long)]
+    pub cmdline: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CloudConfigCommand {
+    /// Check files: errors with file:line:column, unknown keys as warnings.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Encrypted cosign private key (password from COSIGN_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Image to sign (its digest is resolved and signed).
+    pub image: String,
+    /// Repository to store the signature in (default: the image's).
+    #[arg(long, value_name = "REPO")]
+    pub signature_repository: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Directories, bottom layer first, then the image reference.
+    #[arg(required = true, num_args = 2.., value_name = "DIR... IMAGE")]
+    pub args: Vec<String>,
+    /// Layer format: tar+gzip (any OCI tool reads it) or native SquashFS.
+    #[arg(long, value_enum, default_value_t = LayerFormatArg::Tar)]
+    pub format: LayerFormatArg,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Source image (any OCI/Docker image).
+    pub source: String,
+    /// Destination image reference for the SquashFS layer set.
+    pub destination: String,
+    /// Flatten all layers into one (CoLaBoot's "merged" mode) instead of one per layer.
+    #[arg(long)]
+    pub merged: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CompressorArg {
+    Zstd,
+    Gzip,
+    Xz,
+    Lz4,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LayerFormatArg {
+    Tar,
+    Squashfs,
+}
+
+pub(super) fn parse_slot(s: &str) -> Result<SlotName, String> {
+    SlotName::parse(s).ok_or_else(|| format!("unknown slot {s:?} (a, b or recovery)"))
+}
