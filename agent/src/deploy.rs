@@ -11,9 +11,14 @@ use crate::registry::Registry;
 use crate::store::StateStore;
 use crate::upgrade::{self, UpgradeReport, UpgradeRequest};
 
+/// One partition of a layout: filesystem label, GPT name, MiB (0 = the rest), filesystem.
+pub type Part = (String, String, u64, String);
+
 /// Partition sizes in MiB; 0 for the persistent partition means the rest of the disk.
 #[derive(Debug, Clone, Copy)]
 pub struct LayoutSizes {
+    /// EFI system partition for GRUB; 0 = none.
+    pub esp: u64,
     pub oem: u64,
     pub recovery: u64,
     pub state: u64,
@@ -24,6 +29,7 @@ impl Default for LayoutSizes {
     /// Elemental's defaults.
     fn default() -> Self {
         Self {
+            esp: 64,
             oem: 64,
             recovery: 4096,
             state: 8192,
@@ -32,30 +38,33 @@ impl Default for LayoutSizes {
     }
 }
 
-/// The default layout: (fs label, partition name, MiB) in disk order.
-pub fn default_parts(sizes: LayoutSizes) -> Vec<(String, String, u64)> {
-    let mut parts = vec![("COS_OEM".to_string(), "oem".to_string(), sizes.oem)];
-    if sizes.recovery > 0 {
-        parts.push(("COS_RECOVERY".into(), "recovery".into(), sizes.recovery));
+/// The default layout in disk order.
+pub fn default_parts(sizes: LayoutSizes) -> Vec<Part> {
+    let p = |l: &str, n: &str, size: u64, fs: &str| {
+        (l.to_string(), n.to_string(), size, fs.to_string())
+    };
+    let mut parts = Vec::new();
+    if sizes.esp > 0 {
+        parts.push(p(crate::bootloader::ESP_LABEL, "efi", sizes.esp, "vfat"));
     }
-    parts.push(("COS_STATE".into(), "state".into(), sizes.state));
-    parts.push((
-        "COS_PERSISTENT".into(),
-        "persistent".into(),
-        sizes.persistent,
-    ));
+    parts.push(p("COS_OEM", "oem", sizes.oem, "ext4"));
+    if sizes.recovery > 0 {
+        parts.push(p("COS_RECOVERY", "recovery", sizes.recovery, "ext4"));
+    }
+    parts.push(p("COS_STATE", "state", sizes.state, "ext4"));
+    parts.push(p("COS_PERSISTENT", "persistent", sizes.persistent, "ext4"));
     parts
 }
 
-/// A layout as a cloud-config document (ext4 everywhere), so users can start from it.
-pub fn layout_yaml(device: &Path, parts: &[(String, String, u64)]) -> String {
+/// A layout as a cloud-config document, so users can start from it.
+pub fn layout_yaml(device: &Path, parts: &[Part]) -> String {
     let mut yaml = format!(
         "name: clb deploy layout\nstages:\n  clb-deploy:\n    - name: GPT layout\n      layout:\n        device:\n          path: {}\n        add_partitions:\n",
         device.display()
     );
-    for (fs_label, p_label, size) in parts {
+    for (fs_label, p_label, size, fs) in parts {
         yaml.push_str(&format!(
-            "          - fsLabel: {fs_label}\n            pLabel: {p_label}\n            size: {size}\n            filesystem: ext4\n"
+            "          - fsLabel: {fs_label}\n            pLabel: {p_label}\n            size: {size}\n            filesystem: {fs}\n"
         ));
     }
     yaml
@@ -63,7 +72,7 @@ pub fn layout_yaml(device: &Path, parts: &[(String, String, u64)]) -> String {
 
 /// Lays out `device` through the stage engine (no-op when the layout is already there,
 /// refused when another layout is).
-pub fn apply_layout(device: &Path, parts: &[(String, String, u64)]) -> Result<()> {
+pub fn apply_layout(device: &Path, parts: &[Part]) -> Result<()> {
     let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
     let file = work.path().join("layout.yaml");
     std::fs::write(&file, layout_yaml(device, parts))

@@ -1,6 +1,7 @@
 //! The clb agent library: everything the `clb` binary does, as typed operations.
 
 pub mod bootfiles;
+pub mod bootloader;
 pub mod builddisk;
 pub mod deploy;
 pub mod error;

@@ -50,7 +50,7 @@ pub fn layout_next_to_recovery(disk: &Path, state_mib: u64, persistent_mib: u64)
             disk.display()
         )));
     }
-    let mut parts: Vec<(String, String, u64)> = existing
+    let mut parts: Vec<crate::deploy::Part> = existing
         .iter()
         .filter(|p| !matches!(p.fs_label.as_deref(), Some("COS_STATE" | "COS_PERSISTENT")))
         .map(|p| {
@@ -58,11 +58,17 @@ pub fn layout_next_to_recovery(disk: &Path, state_mib: u64, persistent_mib: u64)
                 p.fs_label.clone().unwrap_or_default(),
                 p.part_name.clone().unwrap_or_default(),
                 p.size_bytes >> 20,
+                p.fs_type.clone().unwrap_or_else(|| "noformat".into()),
             )
         })
         .collect();
-    parts.push(("COS_STATE".into(), "state".into(), state_mib));
-    parts.push(("COS_PERSISTENT".into(), "persistent".into(), persistent_mib));
+    parts.push(("COS_STATE".into(), "state".into(), state_mib, "ext4".into()));
+    parts.push((
+        "COS_PERSISTENT".into(),
+        "persistent".into(),
+        persistent_mib,
+        "ext4".into(),
+    ));
     crate::deploy::apply_layout(disk, &parts)
 }
 

@@ -43,10 +43,18 @@ fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
 
     // sgdisk sees the four partitions with our names, sizes in order.
     let table = sh(&format!("sgdisk -p {disk}"));
-    for name in ["oem", "recovery", "state", "persistent"] {
+    for name in ["efi", "oem", "recovery", "state", "persistent"] {
         assert!(table.contains(name), "{name} missing from:\n{table}");
     }
-    let (offset, size) = partition_range(&disk, 3);
+    // Partition 1 is the ESP with GRUB (mtools reads it without mounting).
+    let (esp, _) = partition_range(&disk, 1);
+    let listing = sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mdir -b -i {disk}@@{esp} ::/EFI/BOOT"
+    ));
+    for f in ["BOOTX64.EFI", "grub.cfg", "clb.env"] {
+        assert!(listing.contains(f), "{f} missing on the ESP: {listing}");
+    }
+    let (offset, size) = partition_range(&disk, 4);
     assert_eq!(size, 160 << 20);
     // blkid on an offset loop device reads our filesystem label.
     let dev = sh(&format!(

@@ -49,7 +49,7 @@ fn build_disk_deploy_from_recovery_and_reset() {
     );
 
     // COS_OEM carries the first-boot config and the user data (read with an independent mount).
-    let (off, size) = partition_range(&disk, 1);
+    let (off, size) = partition_range(&disk, 2);
     let mnt = fx.work.path().join("oem");
     std::fs::create_dir(&mnt).unwrap();
     sh(&format!(
@@ -124,7 +124,7 @@ fn build_disk_deploy_from_recovery_and_reset() {
     );
 
     // Something on COS_PERSISTENT, then a factory reset wipes it and reinstalls slot a.
-    let (off, size) = partition_range(&disk, 4);
+    let (off, size) = partition_range(&disk, 5);
     let pm = fx.work.path().join("persistent");
     std::fs::create_dir(&pm).unwrap();
     sh(&format!(

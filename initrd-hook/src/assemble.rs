@@ -50,10 +50,13 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
 
     // Decide, and write a counted try back before anything else is mounted.
     let decision = match cfg.slot {
-        // The bootloader chose (and counted): boot what it says.
+        // The bootloader chose (and counted): boot what it says. Its record (a rollback GRUB
+        // made) is still read, never written, so the /run/clb files tell the truth.
         Some(slot) if !cfg.recovery => Decision {
             slot,
-            state: None,
+            state: std::fs::read(state.bootstate())
+                .ok()
+                .and_then(|b| clb_ondisk::BootState::parse(&b).ok()),
             written: false,
         },
         _ => plan::decide(&state, cfg.recovery)?,

@@ -220,6 +220,8 @@ pub fn deploy(kit: &Kit, disk: &Path, image: &str, state_mib: u32) {
         .arg("--disk")
         .arg(disk)
         .args(["deploy", "-q", "--no-verify", "-d", image])
+        // Direct kernel boots: no ESP/GRUB (qemu_grub_efi.rs tests the bootloader).
+        .args(["--bootloader", "none"])
         .args(["--oem-size", "8", "--recovery-size", "0", "--state-size"])
         .arg(state_mib.to_string()));
 }
@@ -467,8 +469,8 @@ pub fn fsck_state_repair(disk: &Path) {
     assert!(matches!(st.code(), Some(0) | Some(1)), "e2fsck -p: {st}");
 }
 
-/// Loop devices (`/dev/loopN`) whose backing file is `file` or lies under `prefix`.
-pub fn loops_backed_by(file: Option<&Path>, prefix: Option<&str>) -> Vec<String> {
+/// Loop devices (`/dev/loopN`) whose backing file is `file` or starts with one of `prefixes`.
+pub fn loops_backed_by(file: Option<&Path>, prefixes: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return out;
@@ -485,7 +487,7 @@ pub fn loops_backed_by(file: Option<&Path>, prefix: Option<&str>) -> Vec<String>
         let b = b.trim_end_matches('\n');
         let b = b.strip_suffix(" (deleted)").unwrap_or(b);
         let hit = canon.as_deref().is_some_and(|c| Path::new(b) == c)
-            || prefix.is_some_and(|p| b.starts_with(p));
+            || prefixes.iter().any(|p| b.starts_with(p.as_str()));
         if hit {
             out.push(format!("/dev/{name}"));
         }
@@ -526,4 +528,14 @@ pub fn mounts() -> Vec<MountInfo> {
             })
         })
         .collect()
+}
+
+/// Wait (up to 5 s) until loop device `dev` has no backing file any more.
+pub fn wait_loop_released(dev: &str) {
+    let name = dev.trim_start_matches("/dev/");
+    let sys = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let start = Instant::now();
+    while sys.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

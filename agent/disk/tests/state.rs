@@ -99,4 +99,3 @@ fn host_label_scan_finds_whole_devices_and_rejects_duplicates() {
     drop(lo1);
     assert!(loops_of(&one).is_empty() && loops_of(&two).is_empty());
 }
-

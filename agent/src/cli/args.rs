@@ -183,6 +183,8 @@ pub struct UpgradeArgs {
 pub struct DeployArgs {
     #[command(flatten)]
     pub stage: StageArgs,
+    #[command(flatten)]
+    pub boot: BootloaderArgs,
     /// Size of COS_OEM in MiB.
     #[arg(long, default_value_t = 64)]
     pub oem_size: u64,
@@ -208,6 +210,8 @@ pub struct DeployArgs {
 pub struct BuildDiskArgs {
     #[command(flatten)]
     pub stage: StageArgs,
+    #[command(flatten)]
+    pub boot: BootloaderArgs,
     /// The image to write (must not exist).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -227,6 +231,26 @@ pub struct BuildDiskArgs {
     /// takes precedence.
     #[arg(long, value_name = "FILE")]
     pub user_data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BootloaderArgs {
+    /// Bootloader to install: GRUB for x86-64 EFI in an ESP labelled COS_GRUB, or none
+    /// (boot the kernel some other way: direct kernel boot, PXE).
+    #[arg(long, value_enum, default_value_t = Bootloader::Efi)]
+    pub bootloader: Bootloader,
+    /// Size of the ESP in MiB (with --bootloader efi).
+    #[arg(long, default_value_t = 64)]
+    pub esp_size: u64,
+    /// Kernel arguments GRUB adds on this machine (e.g. "console=ttyS0").
+    #[arg(long, default_value = "", value_name = "ARGS")]
+    pub kernel_args: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootloader {
+    Efi,
+    None,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

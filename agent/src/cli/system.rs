@@ -24,6 +24,11 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
             .with_context(|| format!("laying out {}", disk.display()))?;
     } else {
         let sizes = clb::deploy::LayoutSizes {
+            esp: if a.boot.bootloader == Bootloader::Efi {
+                a.boot.esp_size
+            } else {
+                0
+            },
             oem: a.oem_size,
             recovery: a.recovery_size,
             state: a.state_size,
@@ -31,6 +36,10 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
         };
         clb::deploy::apply_default_layout(&disk, sizes)
             .with_context(|| format!("laying out {}", disk.display()))?;
+        if a.boot.bootloader == Bootloader::Efi {
+            clb::bootloader::install_efi(&disk, &a.boot.kernel_args)
+                .with_context(|| format!("installing GRUB on {}", disk.display()))?;
+        }
     }
     let (_state_disk, store) = clb::recovery::open_store(&disk, &cli.state_label, true)?;
     if a.from_recovery && a.stage.image.is_none() {
@@ -71,15 +80,24 @@ pub(super) async fn build_disk(cli: &Cli, a: &BuildDiskArgs) -> Result<()> {
     };
     clb::builddisk::create_image(&raw, size)?;
     let result = async {
-        let parts = vec![
-            ("COS_OEM".to_string(), "oem".to_string(), a.oem_size),
-            (
-                "COS_RECOVERY".to_string(),
-                "recovery".to_string(),
-                a.recovery_size,
-            ),
-        ];
+        let part = |l: &str, n: &str, size: u64, fs: &str| {
+            (l.to_string(), n.to_string(), size, fs.to_string())
+        };
+        let mut parts = Vec::new();
+        if a.boot.bootloader == Bootloader::Efi {
+            parts.push(part(
+                clb::bootloader::ESP_LABEL,
+                "efi",
+                a.boot.esp_size,
+                "vfat",
+            ));
+        }
+        parts.push(part("COS_OEM", "oem", a.oem_size, "ext4"));
+        parts.push(part("COS_RECOVERY", "recovery", a.recovery_size, "ext4"));
         clb::deploy::apply_layout(&raw, &parts)?;
+        if a.boot.bootloader == Bootloader::Efi {
+            clb::bootloader::install_efi(&raw, &a.boot.kernel_args)?;
+        }
         {
             let (_oem_disk, oem) = clb::recovery::open_store(&raw, "COS_OEM", true)?;
             clb::builddisk::write_oem(oem.root(), a.user_data.as_deref())?;
