@@ -8,8 +8,9 @@ use std::path::Path;
 
 use crate::error::{ClbError, Result};
 
-/// The first-boot configuration written to `COS_OEM/90_clb_first_boot.yaml`.
-pub const FIRST_BOOT_YAML: &str = r#"name: clb first boot
+/// The first-boot configuration written to `COS_OEM/90_clb_first_boot.yaml`; `STATE_MIB` is
+/// replaced with the size of COS_STATE to create (COS_PERSISTENT takes the rest).
+const FIRST_BOOT_YAML: &str = r#"name: clb first boot
 stages:
   boot:
     - name: user data from a config drive (label cidata/CIDATA) or /oem/user-data
@@ -29,14 +30,19 @@ stages:
     - name: deploy from recovery on first boot
       if: '[ -f /run/clb/recovery_mode ] && ! blkid -L COS_STATE >/dev/null 2>&1'
       commands:
-        - clb deploy --from-recovery
+        - clb deploy --from-recovery --state-size STATE_MIB
 "#;
 
+/// The first-boot configuration for a COS_STATE of `state_mib` MiB.
+pub fn first_boot_yaml(state_mib: u64) -> String {
+    FIRST_BOOT_YAML.replace("STATE_MIB", &state_mib.to_string())
+}
+
 /// Writes the first-boot configuration (and optional user data) into a mounted COS_OEM.
-pub fn write_oem(oem: &Path, user_data: Option<&Path>) -> Result<()> {
+pub fn write_oem(oem: &Path, user_data: Option<&Path>, state_mib: u64) -> Result<()> {
     clb_ondisk::atomic::write_atomic(
         &oem.join("90_clb_first_boot.yaml"),
-        FIRST_BOOT_YAML.as_bytes(),
+        first_boot_yaml(state_mib).as_bytes(),
     )
     .map_err(ClbError::io("writing the first-boot config"))?;
     if let Some(u) = user_data {
@@ -104,7 +110,9 @@ mod tests {
 
     #[test]
     fn first_boot_config_is_valid_cloud_config() {
-        let parsed = clb_cloud_config::parse_str("first-boot", FIRST_BOOT_YAML).unwrap();
+        let yaml = first_boot_yaml(512);
+        assert!(yaml.contains("clb deploy --from-recovery --state-size 512"));
+        let parsed = clb_cloud_config::parse_str("first-boot", &yaml).unwrap();
         assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     }
 }

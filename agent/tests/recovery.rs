@@ -38,6 +38,8 @@ fn build_disk_deploy_from_recovery_and_reset() {
         "16".into(),
         "--recovery-size".into(),
         "64".into(),
+        "--state-size".into(),
+        "96".into(),
         "--user-data".into(),
         user_data.display().to_string(),
     ]);
@@ -59,7 +61,11 @@ fn build_disk_deploy_from_recovery_and_reset() {
     let first_boot = std::fs::read_to_string(mnt.join("90_clb_first_boot.yaml"));
     let ud = std::fs::read_to_string(mnt.join("user-data"));
     sh(&format!("umount {}", mnt.display()));
-    assert!(first_boot.unwrap().contains("clb deploy --from-recovery"));
+    assert!(
+        first_boot
+            .unwrap()
+            .contains("clb deploy --from-recovery --state-size 96")
+    );
     assert!(ud.unwrap().contains("echo hi"));
 
     // The recovery slot, as clb sees it.

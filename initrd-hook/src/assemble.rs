@@ -38,14 +38,28 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
     }
 
     // The state partition: wait for it, mount it read-write.
-    let state_dev = wait_for_label(&cfg.state_label, cfg.timeout)?;
+    // Recovery mode needs only COS_RECOVERY: a self-deploying image (clb build-disk) has no
+    // COS_STATE before its first deploy. Wait for whichever appears first.
+    let state_dev = if cfg.recovery {
+        let start = Instant::now();
+        loop {
+            let state_dev = find_optional(&cfg.state_label)?;
+            if state_dev.is_some() || find_optional(&cfg.recovery_label)?.is_some() {
+                break state_dev;
+            }
+            if start.elapsed() >= cfg.timeout {
+                // Neither appeared: the usual error, naming the state label.
+                wait_for_label(&cfg.state_label, Duration::ZERO)?;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        Some(wait_for_label(&cfg.state_label, cfg.timeout)?)
+    };
     let state_dir = private.join("state");
-    mount_device(
-        &state_dev,
-        &state_dir,
-        MountFlags::empty(),
-        &cfg.state_label,
-    )?;
+    if let Some(dev) = &state_dev {
+        mount_device(dev, &state_dir, MountFlags::empty(), &cfg.state_label)?;
+    }
     let state = StateLayout::new(&state_dir);
 
     // Decide, and write a counted try back before anything else is mounted.

@@ -227,6 +227,10 @@ pub struct BuildDiskArgs {
     /// Size of COS_RECOVERY in MiB.
     #[arg(long, default_value_t = 2048)]
     pub recovery_size: u64,
+    /// Size of COS_STATE in MiB, laid out on first boot (COS_PERSISTENT takes the rest of
+    /// the disk then, whatever its size).
+    #[arg(long, default_value_t = 8192)]
+    pub state_size: u64,
     /// User data (cloud-config) to bake into COS_OEM; a cidata config drive at first boot
     /// takes precedence.
     #[arg(long, value_name = "FILE")]

@@ -100,7 +100,7 @@ pub(super) async fn build_disk(cli: &Cli, a: &BuildDiskArgs) -> Result<()> {
         }
         {
             let (_oem_disk, oem) = clb::recovery::open_store(&raw, "COS_OEM", true)?;
-            clb::builddisk::write_oem(oem.root(), a.user_data.as_deref())?;
+            clb::builddisk::write_oem(oem.root(), a.user_data.as_deref(), a.state_size)?;
         }
         let (_rec_disk, recovery) = clb::recovery::open_store(&raw, "COS_RECOVERY", true)?;
         let registry = a.stage.registry.registry()?;

@@ -1,0 +1,516 @@
+//! A self-deploying cloud image, end to end in QEMU (TCG; issue 4 point 7).
+//!
+//! One busybox-based OS image serves as the recovery system and as the installed system. It
+//! carries the real `clb` (the debug build, with its shared libraries) and the tools its
+//! recovery path runs: util-linux `blkid` (the first-boot config uses `blkid -L`, which
+//! busybox lacks), `losetup`, `blockdev`, `partx`, and `mkfs.ext4`. Its `/sbin/init` runs
+//! `clb run-stage boot`, prints a marker line, and reboots if something asked it to (busybox
+//! `reboot`, what `clb` falls back to without logind/systemctl, signals PID 1) or powers off.
+//!
+//! 1. The image is pushed to a local `docker-registry` with `clb push`, and
+//!    `clb build-disk` writes a raw disk with COS_OEM (the first-boot config) and
+//!    COS_RECOVERY (the recovery slot) only.
+//! 2. A NoCloud config drive: an ISO 9660 volume labelled `cidata` (`genisoimage`) holding a
+//!    `#cloud-config` `user-data` whose `write_files`/`runcmd` (a `boot` step) write under
+//!    `/usr/local`, a persistent path. It is attached as a second **virtio** disk, not a CD,
+//!    so the initramfs needs only `isofs` on top of the default modules (no `sr_mod`/`cdrom`,
+//!    no IDE/AHCI controller).
+//! 3. Boot 1 with `clb.mode=recovery`: the hook boots the recovery slot from COS_RECOVERY
+//!    (there is no COS_STATE yet); the first-boot config copies `user-data` to
+//!    `/oem/99_userdata.yaml` and runs `clb deploy --from-recovery`, which lays out COS_STATE
+//!    and COS_PERSISTENT in the free space, installs slot `a` from the recovery slot and
+//!    reboots (QEMU runs with `-no-reboot`, so it exits). `clb --disk status` shows slot `a`.
+//! 4. Boot 2, normal: the hook boots slot `a`; `clb run-stage boot` applies the user data,
+//!    and the test reads the files back from COS_PERSISTENT with its own loop mount.
+//!
+//! The kernel (Debian's, `tests/vm/fetch-kernel.sh`) and the clb initramfs are booted
+//! directly (`-kernel`/`-initrd`), not through the image's own bootloader: the test OS ships
+//! no kernel in `/boot` for GRUB to load (`clb build-disk` still lays out and fills its ESP,
+//! as for a user). The first-boot config lays out the COS_STATE size given to build-disk
+//! (`--state-size`), so the disk is a small
+//! sparse file; only what is written takes space.
+//!
+//! Needs root, qemu-system-x86, busybox-static, docker-registry, gdisk, e2fsprogs,
+//! util-linux, squashfs-tools-ng (`tar2sqfs`), genisoimage, what `build-disk` needs for the
+//! ESP (grub-efi-amd64-bin, grub-common, mtools, dosfstools) and apt access for the kernel.
+//! Missing prerequisites fail the test. `CLB_TEST_HOOK=/path/to/clb-initrd` boots a hook
+//! built elsewhere instead of `initrd-hook/build-static.sh`'s; `CLB_TEST_KEEP=1` keeps the
+//! work directory (consoles, disk).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tests/vm/vmkit.rs"]
+mod vmkit;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clb_testsupport::{Registry, require_tool};
+use vmkit::{Kit, LoopGuard, MountGuard, partition_range, run, workspace};
+
+/// A TCG boot of this image takes 10–40 s (the deploy formats and copies inside the VM);
+/// generous for a loaded machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+const USER_DATA: &str = r#"#cloud-config
+write_files:
+  - path: /usr/local/hello-from-user-data
+    content: "hello from cidata\n"
+runcmd:
+  - echo "slot=$(cat /run/clb/booted_slot)" > /usr/local/runcmd-saw
+"#;
+
+/// `/sbin/init` of the image, recovery and installed alike. The hook already mounted
+/// `/proc`, `/sys`, `/dev` and `/run` (moved into the new root).
+const INIT: &str = r#"#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# clb reboots with a plain `reboot` here (no logind, no systemctl): busybox signals PID 1
+# with SIGTERM. The trap runs once the foreground command (clb run-stage) has finished.
+reboot_requested=no
+trap 'reboot_requested=yes' TERM
+slot=$(cat /run/clb/booted_slot 2>/dev/null || echo none)
+mode=none
+for m in active passive recovery; do [ -e /run/clb/${m}_mode ] && mode=$m; done
+echo "CLB-CLOUD-IMAGE init slot=$slot mode=$mode env_slot=$CLB_SLOT"
+clb run-stage boot
+rc=$?
+state=$(blkid -L COS_STATE 2>/dev/null || echo none)
+persistent=$(blkid -L COS_PERSISTENT 2>/dev/null || echo none)
+hello=$(cat /usr/local/hello-from-user-data 2>/dev/null || echo none)
+runcmd=$(cat /usr/local/runcmd-saw 2>/dev/null || echo none)
+userdata=no
+[ -f /oem/99_userdata.yaml ] && userdata=yes
+echo "CLB-CLOUD-IMAGE slot=$slot mode=$mode run_stage_exit=$rc reboot_requested=$reboot_requested state=$state persistent=$persistent oem_userdata=$userdata hello=$hello runcmd=$runcmd"
+# A clean shutdown: what a real system's shutdown does before the power goes.
+for m in /oem /run/initramfs/clb/persistent /run/initramfs/clb/state; do
+    grep -q " $m " /proc/mounts && mount -o remount,ro "$m"
+done
+sync
+if [ "$reboot_requested" = yes ]; then
+    echo "CLB-CLOUD-IMAGE rebooting"
+    reboot -f
+else
+    echo "CLB-CLOUD-IMAGE powering off"
+    poweroff -f
+fi
+sleep 30
+"#;
+
+/// Busybox applets of the image. Not `blkid`, `losetup`, `blockdev`: util-linux's are used
+/// (Debian's busybox has no `blkid`, and its `losetup` lacks `--show`/`--sizelimit`).
+const APPLETS: &[&str] = &[
+    "sh", "mount", "umount", "mkdir", "cp", "cat", "echo", "ls", "reboot", "poweroff", "sync",
+    "sleep", "test", "[", "true", "false", "rm", "mv", "ln", "chmod", "sed", "grep", "cut",
+    "dmesg",
+];
+
+/// Host programs copied into the image with their shared libraries: (host name, image path).
+const PROGRAMS: &[(&str, &str)] = &[
+    ("blkid", "usr/sbin/blkid"),
+    ("losetup", "usr/sbin/losetup"),
+    ("blockdev", "usr/sbin/blockdev"),
+    ("partx", "usr/bin/partx"),
+    // mke2fs picks the filesystem from argv[0]: keep the mkfs.ext4 name.
+    ("mkfs.ext4", "usr/sbin/mkfs.ext4"),
+];
+
+/// `ldd` of `binary`: every library path it resolves, plus the dynamic loader.
+fn shared_libraries(binary: &Path) -> BTreeSet<PathBuf> {
+    let out = run(Command::new("ldd").arg(binary));
+    let mut libs = BTreeSet::new();
+    for line in out.lines() {
+        let line = line.trim();
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.insert(PathBuf::from(p));
+        }
+    }
+    assert!(
+        libs.iter()
+            .any(|l| l.to_string_lossy().contains("ld-linux")),
+        "no dynamic loader in ldd {}: {out}",
+        binary.display()
+    );
+    libs
+}
+
+/// Copy a host file (following symlinks) to `root` + `image_path`, keeping its mode.
+fn copy_into(root: &Path, host: &Path, image_path: &Path) {
+    let rel = image_path.strip_prefix("/").unwrap_or(image_path);
+    let dest = root.join(rel);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(host, &dest)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", host.display(), dest.display()));
+}
+
+/// The OS image as three layer directories: busybox base, tools (clb, util-linux, e2fsprogs,
+/// their libraries), and the top with /sbin/init.
+fn cloud_os(kit: &Kit, work: &Path) -> Vec<PathBuf> {
+    let base = work.join("os-base");
+    let tools = work.join("os-tools");
+    let top = work.join("os-top");
+    for d in [
+        "bin",
+        "sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "home",
+        "root",
+        "opt",
+        "var/log",
+        "usr/local",
+        "usr/bin",
+        "usr/sbin",
+        "oem",
+        "boot",
+    ] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    std::fs::set_permissions(base.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let bb = clb_mkinitrd::find_busybox().expect("a static busybox (busybox-static)");
+    std::fs::copy(&bb, base.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", base.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(base.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(base.join("etc/group"), "root:x:0:\n").unwrap();
+
+    let mut libs = shared_libraries(&kit.clb);
+    copy_into(&tools, &kit.clb, Path::new("/usr/bin/clb"));
+    for (name, image_path) in PROGRAMS {
+        let host = require_tool(name);
+        libs.extend(shared_libraries(&host));
+        copy_into(&tools, &host, Path::new(image_path));
+    }
+    for lib in &libs {
+        copy_into(&tools, lib, lib);
+    }
+    if Path::new("/etc/mke2fs.conf").exists() {
+        copy_into(
+            &tools,
+            Path::new("/etc/mke2fs.conf"),
+            Path::new("/etc/mke2fs.conf"),
+        );
+    }
+
+    std::fs::create_dir_all(top.join("sbin")).unwrap();
+    let init = top.join("sbin/init");
+    std::fs::write(&init, INIT).unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::write(top.join("etc/os-release"), "ID=clb-cloud-test\n").unwrap();
+    vec![base, tools, top]
+}
+
+/// The clb initramfs with `isofs` for the config drive.
+fn initrd_with_isofs(work: &Path) -> PathBuf {
+    let hook = match std::env::var_os("CLB_TEST_HOOK") {
+        Some(h) => PathBuf::from(h),
+        None => PathBuf::from(
+            run(&mut Command::new(
+                workspace().join("initrd-hook/build-static.sh"),
+            ))
+            .trim(),
+        ),
+    };
+    let kernel_out = run(&mut Command::new(
+        workspace().join("tests/vm/fetch-kernel.sh"),
+    ));
+    let modules_dir = PathBuf::from(kernel_out.lines().nth(1).expect("modules line"));
+    let initrd = work.join("initrd-isofs.img");
+    let mut opts = clb_mkinitrd::MkinitrdOptions::new(&hook, &initrd);
+    opts.modules_dir = Some(modules_dir);
+    opts.busybox = Some(clb_mkinitrd::find_busybox().expect("a static busybox"));
+    opts.add_modules(["isofs"]);
+    let stats = clb_mkinitrd::build(&opts).expect("mkinitrd");
+    assert!(
+        stats.modules.iter().any(|m| m == "isofs"),
+        "{:?}",
+        stats.modules
+    );
+    initrd
+}
+
+/// The NoCloud config drive: ISO 9660, volume label `cidata`, `user-data` and `meta-data`.
+fn cidata_iso(work: &Path) -> PathBuf {
+    let dir = work.join("cidata");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("user-data"), USER_DATA).unwrap();
+    std::fs::write(
+        dir.join("meta-data"),
+        "instance-id: clb-test-1\nlocal-hostname: clb-test\n",
+    )
+    .unwrap();
+    let iso = work.join("cidata.iso");
+    run(Command::new("genisoimage")
+        .args(["-quiet", "-V", "cidata", "-J", "-r", "-o"])
+        .arg(&iso)
+        .arg(&dir));
+    iso
+}
+
+/// One QEMU boot: the image as vda, extra drives after it. QEMU exits at poweroff or, with
+/// `-no-reboot`, at a reboot; killed and failed after BOOT_TIMEOUT.
+fn boot(
+    kit: &Kit,
+    initrd: &Path,
+    drives: &[(&Path, bool)],
+    work: &Path,
+    name: &str,
+    append: &str,
+) -> String {
+    let console = work.join(format!("console-{name}.log"));
+    let _ = std::fs::remove_file(&console);
+    let start = Instant::now();
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-m", "768", "-smp", "1", "-nodefaults"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(&kit.kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=5 loglevel=4 {append}"));
+    for (file, read_only) in drives {
+        let ro = if *read_only { ",readonly=on" } else { "" };
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio{ro}", file.display()));
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    let timed_out = loop {
+        if child.try_wait().expect("wait qemu").is_some() {
+            break false;
+        }
+        if start.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    eprintln!(
+        "---- boot {name}: {:.1} s ----\n{}",
+        start.elapsed().as_secs_f64(),
+        text.lines()
+            .filter(|l| l.contains("clb-initrd")
+                || l.contains("CLB-CLOUD-IMAGE")
+                || l.contains("clb:")
+                || l.contains("reboot:")
+                || l.contains("panic"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !timed_out,
+        "boot {name} hung (killed after {BOOT_TIMEOUT:?}):\n{text}"
+    );
+    text
+}
+
+/// The init's summary line (`CLB-CLOUD-IMAGE slot=...`).
+fn summary(console: &str) -> &str {
+    console
+        .lines()
+        .find(|l| l.starts_with("CLB-CLOUD-IMAGE slot="))
+        .unwrap_or_else(|| panic!("the image's init did not report:\n{console}"))
+}
+
+fn clb_json(kit: &Kit, args: &[&str]) -> serde_json::Value {
+    let out = run(Command::new(&kit.clb).arg("--json").args(args));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("clb {args:?} json: {e}: {out}"))
+}
+
+/// Read files (relative paths) from the filesystem labelled `label` on `disk`, mounted
+/// read-only through an offset loop device (detached even when the test fails).
+fn read_from_partition(
+    disk: &Path,
+    label: &str,
+    work: &Path,
+    files: &[&str],
+) -> Vec<Option<String>> {
+    let (offset, size) = partition_range(disk, label);
+    let dev = LoopGuard::attach(disk, offset, size, true);
+    let mnt = MountGuard::mount(&dev.dev, &work.join(format!("mnt-{label}")), "ro");
+    let contents = files
+        .iter()
+        .map(|f| std::fs::read_to_string(mnt.dir.join(f)).ok())
+        .collect();
+    drop(mnt);
+    drop(dev);
+    contents
+}
+
+#[test]
+fn qemu_cloud_image_deploys_itself_from_recovery() {
+    // CLB_TEST_KEEP=1 keeps the work directory (consoles, disk) for a look afterwards.
+    let tmp = tempfile::Builder::new()
+        .prefix("clb-cloud-image.")
+        .disable_cleanup(std::env::var_os("CLB_TEST_KEEP").is_some())
+        .tempdir()
+        .unwrap();
+    let work = tmp.path();
+    for tool in [
+        "genisoimage",
+        "ldd",
+        "grub-mkimage",
+        "grub-editenv",
+        "mcopy",
+        "mkfs.vfat",
+    ] {
+        require_tool(tool);
+    }
+    let kit = vmkit::prepare(work);
+    let initrd = initrd_with_isofs(work);
+    let reg = Registry::start_plain();
+
+    // 1. The image, pushed, and the self-deploying disk built from it.
+    let layers = cloud_os(&kit, work);
+    let image = vmkit::push(&kit, &reg, &layers, "cloud-os:v1");
+    let disk = work.join("disk.raw");
+    run(Command::new(&kit.clb)
+        .args(["-q", "build-disk", "-d", &image, "--no-verify", "--out"])
+        .arg(&disk)
+        .args([
+            "--size",
+            "800M",
+            "--oem-size",
+            "16",
+            "--recovery-size",
+            "160",
+        ])
+        .args(["--state-size", "256"]));
+    let table = run(Command::new("sgdisk").arg("-p").arg(&disk));
+    assert!(
+        table.contains("oem") && table.contains("recovery") && !table.contains("state"),
+        "{table}"
+    );
+    let recovery = clb_json(
+        &kit,
+        &[
+            "--disk",
+            &disk.display().to_string(),
+            "--state-label",
+            "COS_RECOVERY",
+            "status",
+        ],
+    );
+    let recovery_digest = recovery["slots"]["recovery"]["digest"].clone();
+    assert!(recovery_digest.is_string(), "{recovery}");
+    let iso = cidata_iso(work);
+
+    // 2. Boot 1, recovery: user data copied, deploy from recovery, reboot.
+    let c = boot(
+        &kit,
+        &initrd,
+        &[(&disk, false), (&iso, true)],
+        work,
+        "recovery",
+        "clb.mode=recovery",
+    );
+    if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
+        panic!("the recovery boot failed in the hook: {e}\n{c}");
+    }
+    assert!(c.contains("clb-initrd: booting slot recovery"), "{c}");
+    for step in [
+        "user data from a config drive (label cidata/CIDATA) or /oem/user-data: Ran",
+        "deploy from recovery on first boot: Ran",
+    ] {
+        assert!(c.contains(step), "first-boot step {step:?}:\n{c}");
+    }
+    assert!(
+        c.contains("CLB-CLOUD-IMAGE init slot=recovery mode=recovery env_slot=recovery"),
+        "{c}"
+    );
+    let line = summary(&c);
+    assert!(
+        line.contains("slot=recovery mode=recovery")
+            && line.contains("reboot_requested=yes")
+            && line.contains("run_stage_exit=0")
+            && !line.contains("state=none")
+            && !line.contains("persistent=none")
+            && line.contains("oem_userdata=yes")
+            && line.contains("hello=none"),
+        "the recovery boot deploys and asks for a reboot, the user data is not applied yet: {line}\n{c}"
+    );
+    assert!(c.contains("CLB-CLOUD-IMAGE rebooting"), "{c}");
+    assert!(!c.contains("CLB-CLOUD-IMAGE powering off"), "{c}");
+    assert!(!c.contains("Kernel panic"), "{c}");
+
+    let table = run(Command::new("sgdisk").arg("-p").arg(&disk));
+    assert!(
+        table.contains("state") && table.contains("persistent"),
+        "COS_STATE and COS_PERSISTENT laid out: {table}"
+    );
+    let s = clb_json(&kit, &["--disk", &disk.display().to_string(), "status"]);
+    assert_eq!(s["active"], "a", "{s}");
+    assert_eq!(s["good"], true, "{s}");
+    assert_eq!(s["slots"]["a"]["complete"], true, "{s}");
+    assert_eq!(s["slots"]["a"]["digest"], recovery_digest, "{s}");
+    assert_eq!(s["slots"]["a"]["image"], image.as_str(), "{s}");
+    let oem = read_from_partition(&disk, "COS_OEM", work, &["99_userdata.yaml"]);
+    assert_eq!(
+        oem[0].as_deref(),
+        Some(USER_DATA),
+        "COS_OEM holds the config drive's user-data"
+    );
+
+    // 3. Boot 2, normal, without the config drive: slot a, the user data applied.
+    let c = boot(&kit, &initrd, &[(&disk, false)], work, "installed", "");
+    if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
+        panic!("the installed system's boot failed in the hook: {e}\n{c}");
+    }
+    assert!(c.contains("clb-initrd: booting slot a"), "{c}");
+    assert!(
+        !c.contains("deploy from recovery on first boot: Ran"),
+        "the first-boot deploy runs only in recovery mode: {c}"
+    );
+    let line = summary(&c);
+    assert!(
+        line.contains("slot=a mode=active run_stage_exit=0 reboot_requested=no")
+            && line.contains("hello=hello from cidata runcmd=slot=a"),
+        "{line}\n{c}"
+    );
+    assert!(c.contains("CLB-CLOUD-IMAGE powering off"), "{c}");
+    assert!(!c.contains("Kernel panic"), "{c}");
+
+    // The user's files on COS_PERSISTENT (/usr/local → .state/usr-local.bind), read by the
+    // test itself.
+    let p = read_from_partition(
+        &disk,
+        "COS_PERSISTENT",
+        work,
+        &[
+            ".state/usr-local.bind/hello-from-user-data",
+            ".state/usr-local.bind/runcmd-saw",
+        ],
+    );
+    assert_eq!(p[0].as_deref(), Some("hello from cidata\n"));
+    assert_eq!(p[1].as_deref(), Some("slot=a\n"));
+    let s = clb_json(&kit, &["--disk", &disk.display().to_string(), "status"]);
+    assert_eq!(s["active"], "a", "{s}");
+    assert_eq!(s["good"], true, "{s}");
+    assert_eq!(
+        run(Command::new("losetup").arg("-j").arg(&disk)),
+        "",
+        "loop devices left behind"
+    );
+}
