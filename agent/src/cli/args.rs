@@ -16,7 +16,7 @@ use clb_ondisk::SlotName;
                   host's own COS_STATE partition, found by its filesystem label.\n\nExit codes: \
                   0 ok, 1 failure, 2 usage, 3 invalid input, 4 verification failed, 5 digest \
                   mismatch, 6 registry unreachable, 7 registry auth refused, 8 no space, 9 locked, \
-                  10 not found, 11 state (nothing to roll back, corrupt state)."
+                  10 not found, 11 state (nothing to roll back, corrupt state), 12 hook failed."
 )]
 pub struct Cli {
     /// Work on a directory laid out like COS_STATE instead of the host's partition.
