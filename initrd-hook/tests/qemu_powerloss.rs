@@ -85,6 +85,36 @@ fn read_events(log: &Path) -> Vec<Event> {
         .collect()
 }
 
+/// Where to cut the power.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum KillPoint {
+    /// Count only.
+    Never,
+    /// Instead of event number N (1-based) of the run.
+    At(u64),
+    /// `offset` events after the `nth` rename whose target ends with `suffix` (0: instead of
+    /// that rename). Event numbers vary a little between runs (network reads), these do not.
+    Rename {
+        suffix: String,
+        nth: u64,
+        offset: u64,
+    },
+}
+
+impl std::fmt::Display for KillPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillPoint::Never => write!(f, "never"),
+            KillPoint::At(k) => write!(f, "event {k}"),
+            KillPoint::Rename {
+                suffix,
+                nth,
+                offset,
+            } => write!(f, "rename#{nth} {}+{offset}", short(suffix)),
+        }
+    }
+}
+
 /// What one run under the shim did.
 struct Run {
     /// Killed (true) or ran to the end (false).
@@ -97,29 +127,44 @@ struct Run {
     leaked_loops: usize,
 }
 
-/// Run `clb --disk DISK upgrade -d IMAGE` under the shim, kill at event `kill_at` (0: never),
-/// then clean up after the dead process like a reboot would, and check nothing is left.
+/// Run `clb --disk DISK upgrade -d IMAGE` under the shim, kill at `point`, then clean up
+/// after the dead process like a reboot would, and check nothing is left.
 fn run_under_shim(
     kit: &Kit,
     shim: &Path,
     work: &Path,
     disk: &Path,
     image: &str,
-    kill_at: u64,
+    point: &KillPoint,
 ) -> Run {
     let counter = work.join("kill.counter");
     let log = work.join("kill.log");
-    std::fs::write(&counter, [0u8; 8]).unwrap();
+    std::fs::write(&counter, [0u8; 24]).unwrap();
     let _ = std::fs::remove_file(&log);
     let start = Instant::now();
-    let mut child = Command::new(&kit.clb)
-        .arg("--disk")
+    let mut cmd = Command::new(&kit.clb);
+    cmd.arg("--disk")
         .arg(disk)
         .args(["upgrade", "-q", "-d", image, "--no-verify"])
         .env("LD_PRELOAD", shim)
         .env("CLB_KILL_COUNTER", &counter)
-        .env("CLB_KILL_AT", kill_at.to_string())
-        .env("CLB_KILL_LOG", &log)
+        .env("CLB_KILL_LOG", &log);
+    match point {
+        KillPoint::Never => {}
+        KillPoint::At(k) => {
+            cmd.env("CLB_KILL_AT", k.to_string());
+        }
+        KillPoint::Rename {
+            suffix,
+            nth,
+            offset,
+        } => {
+            cmd.env("CLB_KILL_ANCHOR", suffix)
+                .env("CLB_KILL_ANCHOR_NTH", nth.to_string())
+                .env("CLB_KILL_AT", offset.to_string());
+        }
+    }
+    let mut child = cmd
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -146,26 +191,51 @@ fn run_under_shim(
     };
     // Every process of the group (tar2sqfs, losetup) must be gone too.
     let group_gone = wait_group_gone(pid, Duration::from_secs(20));
-    let events = read_events(&log);
-    let (leaked_mounts, leaked_loops) = clean_up_after(pid, disk, &events);
+    let all = read_events(&log);
+    let (leaked_mounts, leaked_loops) = clean_up_after(pid, disk, &all);
+    let events: Vec<Event> = all.into_iter().filter(|e| e.n > 0).collect();
     let stderr = reader.join().unwrap_or_default();
     let status = status.unwrap_or_else(|| {
-        panic!("kill point {kill_at}: clb upgrade hung (killed after {RUN_TIMEOUT:?}): {stderr}")
+        panic!("kill point {point}: clb upgrade hung (killed after {RUN_TIMEOUT:?}): {stderr}")
     });
     assert!(
         group_gone,
-        "kill point {kill_at}: processes of group {pid} still running"
+        "kill point {point}: processes of group {pid} still running"
     );
     use std::os::unix::process::ExitStatusExt;
     let killed = status.signal() == Some(9);
     assert!(
         killed || status.success(),
-        "kill point {kill_at}: clb upgrade failed instead of dying or finishing: {status}\n{stderr}"
+        "kill point {point}: clb upgrade failed instead of dying or finishing: {status}\n{stderr}"
     );
     let (done, at) = if killed {
-        let at = events.iter().find(|e| e.n == kill_at).cloned();
+        // The first event at or past the kill target (other threads may have logged later
+        // ones before the signal reached them; none of them happened either).
+        let target = match point {
+            KillPoint::Never => u64::MAX,
+            KillPoint::At(k) => *k,
+            KillPoint::Rename {
+                suffix,
+                nth,
+                offset,
+            } => {
+                let anchor = events
+                    .iter()
+                    .filter(|e| e.call.starts_with("rename") && e.path.ends_with(suffix.as_str()))
+                    .nth(*nth as usize - 1)
+                    .unwrap_or_else(|| {
+                        panic!("killed at {point} but the anchor is not in the log")
+                    });
+                anchor.n + offset
+            }
+        };
+        let at = events
+            .iter()
+            .filter(|e| e.n >= target)
+            .min_by_key(|e| e.n)
+            .cloned();
         (
-            events.iter().filter(|e| e.n < kill_at).cloned().collect(),
+            events.iter().filter(|e| e.n < target).cloned().collect(),
             at,
         )
     } else {
@@ -222,45 +292,74 @@ fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
     }
 }
 
-/// Unmount what the dead process `pid` mounted and detach its loop devices (what a reboot
-/// drops), then check nothing of it is left. Only touches mounts at directories the process
-/// created (from the shim's log) or under its `/run/clb/disk-<pid>-*`, and loop devices
-/// backed by `disk` or by files under that directory: other tests may run concurrently.
+/// Unmount what the dead process group `pid` mounted and detach its loop devices (what a
+/// reboot drops), then check nothing of it is left. Only touches mounts at directories the
+/// group created (from the shim's log) or under `/run/clb/disk-<p>-*` of its processes, and
+/// loop devices backed by `disk` or by files under those: other tests may run concurrently.
 /// Returns how many mounts and loop devices had to be removed.
 fn clean_up_after(pid: u32, disk: &Path, events: &[Event]) -> (usize, usize) {
-    let prefix = format!("/run/clb/disk-{pid}-");
+    // The directories it really created (the shim's "made" lines, written after mkdir
+    // succeeded): never touch a same-named directory of another process.
     let made: Vec<&str> = events
         .iter()
-        .filter(|e| e.call.starts_with("mkdir") && e.path.starts_with('/'))
+        .filter(|e| e.n == 0 && e.call == "made")
         .map(|e| e.path.as_str())
         .collect();
+    // Its private mounts of the state partition (`/run/clb/disk-<pid>-<n>`); a pid prefix
+    // alone would also match other processes' (reused pids, concurrent tests).
+    let prefixes: Vec<String> = made
+        .iter()
+        .filter(|d| d.starts_with("/run/clb/disk-"))
+        .map(|d| format!("{d}/"))
+        .collect();
+    let in_state = |p: &str| {
+        prefixes
+            .iter()
+            .any(|x| p.starts_with(x.as_str()) || x.strip_suffix('/') == Some(p))
+    };
     let ours = |loops: &[String], m: &vmkit::MountInfo| {
-        m.point.starts_with(&prefix)
+        in_state(&m.point)
             || made
                 .iter()
                 .any(|d| m.point == *d || m.point.starts_with(&format!("{d}/")))
             || loops.contains(&m.source)
     };
-    let loops = vmkit::loops_backed_by(Some(disk), Some(&prefix));
+    let all_loops = || vmkit::loops_backed_by(Some(disk), &prefixes);
+    let loops = all_loops();
     let victims: Vec<String> = vmkit::mounts()
         .iter()
         .filter(|m| ours(&loops, m))
         .map(|m| m.point.clone())
         .collect();
-    // mountinfo lists parents before children: unmount in reverse.
-    for point in victims.iter().rev() {
+    // Like a shutdown: mounts on top first (mountinfo lists parents before children), then
+    // the layer loop devices whose files live on the state partition, then the partition.
+    let umount = |point: &str| {
         let ok = Command::new("umount")
             .arg(point)
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("umount {point} failed, lazy unmount");
-            let _ = Command::new("umount").arg("-l").arg(point).status();
-        }
+        assert!(ok, "cannot unmount {point} left by process group {pid}");
+    };
+    let detach = |dev: &str| {
+        // Auto-clearing devices may already be gone once unmounted: ignore the error, the
+        // check below is what counts.
+        let _ = Command::new("losetup")
+            .args(["-d", dev])
+            .stderr(Stdio::null())
+            .status();
+        vmkit::wait_loop_released(dev);
+    };
+    for point in victims.iter().rev().filter(|p| !in_state(p)) {
+        umount(point);
     }
-    let loops = vmkit::loops_backed_by(Some(disk), Some(&prefix));
-    for dev in &loops {
-        let _ = Command::new("losetup").args(["-d", dev]).status();
+    for dev in vmkit::loops_backed_by(None, &prefixes) {
+        detach(&dev);
+    }
+    for point in victims.iter().rev().filter(|p| in_state(p)) {
+        umount(point);
+    }
+    for dev in all_loops() {
+        detach(&dev);
     }
     // Directories it created and left (empty now); remove_dir never removes content.
     let mut dirs: Vec<&str> = made
@@ -274,7 +373,7 @@ fn clean_up_after(pid: u32, disk: &Path, events: &[Event]) -> (usize, usize) {
     }
     let start = Instant::now();
     loop {
-        let left_loops = vmkit::loops_backed_by(Some(disk), Some(&prefix));
+        let left_loops = all_loops();
         let left_mounts: Vec<String> = vmkit::mounts()
             .iter()
             .filter(|m| ours(&left_loops, m))
@@ -285,7 +384,7 @@ fn clean_up_after(pid: u32, disk: &Path, events: &[Event]) -> (usize, usize) {
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "left behind by pid {pid}: loops {left_loops:?}, mounts {left_mounts:?}"
+            "left behind by process group {pid}: loops {left_loops:?}, mounts {left_mounts:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -419,47 +518,63 @@ struct Stats {
     booted: usize,
 }
 
-/// Kill points from the counting run: each durability-relevant call and the one after it,
-/// plus an even spread with fixed-seed jitter; at least `min` of them.
-fn kill_points(events: &[Event], min: usize) -> Vec<u64> {
-    let t = events.len() as u64;
+/// The path of a rename target without the private mount directory (`/run/clb/disk-P-N`).
+fn state_suffix(path: &str) -> &str {
+    path.split_once("/run/clb/disk-")
+        .and_then(|(_, r)| r.find('/').map(|i| &r[i..]))
+        .unwrap_or(path)
+}
+
+/// Kill points from the counting run: instead of and right after every rename (each one
+/// commits a file: a layer, a cache entry, a boot file, a manifest, the boot state), plus
+/// `spread` event numbers evenly spaced over the run with a fixed-seed jitter (downloads,
+/// conversions, fsyncs, directory changes in between).
+fn kill_points(events: &[Event], spread: usize) -> Vec<KillPoint> {
     let mut set = BTreeSet::new();
-    for e in events {
-        let c = e.call.as_str();
-        if c.starts_with("rename")
-            || c.starts_with("fsync")
-            || c == "fdatasync"
-            || c.starts_with("unlink")
-            || c == "rmdir"
-            || c.starts_with("mkdir")
-            || c.starts_with("ftruncate")
-            || c == "copy_file_range"
-        {
-            set.insert(e.n);
-            set.insert(e.n + 1);
+    let mut seen = std::collections::HashMap::<&str, u64>::new();
+    for e in events.iter().filter(|e| e.call.starts_with("rename")) {
+        let suffix = state_suffix(&e.path);
+        let nth = seen.entry(suffix).or_default();
+        *nth += 1;
+        for offset in [0, 1] {
+            set.insert(KillPoint::Rename {
+                suffix: suffix.to_string(),
+                nth: *nth,
+                offset,
+            });
         }
     }
-    // Fixed-seed jitter (an LCG), deterministic across runs.
+    let t = events.len() as u64;
+    let step = t as f64 / spread as f64;
     let mut seed: u64 = 0x00C1_B0F5;
-    let spread = min.max(24) as u64;
-    for i in 0..spread {
+    for i in 0..spread as u64 {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        let step = t.max(1) as f64 / spread as f64;
         let jitter = ((seed >> 33) % 1000) as f64 / 1000.0 * step;
-        let k = 1 + (i as f64 * step + jitter) as u64;
-        set.insert(k.min(t));
+        set.insert(KillPoint::At(
+            (1 + (i as f64 * step + jitter) as u64).min(t),
+        ));
     }
-    let mut k = 1;
-    while set.len() < min && k <= t {
-        set.insert(k);
-        k += 1;
-    }
-    set.into_iter().filter(|k| *k >= 1 && *k <= t + 1).collect()
+    set.into_iter().collect()
 }
 
-fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: usize) -> Stats {
+/// The kill point of the boot-pointer flip (the `grubenv` rename after the target slot's
+/// manifest), `offset` events after it.
+fn flip_point(events: &[Event], target_slot: &str, offset: u64) -> KillPoint {
+    let commit = commit_index(events, target_slot).expect("a commit");
+    let nth = events
+        .iter()
+        .filter(|e| e.n <= commit && e.call.starts_with("rename") && e.path.ends_with("/grubenv"))
+        .count() as u64;
+    KillPoint::Rename {
+        suffix: "/grubenv".into(),
+        nth,
+        offset,
+    }
+}
+
+fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, spread: usize) -> Stats {
     let disk = work.join(format!("{}-copy.img", sc.name));
     let copy = |disk: &Path| {
         run(Command::new("cp")
@@ -471,7 +586,7 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: 
     // The counting run: how many events, and where the commit is.
     copy(&disk);
     let start = Instant::now();
-    let count = run_under_shim(kit, shim, work, &disk, sc.image, 0);
+    let count = run_under_shim(kit, shim, work, &disk, sc.image, &KillPoint::Never);
     let full = start.elapsed();
     assert!(!count.killed);
     let t = count.done.len();
@@ -489,12 +604,42 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: 
     }
     eprintln!("[{}] events by call: {by_call:?}", sc.name);
 
-    let points = kill_points(&count.done, min_points);
-    // Boot sample: just before and just after the flip, and the middle of the run.
-    let boot_at: BTreeSet<u64> = [commit, commit + 1, (t as u64 / 2).max(1)].into();
+    let mut points = kill_points(&count.done, spread);
+    // The flip is nearly the last thing an upgrade does: add every event after it, and the
+    // end of the run.
+    let tail = t as u64 - commit + 1;
+    for offset in 2..=tail {
+        points.push(flip_point(&count.done, sc.target_slot, offset));
+    }
+    points.dedup();
+    // Boot sample: instead of and just after the flip, the middle of the run, and (B) just
+    // after the fallback was disarmed.
+    let mut boot_at = vec![
+        flip_point(&count.done, sc.target_slot, 0),
+        flip_point(&count.done, sc.target_slot, 1),
+        points
+            .iter()
+            .filter_map(|p| match p {
+                KillPoint::At(k) => Some((k.abs_diff(t as u64 / 2), p.clone())),
+                _ => None,
+            })
+            .min()
+            .expect("spread points")
+            .1,
+    ];
+    if sc.before.fallback.is_some() {
+        boot_at.push(KillPoint::Rename {
+            suffix: "/grubenv".into(),
+            nth: 1,
+            offset: 1,
+        });
+    }
+    for p in &boot_at {
+        assert!(points.contains(p), "{p} is not a kill point");
+    }
     let mut stats = Stats::default();
     let mut failures = Vec::new();
-    for &k in &points {
+    for (i, k) in points.iter().enumerate() {
         copy(&disk);
         let r = run_under_shim(kit, shim, work, &disk, sc.image, k);
         stats.points += 1;
@@ -503,7 +648,7 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: 
         let flipped = commit_index(&r.done, sc.target_slot).is_some();
         let what =
             r.at.as_ref()
-                .map(|e| format!("{} {}", e.call, short(&e.path)))
+                .map(|e| format!("#{} {} {}", e.n, e.call, short(&e.path)))
                 .unwrap_or_else(|| "(ran to the end)".into());
         let verdict = check_point(&disk, work, sc, flipped).and_then(|seen| {
             // `clb status` must read the same disk and call the active slot complete.
@@ -527,8 +672,9 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: 
                     }
                 }
                 eprintln!(
-                    "[{}] kill {k:>4}/{t} before {what:<55} -> active {} {} fallback {:?} (mounts {} loops {} cleaned)",
+                    "[{}] kill at {:<28} (of {t}) before {what:<60} -> active {} {} fallback {:?} (mounts {} loops {} cleaned)",
                     sc.name,
+                    k.to_string(),
                     seen.active,
                     short(&seen.active_image),
                     seen.fallback
@@ -544,13 +690,13 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, min_points: 
                 continue;
             }
         }
-        if boot_at.contains(&k) {
+        if boot_at.contains(k) {
             let seen = verdict.as_ref().unwrap();
             let b = vmkit::boot_direct(
                 kit,
                 &disk,
                 work,
-                &format!("{}-kill{k}", sc.name),
+                &format!("{}-kill{i}", sc.name),
                 "",
                 BOOT_TIMEOUT,
             );
@@ -678,6 +824,42 @@ fn publish(kit: &Kit, reg: &Registry, work: &Path, base: &Path, release: &str) -
     )
 }
 
+/// The offline checker must be able to fail: a flipped byte in a layer of the fallback, a
+/// missing boot file of the active slot, a boot pointer to a slot without a manifest.
+fn checker_catches_damage(work: &Path, pristine: &Path) {
+    let disk = work.join("damaged.img");
+    let damage = |what: &str, f: &dyn Fn(&Path)| {
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(pristine)
+            .arg(&disk));
+        {
+            let mnt = StateMount::open(&disk, &work.join("damage"), true);
+            f(mnt.path());
+        }
+        let r = inspect(&disk, work);
+        assert!(r.is_err(), "{what} went unnoticed: {r:?}");
+        eprintln!("checker self-test: {what}: {}", r.unwrap_err());
+    };
+    damage("a flipped byte in a layer of fallback a", &|root| {
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("slots/a.json")).unwrap())
+                .unwrap();
+        let hex = m["layers"][1]["digest"].as_str().unwrap()["sha256:".len()..].to_string();
+        let p = root.join(format!("layers/sha256-{hex}.squashfs"));
+        let mut data = std::fs::read(&p).unwrap();
+        data[100] ^= 1;
+        std::fs::write(&p, data).unwrap();
+    });
+    damage("active b without its kernel", &|root| {
+        std::fs::remove_file(root.join("boot/b/vmlinuz")).unwrap();
+    });
+    damage("a boot pointer to a slot with no manifest", &|root| {
+        std::fs::remove_file(root.join("slots/a.json")).unwrap();
+    });
+    let _ = std::fs::remove_file(&disk);
+}
+
 #[test]
 fn qemu_power_loss_during_upgrade() {
     let work = tempfile::tempdir().unwrap();
@@ -734,8 +916,9 @@ fn qemu_power_loss_during_upgrade() {
         target_slot: "a",
     };
 
+    checker_catches_damage(work, &pristine_b);
     let a = run_scenario(&kit, &shim, work, &sc_a, 20);
-    let b = run_scenario(&kit, &shim, work, &sc_b, 50);
+    let b = run_scenario(&kit, &shim, work, &sc_b, 40);
     eprintln!("[A] {a:?}\n[B] {b:?}");
     let total = a.points + b.points;
     assert!(total >= 50 && b.points >= 50, "{total} kill points");

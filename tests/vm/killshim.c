@@ -7,9 +7,13 @@
  * call before N happened, N and later did not"). Without CLB_KILL_AT it only counts (and
  * logs), which is how the test learns how many kill points an upgrade has.
  *
- *   CLB_KILL_COUNTER=FILE   an existing file of >= 8 bytes (zeroed) holding the counter
+ *   CLB_KILL_COUNTER=FILE   an existing file of >= 24 bytes (zeroed) holding the counters
  *   CLB_KILL_AT=N           kill at event N (1-based); unset or 0: never
  *   CLB_KILL_LOG=FILE       append "N pid call detail" per event
+ *   CLB_KILL_ANCHOR=SUFFIX  make CLB_KILL_AT relative: 0 is the CLB_KILL_ANCHOR_NTH-th (default
+ *                           1st) rename whose target path ends with SUFFIX, 1 the event after
+ *                           it, ... (event numbers of a run vary a little with network reads;
+ *                           the renames that commit each file do not)
  *
  * Build: cc -shared -fPIC -O2 -o killshim.so killshim.c -ldl
  * glibc's own internal calls (e.g. inside fwrite) do not go through these symbols; clb
@@ -29,19 +33,24 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static long *counter;
+static long *counter; /* [0]: events so far, [1]: anchor matches so far, [2]: anchor event */
 static long target;
 static int logfd = -1;
+static const char *anchor;
+static long anchor_nth = 1;
 
 __attribute__((constructor)) static void killshim_init(void) {
     const char *path = getenv("CLB_KILL_COUNTER");
     const char *at = getenv("CLB_KILL_AT");
     const char *log = getenv("CLB_KILL_LOG");
     target = at ? atol(at) : 0;
+    anchor = getenv("CLB_KILL_ANCHOR");
+    if (getenv("CLB_KILL_ANCHOR_NTH"))
+        anchor_nth = atol(getenv("CLB_KILL_ANCHOR_NTH"));
     if (path) {
         int fd = open(path, O_RDWR | O_CLOEXEC);
         if (fd >= 0) {
-            void *p = mmap(NULL, sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            void *p = mmap(NULL, 3 * sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
             if (p != MAP_FAILED)
                 counter = p;
             close(fd);
@@ -62,7 +71,7 @@ static void describe_fd(int fd, char *buf, size_t len) {
 static void event(const char *call, const char *detail) {
     if (!counter)
         return;
-    long k = __atomic_add_fetch(counter, 1, __ATOMIC_SEQ_CST);
+    long k = __atomic_add_fetch(&counter[0], 1, __ATOMIC_SEQ_CST);
     if (logfd >= 0) {
         char line[600];
         int n = snprintf(line, sizeof line, "%ld %d %s %.500s\n", k, (int)getpid(), call,
@@ -70,7 +79,15 @@ static void event(const char *call, const char *detail) {
         if (n > 0)
             syscall(SYS_write, logfd, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1));
     }
-    if (target > 0 && k >= target) {
+    if (anchor && !strncmp(call, "rename", 6) && detail) {
+        size_t dl = strlen(detail), al = strlen(anchor);
+        if (dl >= al && !strcmp(detail + dl - al, anchor) &&
+            __atomic_add_fetch(&counter[1], 1, __ATOMIC_SEQ_CST) == anchor_nth)
+            __atomic_store_n(&counter[2], k, __ATOMIC_SEQ_CST);
+    }
+    long base = anchor ? __atomic_load_n(&counter[2], __ATOMIC_SEQ_CST) : 0;
+    int armed = anchor ? base > 0 && k >= base + target : target > 0 && k >= target;
+    if (armed) {
         /* Power cut: every process of the group stops here, this call never happens. */
         kill(0, SIGKILL);
         for (;;)
@@ -190,13 +207,28 @@ int rmdir(const char *p) {
     event("rmdir", p);
     return REAL(rmdir)(p);
 }
+/* After a successful mkdir, a "0 pid made PATH" line (not an event): the test cleans up
+ * only what this process group really created, never a same-named directory of someone
+ * else (an EEXIST from a pid reused in another pid namespace, say). */
+static void made(int rc, const char *p) {
+    if (rc == 0 && logfd >= 0 && p && p[0] == '/') {
+        char line[600];
+        int n = snprintf(line, sizeof line, "0 %d made %.500s\n", (int)getpid(), p);
+        if (n > 0)
+            syscall(SYS_write, logfd, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1));
+    }
+}
 int mkdir(const char *p, mode_t m) {
     event("mkdir", p);
-    return REAL(mkdir)(p, m);
+    int rc = REAL(mkdir)(p, m);
+    made(rc, p);
+    return rc;
 }
 int mkdirat(int d, const char *p, mode_t m) {
     event("mkdirat", p);
-    return REAL(mkdirat)(d, p, m);
+    int rc = REAL(mkdirat)(d, p, m);
+    made(rc, p);
+    return rc;
 }
 int mount(const char *src, const char *dst, const char *type, unsigned long flags,
           const void *data) {

@@ -209,7 +209,8 @@ pub fn status(kit: &Kit, disk: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status json: {e}: {out}"))
 }
 
-/// `clb --disk DISK deploy` onto a fresh sparse image: COS_OEM, COS_STATE, COS_PERSISTENT.
+/// `clb --disk DISK deploy` onto a fresh sparse image: COS_OEM, COS_STATE, COS_PERSISTENT,
+/// no bootloader (the tests boot the kernel directly, or install one themselves).
 pub fn deploy(kit: &Kit, disk: &Path, image: &str, state_mib: u32) {
     let _ = std::fs::remove_file(disk);
     let f = std::fs::File::create(disk).unwrap();
@@ -257,7 +258,28 @@ pub fn boot_direct(
         .arg(&kit.initrd)
         .arg("-append")
         .arg(format!("console=ttyS0 panic=5 loglevel=4 {append}"));
-    boot_qemu(cmd, disk, work, name, timeout)
+    boot_qemu(cmd, disk, work, name, timeout, false)
+}
+
+/// Like [`boot_direct`], but the VM reboots on a kernel panic (`panic=5`) instead of exiting,
+/// as a real machine does: one run covers a series of failed boots and the rollback, until
+/// an init powers off.
+pub fn boot_direct_rebooting(
+    kit: &Kit,
+    disk: &Path,
+    work: &Path,
+    name: &str,
+    append: &str,
+    timeout: Duration,
+) -> Boot {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.arg("-kernel")
+        .arg(&kit.kernel)
+        .arg("-initrd")
+        .arg(&kit.initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=5 loglevel=4 {append}"));
+    boot_qemu(cmd, disk, work, name, timeout, true)
 }
 
 /// Boot `disk` with QEMU's BIOS (whatever bootloader the disk has).
@@ -268,16 +290,25 @@ pub fn boot_bios(disk: &Path, work: &Path, name: &str, timeout: Duration) -> Boo
         work,
         name,
         timeout,
+        false,
     )
 }
 
-fn boot_qemu(mut cmd: Command, disk: &Path, work: &Path, name: &str, timeout: Duration) -> Boot {
+fn boot_qemu(
+    mut cmd: Command,
+    disk: &Path,
+    work: &Path,
+    name: &str,
+    timeout: Duration,
+    reboot: bool,
+) -> Boot {
     let console = work.join(format!("console-{name}.log"));
     let _ = std::fs::remove_file(&console);
     let start = Instant::now();
     let mut child = cmd
         .args(["-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults"])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none"])
+        .args(if reboot { &[][..] } else { &["-no-reboot"][..] })
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-drive")

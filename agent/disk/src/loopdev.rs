@@ -42,9 +42,9 @@ impl LoopDevice {
                 stderr_last_line: format!("unexpected output {stdout:?}"),
             });
         }
-        // A loop device that was used before can still hold cached blocks of its previous
-        // binding; a VM (or anything else) may have written the file since. Drop them so the
-        // filesystem is read as it is in the file now.
+        // Precaution: drop any cached blocks the (reused) loop device may hold from an earlier
+        // binding, so the filesystem is read as it is in the file now (a VM may have written
+        // the image in between). Cheap, since the device was just bound.
         if let Err(e) = run(Command::new("blockdev").arg("--flushbufs").arg(&device)) {
             tracing::warn!(device = %device.display(), "could not flush the loop device's buffers: {e}");
         }
