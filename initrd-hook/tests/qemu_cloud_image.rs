@@ -1,36 +1,41 @@
-//! A self-deploying cloud image, end to end in QEMU (TCG; issue 4 point 7).
+//! A self-deploying cloud image, end to end in QEMU (TCG; issue 4 point 7), booted the way a
+//! cloud VM boots it: UEFI firmware (OVMF), the disk's own GRUB, and a NoCloud CD.
 //!
 //! One busybox-based OS image serves as the recovery system and as the installed system. It
 //! carries the real `clb` (the debug build, with its shared libraries) and the tools its
 //! recovery path runs: util-linux `blkid` (the first-boot config uses `blkid -L`, which
-//! busybox lacks), `losetup`, `blockdev`, `partx`, and `mkfs.ext4`. Its `/sbin/init` runs
+//! busybox lacks), `losetup`, `blockdev`, `partx`, and `mkfs.ext4`; and in `/boot` the Debian
+//! kernel (`tests/vm/fetch-kernel.sh`) and a clb initramfs with the CD drivers on top of the
+//! default modules (`ata_piix` for the IDE controller of QEMU's `pc` machine, `sr_mod`,
+//! `cdrom`, `isofs`, and their dependencies `libata`, `scsi_mod`). Staging copies them to
+//! `boot/recovery/` on COS_RECOVERY and `boot/a/` on COS_STATE, where GRUB loads them. Its
+//! `/sbin/init` prints the kernel command line and the config drive it sees, runs
 //! `clb run-stage boot`, prints a marker line, and reboots if something asked it to (busybox
 //! `reboot`, what `clb` falls back to without logind/systemctl, signals PID 1) or powers off.
 //!
 //! 1. The image is pushed to a local `docker-registry` with `clb push`, and
-//!    `clb build-disk` writes a raw disk with COS_OEM (the first-boot config) and
+//!    `clb build-disk --kernel-args "console=ttyS0 loglevel=4"` writes a raw disk with the ESP
+//!    (COS_GRUB: GRUB x86_64-efi, `grub.cfg`, `clb.env`), COS_OEM (the first-boot config) and
 //!    COS_RECOVERY (the recovery slot) only.
 //! 2. A NoCloud config drive: an ISO 9660 volume labelled `cidata` (`genisoimage`) holding a
 //!    `#cloud-config` `user-data` whose `write_files`/`runcmd` (a `boot` step) write under
-//!    `/usr/local`, a persistent path. It is attached as a second **virtio** disk, not a CD,
-//!    so the initramfs needs only `isofs` on top of the default modules (no `sr_mod`/`cdrom`,
-//!    no IDE/AHCI controller).
-//! 3. Boot 1 with `clb.mode=recovery`: the hook boots the recovery slot from COS_RECOVERY
-//!    (there is no COS_STATE yet); the first-boot config copies `user-data` to
-//!    `/oem/99_userdata.yaml` and runs `clb deploy --from-recovery`, which lays out COS_STATE
-//!    and COS_PERSISTENT in the free space, installs slot `a` from the recovery slot and
-//!    reboots (QEMU runs with `-no-reboot`, so it exits). `clb --disk status` shows slot `a`.
-//! 4. Boot 2, normal: the hook boots slot `a`; `clb run-stage boot` applies the user data,
-//!    and the test reads the files back from COS_PERSISTENT with its own loop mount.
+//!    `/usr/local`, a persistent path. It is attached as a **CD** (`-cdrom`: an ATAPI drive on
+//!    the PIIX IDE controller), as clouds attach it.
+//! 3. Boot 1: OVMF → `EFI/BOOT/BOOTX64.EFI` → GRUB finds no COS_STATE and boots the recovery
+//!    slot from COS_RECOVERY with `clb.mode=recovery`; the first-boot config copies
+//!    `user-data` from the CD (`/dev/sr0`) to `/oem/99_userdata.yaml` and runs
+//!    `clb deploy --from-recovery`, which lays out COS_STATE and COS_PERSISTENT in the free
+//!    space, installs slot `a` from the recovery slot and reboots (QEMU runs with
+//!    `-no-reboot`, so it exits). `clb --disk status` shows slot `a`.
+//! 4. Boot 2, normal, the CD still attached: GRUB reads `grubenv` on COS_STATE and boots
+//!    slot `a` with its own kernel; `clb run-stage boot` applies the user data (the first-boot
+//!    steps do not run again), and the test reads the files back from COS_PERSISTENT with its
+//!    own loop mount.
 //!
-//! The kernel (Debian's, `tests/vm/fetch-kernel.sh`) and the clb initramfs are booted
-//! directly (`-kernel`/`-initrd`), not through the image's own bootloader: the test OS ships
-//! no kernel in `/boot` for GRUB to load (`clb build-disk` still lays out and fills its ESP,
-//! as for a user). The first-boot config lays out the COS_STATE size given to build-disk
-//! (`--state-size`), so the disk is a small
-//! sparse file; only what is written takes space.
+//! The first-boot config lays out the COS_STATE size given to build-disk (`--state-size`), so
+//! the disk is a small sparse file; only what is written takes space.
 //!
-//! Needs root, qemu-system-x86, busybox-static, docker-registry, gdisk, e2fsprogs,
+//! Needs root, qemu-system-x86, ovmf, busybox-static, docker-registry, gdisk, e2fsprogs,
 //! util-linux, squashfs-tools-ng (`tar2sqfs`), genisoimage, what `build-disk` needs for the
 //! ESP (grub-efi-amd64-bin, grub-common, mtools, dosfstools) and apt access for the kernel.
 //! Missing prerequisites fail the test. `CLB_TEST_HOOK=/path/to/clb-initrd` boots a hook
@@ -55,6 +60,14 @@ use vmkit::{Kit, LoopGuard, MountGuard, partition_range, run, workspace};
 /// generous for a loaded machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// What the initramfs needs on top of the default (virtio) modules to read the config drive
+/// on a CD: the PIIX IDE controller of QEMU's `pc` machine (`-cdrom`), the SCSI CD-ROM
+/// driver and ISO 9660. `libata`, `scsi_mod` and `scsi_common` come in as dependencies.
+const CD_MODULES: &[&str] = &["ata_piix", "sr_mod", "cdrom", "isofs"];
+
 const USER_DATA: &str = r#"#cloud-config
 write_files:
   - path: /usr/local/hello-from-user-data
@@ -75,6 +88,10 @@ slot=$(cat /run/clb/booted_slot 2>/dev/null || echo none)
 mode=none
 for m in active passive recovery; do [ -e /run/clb/${m}_mode ] && mode=$m; done
 echo "CLB-CLOUD-IMAGE init slot=$slot mode=$mode env_slot=$CLB_SLOT"
+echo "CLB-CLOUD-IMAGE cmdline=$(cat /proc/cmdline)"
+mods=""
+for m in ata_piix libata sr_mod cdrom isofs; do grep -q "^$m " /proc/modules && mods="$mods $m"; done
+echo "CLB-CLOUD-IMAGE cidata=$(blkid -L cidata 2>/dev/null || echo none) modules=$mods"
 clb run-stage boot
 rc=$?
 state=$(blkid -L COS_STATE 2>/dev/null || echo none)
@@ -150,10 +167,12 @@ fn copy_into(root: &Path, host: &Path, image_path: &Path) {
         .unwrap_or_else(|e| panic!("copy {} to {}: {e}", host.display(), dest.display()));
 }
 
-/// The OS image as three layer directories: busybox base, tools (clb, util-linux, e2fsprogs,
-/// their libraries), and the top with /sbin/init.
-fn cloud_os(kit: &Kit, work: &Path) -> Vec<PathBuf> {
+/// The OS image as four layer directories: busybox base, `/boot` (the Debian kernel and
+/// `initrd`), tools (clb, util-linux, e2fsprogs, their libraries), and the top with
+/// /sbin/init.
+fn cloud_os(kit: &Kit, initrd: &Path, work: &Path) -> Vec<PathBuf> {
     let base = work.join("os-base");
+    let boot = work.join("os-boot");
     let tools = work.join("os-tools");
     let top = work.join("os-top");
     for d in [
@@ -186,6 +205,21 @@ fn cloud_os(kit: &Kit, work: &Path) -> Vec<PathBuf> {
     std::fs::write(base.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(base.join("etc/group"), "root:x:0:\n").unwrap();
 
+    let v = &kit.kernel_version;
+    vmkit::files_layer(
+        &boot,
+        &[
+            (
+                &format!("boot/vmlinuz-{v}"),
+                std::fs::read(&kit.kernel).unwrap(),
+            ),
+            (
+                &format!("boot/initrd.img-{v}"),
+                std::fs::read(initrd).unwrap(),
+            ),
+        ],
+    );
+
     let mut libs = shared_libraries(&kit.clb);
     copy_into(&tools, &kit.clb, Path::new("/usr/bin/clb"));
     for (name, image_path) in PROGRAMS {
@@ -210,11 +244,11 @@ fn cloud_os(kit: &Kit, work: &Path) -> Vec<PathBuf> {
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir_all(top.join("etc")).unwrap();
     std::fs::write(top.join("etc/os-release"), "ID=clb-cloud-test\n").unwrap();
-    vec![base, tools, top]
+    vec![base, boot, tools, top]
 }
 
-/// The clb initramfs with `isofs` for the config drive.
-fn initrd_with_isofs(work: &Path) -> PathBuf {
+/// The clb initramfs with the CD drivers ([`CD_MODULES`]) for the config drive.
+fn initrd_with_cd(work: &Path) -> PathBuf {
     let hook = match std::env::var_os("CLB_TEST_HOOK") {
         Some(h) => PathBuf::from(h),
         None => PathBuf::from(
@@ -228,17 +262,19 @@ fn initrd_with_isofs(work: &Path) -> PathBuf {
         workspace().join("tests/vm/fetch-kernel.sh"),
     ));
     let modules_dir = PathBuf::from(kernel_out.lines().nth(1).expect("modules line"));
-    let initrd = work.join("initrd-isofs.img");
+    let initrd = work.join("initrd-cd.img");
     let mut opts = clb_mkinitrd::MkinitrdOptions::new(&hook, &initrd);
     opts.modules_dir = Some(modules_dir);
     opts.busybox = Some(clb_mkinitrd::find_busybox().expect("a static busybox"));
-    opts.add_modules(["isofs"]);
+    opts.add_modules(CD_MODULES);
     let stats = clb_mkinitrd::build(&opts).expect("mkinitrd");
-    assert!(
-        stats.modules.iter().any(|m| m == "isofs"),
-        "{:?}",
-        stats.modules
-    );
+    for m in CD_MODULES.iter().chain(&["libata", "scsi_mod"]) {
+        assert!(
+            stats.modules.iter().any(|n| n == m),
+            "{m} missing from the initramfs: {:?}",
+            stats.modules
+        );
+    }
     initrd
 }
 
@@ -260,34 +296,37 @@ fn cidata_iso(work: &Path) -> PathBuf {
     iso
 }
 
-/// One QEMU boot: the image as vda, extra drives after it. QEMU exits at poweroff or, with
-/// `-no-reboot`, at a reboot; killed and failed after BOOT_TIMEOUT.
-fn boot(
-    kit: &Kit,
-    initrd: &Path,
-    drives: &[(&Path, bool)],
-    work: &Path,
-    name: &str,
-    append: &str,
-) -> String {
+/// One QEMU boot through the firmware: OVMF (fresh variables each boot) finds
+/// `EFI/BOOT/BOOTX64.EFI` on the disk's ESP, GRUB boots a slot. The disk is a virtio disk,
+/// `cdrom` (if any) a CD on the IDE controller. QEMU exits at poweroff or, with `-no-reboot`,
+/// at a reboot; killed and failed after BOOT_TIMEOUT.
+fn boot(disk: &Path, cdrom: Option<&Path>, work: &Path, name: &str) -> String {
     let console = work.join(format!("console-{name}.log"));
     let _ = std::fs::remove_file(&console);
+    let vars = work.join(format!("ovmf-vars-{name}.fd"));
+    std::fs::copy(OVMF_VARS, &vars)
+        .unwrap_or_else(|e| panic!("copy {OVMF_VARS} (package ovmf): {e}"));
     let start = Instant::now();
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "768", "-smp", "1", "-nodefaults"])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+    cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "768", "-smp", "1"])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(&kit.kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(format!("console=ttyS0 panic=5 loglevel=4 {append}"));
-    for (file, read_only) in drives {
-        let ro = if *read_only { ",readonly=on" } else { "" };
-        cmd.arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio{ro}", file.display()));
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    if let Some(iso) = cdrom {
+        cmd.arg("-cdrom").arg(iso);
     }
     let mut child = cmd
         .stdin(Stdio::null())
@@ -306,12 +345,14 @@ fn boot(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    // The firmware and GRUB write escape sequences and CRs; keep the text lossy.
+    let text = String::from_utf8_lossy(&std::fs::read(&console).unwrap_or_default()).into_owned();
     eprintln!(
         "---- boot {name}: {:.1} s ----\n{}",
         start.elapsed().as_secs_f64(),
         text.lines()
-            .filter(|l| l.contains("clb-initrd")
+            .filter(|l| l.contains("clb-grub")
+                || l.contains("clb-initrd")
                 || l.contains("CLB-CLOUD-IMAGE")
                 || l.contains("clb:")
                 || l.contains("reboot:")
@@ -324,6 +365,15 @@ fn boot(
         "boot {name} hung (killed after {BOOT_TIMEOUT:?}):\n{text}"
     );
     text
+}
+
+/// The init's `CLB-CLOUD-IMAGE KEY=...` line (the first one starting so).
+fn init_line<'a>(console: &'a str, key: &str) -> &'a str {
+    let prefix = format!("CLB-CLOUD-IMAGE {key}=");
+    console
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("the image's init did not print {prefix}...:\n{console}"))
 }
 
 /// The init's summary line (`CLB-CLOUD-IMAGE slot=...`).
@@ -378,12 +428,18 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     ] {
         require_tool(tool);
     }
+    for f in [OVMF_CODE, OVMF_VARS] {
+        assert!(
+            Path::new(f).exists(),
+            "missing test prerequisite: {f} (package ovmf)"
+        );
+    }
     let kit = vmkit::prepare(work);
-    let initrd = initrd_with_isofs(work);
+    let initrd = initrd_with_cd(work);
     let reg = Registry::start_plain();
 
     // 1. The image, pushed, and the self-deploying disk built from it.
-    let layers = cloud_os(&kit, work);
+    let layers = cloud_os(&kit, &initrd, work);
     let image = vmkit::push(&kit, &reg, &layers, "cloud-os:v1");
     let disk = work.join("disk.raw");
     run(Command::new(&kit.clb)
@@ -396,11 +452,17 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
             "16",
             "--recovery-size",
             "160",
+            "--esp-size",
+            "32",
         ])
-        .args(["--state-size", "256"]));
+        .args(["--state-size", "256"])
+        .args(["--kernel-args", "console=ttyS0 loglevel=4"]));
     let table = run(Command::new("sgdisk").arg("-p").arg(&disk));
     assert!(
-        table.contains("oem") && table.contains("recovery") && !table.contains("state"),
+        table.contains("efi")
+            && table.contains("oem")
+            && table.contains("recovery")
+            && !table.contains("state"),
         "{table}"
     );
     let recovery = clb_json(
@@ -415,20 +477,49 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     );
     let recovery_digest = recovery["slots"]["recovery"]["digest"].clone();
     assert!(recovery_digest.is_string(), "{recovery}");
+    // The recovery slot carries its kernel (GRUB loads /boot/recovery/ on COS_RECOVERY).
+    let (offset, size) = partition_range(&disk, "COS_RECOVERY");
+    {
+        let dev = LoopGuard::attach(&disk, offset, size, true);
+        let mnt = MountGuard::mount(&dev.dev, &work.join("mnt-rec"), "ro");
+        for f in ["boot/recovery/vmlinuz", "boot/recovery/initrd"] {
+            assert!(mnt.dir.join(f).is_file(), "COS_RECOVERY has no {f}");
+        }
+        assert_eq!(
+            std::fs::read(mnt.dir.join("boot/recovery/initrd")).unwrap(),
+            std::fs::read(&initrd).unwrap(),
+            "the recovery slot boots the initramfs with the CD drivers"
+        );
+    }
     let iso = cidata_iso(work);
 
-    // 2. Boot 1, recovery: user data copied, deploy from recovery, reboot.
-    let c = boot(
-        &kit,
-        &initrd,
-        &[(&disk, false), (&iso, true)],
-        work,
-        "recovery",
-        "clb.mode=recovery",
-    );
+    // 2. Boot 1 through OVMF and GRUB, no COS_STATE yet: recovery; user data copied from
+    //    the CD, deploy from recovery, reboot. (GRUB's clb_load says "no partition labelled
+    //    COS_STATE" and waits 10 s before clb_auto turns to recovery.)
+    let c = boot(&disk, Some(&iso), work, "recovery");
     if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
         panic!("the recovery boot failed in the hook: {e}\n{c}");
     }
+    assert!(
+        c.contains("clb-grub: booting slot recovery"),
+        "GRUB boots the recovery slot when there is no COS_STATE:\n{c}"
+    );
+    let cmdline = init_line(&c, "cmdline");
+    assert!(
+        cmdline.contains("BOOT_IMAGE=/boot/recovery/vmlinuz")
+            && cmdline.contains("clb.mode=recovery")
+            && cmdline.contains("console=ttyS0 loglevel=4")
+            && !cmdline.contains("clb.slot="),
+        "GRUB loaded the recovery slot's kernel with clb.env's arguments: {cmdline}"
+    );
+    let cd = init_line(&c, "cidata");
+    assert!(
+        cd.starts_with("CLB-CLOUD-IMAGE cidata=/dev/sr0 ")
+            && ["ata_piix", "sr_mod", "cdrom", "isofs"]
+                .iter()
+                .all(|m| cd.split_whitespace().any(|w| w == *m)),
+        "the config drive is the CD, through the IDE/ATAPI drivers of the initramfs: {cd}\n{c}"
+    );
     assert!(c.contains("clb-initrd: booting slot recovery"), "{c}");
     for step in [
         "user data from a config drive (label cidata/CIDATA) or /oem/user-data: Ran",
@@ -473,16 +564,34 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
         "COS_OEM holds the config drive's user-data"
     );
 
-    // 3. Boot 2, normal, without the config drive: slot a, the user data applied.
-    let c = boot(&kit, &initrd, &[(&disk, false)], work, "installed", "");
+    // 3. Boot 2 through OVMF and GRUB, the CD still attached (as a cloud leaves it): GRUB
+    //    reads grubenv and boots slot a with its own kernel; the user data applied.
+    let c = boot(&disk, Some(&iso), work, "installed");
     if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
         panic!("the installed system's boot failed in the hook: {e}\n{c}");
     }
-    assert!(c.contains("clb-initrd: booting slot a"), "{c}");
+    assert!(c.contains("clb-grub: booting slot a"), "{c}");
+    let cmdline = init_line(&c, "cmdline");
     assert!(
-        !c.contains("deploy from recovery on first boot: Ran"),
-        "the first-boot deploy runs only in recovery mode: {c}"
+        cmdline.contains("BOOT_IMAGE=/boot/a/vmlinuz")
+            && cmdline.contains("console=ttyS0 loglevel=4")
+            && !cmdline.contains("clb.mode=recovery"),
+        "GRUB loaded slot a's kernel (a good slot: no clb.slot=): {cmdline}"
     );
+    assert!(
+        init_line(&c, "cidata").starts_with("CLB-CLOUD-IMAGE cidata=/dev/sr0 "),
+        "{c}"
+    );
+    assert!(c.contains("clb-initrd: booting slot a"), "{c}");
+    for step in [
+        "user data from a config drive (label cidata/CIDATA) or /oem/user-data: Ran",
+        "deploy from recovery on first boot: Ran",
+    ] {
+        assert!(
+            !c.contains(step),
+            "the first-boot steps run only in recovery mode: {step:?}\n{c}"
+        );
+    }
     let line = summary(&c);
     assert!(
         line.contains("slot=a mode=active run_stage_exit=0 reboot_requested=no")
