@@ -1,6 +1,6 @@
 //! GRUB (BIOS, i386-pc) as the bootloader, end to end in QEMU (TCG, SeaBIOS): the disk made
-//! by `clb deploy --bootloader none` gets GRUB in a BIOS boot partition and
-//! `packaging/grub/grub.cfg` in COS_STATE's /grub (tests/vm/grubbios.rs); the slots carry
+//! by `clb deploy --bootloader bios` gets GRUB's core in the gap before the first partition
+//! and `packaging/grub/grub.cfg` in COS_OEM's /grub (agent/src/bootloader.rs); the slots carry
 //! their own kernel and initrd (copied out of the image's /boot at staging). GRUB reads and
 //! writes the same `grubenv` as the hook, checked after each boot with `grub-editenv`:
 //! v1 boots (good: nothing written); v2 on trial with 12 tries: GRUB writes 11 (a two-digit
@@ -68,8 +68,27 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     }
 
     let disk = work.join("disk.img");
-    vmkit::deploy(&kit, &disk, &images[0], 160);
-    grubbios::install(&disk, work, "console=ttyS0 loglevel=4");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(240 << 20)
+        .unwrap();
+    run(Command::new(&kit.clb).arg("--disk").arg(&disk).args([
+        "deploy",
+        "-q",
+        "--no-verify",
+        "-d",
+        &images[0],
+        "--bootloader",
+        "bios",
+        "--kernel-args",
+        "console=ttyS0 loglevel=4",
+        "--oem-size",
+        "8",
+        "--recovery-size",
+        "0",
+        "--state-size",
+        "160",
+    ]));
     let clb = |args: &[&str]| run(Command::new(&kit.clb).arg("--disk").arg(&disk).args(args));
 
     // v1, good: GRUB boots it without clb.slot and writes nothing.

@@ -239,8 +239,9 @@ pub struct BuildDiskArgs {
 
 #[derive(Args, Debug)]
 pub struct BootloaderArgs {
-    /// Bootloader to install: GRUB for x86-64 EFI in an ESP labelled COS_GRUB, or none
-    /// (boot the kernel some other way: direct kernel boot, PXE).
+    /// Bootloader to install: GRUB for x86-64 EFI in an ESP labelled COS_GRUB, GRUB for BIOS
+    /// (core in the gap before the first partition, config on COS_OEM), or none (boot the
+    /// kernel some other way: direct kernel boot, PXE).
     #[arg(long, value_enum, default_value_t = Bootloader::Efi)]
     pub bootloader: Bootloader,
     /// Size of the ESP in MiB (with --bootloader efi).
@@ -254,6 +255,7 @@ pub struct BootloaderArgs {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bootloader {
     Efi,
+    Bios,
     None,
 }
 

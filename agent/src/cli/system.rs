@@ -36,10 +36,12 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
         };
         clb::deploy::apply_default_layout(&disk, sizes)
             .with_context(|| format!("laying out {}", disk.display()))?;
-        if a.boot.bootloader == Bootloader::Efi {
-            clb::bootloader::install_efi(&disk, &a.boot.kernel_args)
-                .with_context(|| format!("installing GRUB on {}", disk.display()))?;
+        match a.boot.bootloader {
+            Bootloader::Efi => clb::bootloader::install_efi(&disk, &a.boot.kernel_args),
+            Bootloader::Bios => clb::bootloader::install_bios(&disk, &a.boot.kernel_args),
+            Bootloader::None => Ok(()),
         }
+        .with_context(|| format!("installing GRUB on {}", disk.display()))?;
     }
     let (_state_disk, store) = clb::recovery::open_store(&disk, &cli.state_label, true)?;
     if a.from_recovery && a.stage.image.is_none() {
@@ -95,8 +97,10 @@ pub(super) async fn build_disk(cli: &Cli, a: &BuildDiskArgs) -> Result<()> {
         parts.push(part("COS_OEM", "oem", a.oem_size, "ext4"));
         parts.push(part("COS_RECOVERY", "recovery", a.recovery_size, "ext4"));
         clb::deploy::apply_layout(&raw, &parts)?;
-        if a.boot.bootloader == Bootloader::Efi {
-            clb::bootloader::install_efi(&raw, &a.boot.kernel_args)?;
+        match a.boot.bootloader {
+            Bootloader::Efi => clb::bootloader::install_efi(&raw, &a.boot.kernel_args)?,
+            Bootloader::Bios => clb::bootloader::install_bios(&raw, &a.boot.kernel_args)?,
+            Bootloader::None => {}
         }
         {
             let (_oem_disk, oem) = clb::recovery::open_store(&raw, "COS_OEM", true)?;
