@@ -38,34 +38,7 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     let kit = vmkit::prepare(work);
     let reg = Registry::start_plain();
 
-    let base = work.join("base");
-    vmkit::base_layer(&base);
-    let boot = work.join("boot");
-    let v = &kit.kernel_version;
-    vmkit::files_layer(
-        &boot,
-        &[
-            (
-                &format!("boot/vmlinuz-{v}"),
-                std::fs::read(&kit.kernel).unwrap(),
-            ),
-            (
-                &format!("boot/initrd.img-{v}"),
-                std::fs::read(&kit.initrd).unwrap(),
-            ),
-        ],
-    );
-    let mut images = Vec::new();
-    for (release, broken) in [("v1", false), ("v2", false), ("v3", true)] {
-        let top = work.join(format!("top-{release}"));
-        vmkit::top_layer(&top, release, broken);
-        images.push(vmkit::push(
-            &kit,
-            &reg,
-            &[base.clone(), boot.clone(), top],
-            &format!("os:{release}"),
-        ));
-    }
+    let images = vmkit::bootable_releases(&kit, &reg, work);
 
     let disk = work.join("disk.img");
     std::fs::File::create(&disk)

@@ -570,3 +570,39 @@ pub fn wait_loop_released(dev: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Releases v1, v2 and a broken v3 that carry their own kernel and initramfs in /boot (for
+/// boots through a bootloader): a busybox base, a /boot layer, a release on top. Returns the
+/// image references in that order.
+pub fn bootable_releases(kit: &Kit, reg: &Registry, work: &Path) -> Vec<String> {
+    let base = work.join("base");
+    base_layer(&base);
+    let boot = work.join("boot");
+    let v = &kit.kernel_version;
+    files_layer(
+        &boot,
+        &[
+            (
+                &format!("boot/vmlinuz-{v}"),
+                std::fs::read(&kit.kernel).unwrap(),
+            ),
+            (
+                &format!("boot/initrd.img-{v}"),
+                std::fs::read(&kit.initrd).unwrap(),
+            ),
+        ],
+    );
+    [("v1", false), ("v2", false), ("v3", true)]
+        .into_iter()
+        .map(|(release, broken)| {
+            let top = work.join(format!("top-{release}"));
+            top_layer(&top, release, broken);
+            push(
+                kit,
+                reg,
+                &[base.clone(), boot.clone(), top],
+                &format!("os:{release}"),
+            )
+        })
+        .collect()
+}
