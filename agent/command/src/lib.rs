@@ -1,0 +1,217 @@
+//! The one place clb runs external programs.
+//!
+//! Every crate of the tree (agent, disk, converter, stage engine, initramfs builder, boot hook)
+//! starts programs through this crate so that each run is logged the same way (the command at
+//! debug level), a failure carries the tail of the program's stderr, and a program that is not
+//! installed is reported with the Debian package that provides it. It depends only on `std`,
+//! `thiserror` and `tracing`, so the static boot hook can use it too.
+
+mod packages;
+
+use std::ffi::OsStr;
+use std::io;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+
+pub use packages::package_of;
+
+/// How many trailing stderr lines a failure keeps: the last lines are the ones that explain.
+const STDERR_TAIL_LINES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The program is not installed (or not on `PATH`).
+    #[error("{program}: not found: install {}", package_hint(program))]
+    Missing { program: String },
+    /// The program could not be started for another reason (permissions, exec format, ...).
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The program ran and failed.
+    #[error("{program} failed ({status}): {stderr_tail}")]
+    Failed {
+        program: String,
+        /// The whole command line, for logs and debugging.
+        command: String,
+        status: ExitStatus,
+        /// The last non-empty lines of stderr, joined with "; " (or "no error output").
+        stderr_tail: String,
+    },
+}
+
+impl CommandError {
+    /// True when the program failed because a write hit a full disk (its stderr says so).
+    pub fn says_no_space(&self) -> bool {
+        matches!(self, CommandError::Failed { stderr_tail, .. }
+            if stderr_tail.contains("No space left on device"))
+    }
+}
+
+fn package_hint(program: &str) -> String {
+    match package_of(program) {
+        Some(pkg) => format!("the Debian package {pkg}"),
+        None => format!("the package that provides {program}"),
+    }
+}
+
+/// The program name of `cmd` as the user knows it (the file name of the executable).
+pub fn program_of(cmd: &Command) -> String {
+    let program = cmd.get_program();
+    std::path::Path::new(program)
+        .file_name()
+        .unwrap_or(program)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The command line of `cmd`, shell-like, for logs.
+pub fn display(cmd: &Command) -> String {
+    let mut line = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line
+}
+
+fn quote(arg: &OsStr) -> String {
+    let s = arg.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn start_error(cmd: &Command, source: io::Error) -> CommandError {
+    let program = program_of(cmd);
+    if source.kind() == io::ErrorKind::NotFound {
+        CommandError::Missing { program }
+    } else {
+        CommandError::Start { program, source }
+    }
+}
+
+/// The last non-empty lines of a program's stderr.
+pub fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let mut tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(STDERR_TAIL_LINES)
+        .collect();
+    if tail.is_empty() {
+        return "no error output".to_string();
+    }
+    tail.reverse();
+    tail.join("; ")
+}
+
+/// Runs `cmd` to completion with stdin closed and both outputs captured; Ok(stdout) on exit 0.
+pub fn run(cmd: &mut Command) -> Result<String, CommandError> {
+    run_output(cmd).map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like [`run`], but returns the whole output (stdout bytes and stderr) on success.
+pub fn run_output(cmd: &mut Command) -> Result<Output, CommandError> {
+    tracing::debug!(command = %display(cmd), "running");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| start_error(cmd, e))?;
+    check(cmd, out)
+}
+
+/// Runs `cmd` with its outputs passed through to ours (a user-visible tool such as a hook
+/// script); Ok on exit 0.
+pub fn run_inherited(cmd: &mut Command) -> Result<(), CommandError> {
+    tracing::debug!(command = %display(cmd), "running");
+    let status = cmd.status().map_err(|e| start_error(cmd, e))?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(CommandError::Failed {
+        program: program_of(cmd),
+        command: display(cmd),
+        status,
+        stderr_tail: "see its output above".to_string(),
+    })
+}
+
+/// Turns a finished program's output into a result, keeping the stderr tail on failure.
+pub fn check(cmd: &Command, out: Output) -> Result<Output, CommandError> {
+    if out.status.success() {
+        return Ok(out);
+    }
+    let err = CommandError::Failed {
+        program: program_of(cmd),
+        command: display(cmd),
+        status: out.status,
+        stderr_tail: stderr_tail(&out.stderr),
+    };
+    tracing::debug!(command = %display(cmd), error = %err, "failed");
+    Err(err)
+}
+
+/// Starts `cmd` (for programs fed or read as streams); the caller waits for it.
+pub fn spawn(cmd: &mut Command) -> Result<Child, CommandError> {
+    tracing::debug!(command = %display(cmd), "starting");
+    cmd.spawn().map_err(|e| start_error(cmd, e))
+}
+
+/// Waits for a child started with [`spawn`] whose stderr was piped, and checks its status.
+pub fn wait(cmd: &Command, child: Child) -> Result<Output, CommandError> {
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CommandError::Start {
+            program: program_of(cmd),
+            source: e,
+        })?;
+    check(cmd, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_its_package() {
+        let err = run(&mut Command::new("mksquashfs-does-not-exist")).unwrap_err();
+        assert!(matches!(err, CommandError::Missing { .. }));
+        let err = run(&mut Command::new("/nonexistent/sgdisk")).unwrap_err();
+        assert_eq!(err.to_string(), "sgdisk: not found: install the Debian package gdisk");
+    }
+
+    #[test]
+    fn failure_keeps_the_stderr_tail() {
+        let err = run(Command::new("sh").args([
+            "-c",
+            "echo one >&2; echo >&2; echo two >&2; echo three >&2; echo four >&2; exit 3",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sh failed (exit status: 3): two; three; four"
+        );
+    }
+
+    #[test]
+    fn success_returns_stdout_and_closes_stdin() {
+        // `cat` with a closed stdin ends at once instead of waiting for input.
+        assert_eq!(run(Command::new("sh").args(["-c", "cat; echo ok"])).unwrap(), "ok\n");
+    }
+
+    #[test]
+    fn display_quotes_what_a_shell_would_split() {
+        let mut cmd = Command::new("mkfs.ext4");
+        cmd.args(["-L", "COS STATE", "/dev/loop0"]);
+        assert_eq!(display(&cmd), "mkfs.ext4 -L 'COS STATE' /dev/loop0");
+    }
+}
