@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::exec::Ctx;
+use crate::ctx::Ctx;
 use crate::schema::Step;
 
 /// Facts about the target the conditions match against.

@@ -12,8 +12,8 @@ use std::process::Command;
 use gpt::disk::LogicalBlockSize;
 use serde::Serialize;
 
+use crate::ctx::{Ctx, run_tool};
 use crate::error::Error;
-use crate::exec::{Ctx, run_tool};
 use crate::schema::{Layout, Partition};
 
 const MIB: u64 = 1 << 20;

@@ -13,6 +13,7 @@
 //! ```
 
 mod conditions;
+mod ctx;
 mod error;
 mod exec;
 mod fetch;

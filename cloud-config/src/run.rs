@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::conditions::{self, Facts};
+use crate::ctx::Ctx;
 use crate::error::Diagnostic;
-use crate::exec::{self, Ctx};
+use crate::exec;
 use crate::order;
 use crate::schema::Step;
 use crate::sources::{Loaded, Sources};

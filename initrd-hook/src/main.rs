@@ -17,9 +17,11 @@ mod cmdline;
 mod http;
 mod loopdev;
 mod modules;
+mod mounts;
 mod netboot;
 mod network;
 mod plan;
+mod record;
 mod switchroot;
 
 use std::io::Write;

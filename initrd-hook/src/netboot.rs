@@ -15,17 +15,16 @@ use std::time::{Duration, Instant};
 use rustix::mount::{MountFlags, mount};
 use sha2::{Digest, Sha256};
 
-use crate::assemble::{self, Booted, PRIVATE_DIR, RECORD_DIR};
 use crate::cmdline::{Config, IpSetting, Source};
 use crate::http::{self, HttpError, Url};
+use crate::mounts::{self, PRIVATE_DIR};
+use crate::record::{self, Booted, NET_SLOT, RECORD_DIR};
 use crate::{Fatal, network, say};
 
 /// Media type of a native clb layer (the blob is a SquashFS image).
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.clb.layer.v1.squashfs";
 /// Layer annotation: `"true"` = the boot goes on without this layer when it is missing.
 pub const OPTIONAL_ANNOTATION: &str = "dev.clb.layer.optional";
-/// The slot name a netboot reports.
-pub const NET_SLOT: &str = "net";
 
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Transfers (connection or server errors, not 4xx) are tried this often, 1, 2, 4 s apart.
@@ -423,7 +422,7 @@ pub fn assemble(
     let started = Instant::now();
     // RAM for the layers (tmpfs default size: half the memory).
     let net = private.join("net");
-    assemble::mkdir(&net)?;
+    mounts::mkdir(&net)?;
     mount(
         "tmpfs",
         &net,
@@ -454,9 +453,9 @@ pub fn assemble(
         Source::File { label, path } => {
             let root = match label {
                 Some(label) => {
-                    let dev = assemble::wait_for_label(label, cfg.timeout)?;
+                    let dev = mounts::wait_for_label(label, cfg.timeout)?;
                     let dir = private.join("source");
-                    assemble::mount_device(&dev, &dir, MountFlags::RDONLY, label)?;
+                    mounts::mount_device(&dev, &dir, MountFlags::RDONLY, label)?;
                     dir
                 }
                 None => PathBuf::from("/"),
@@ -486,40 +485,19 @@ pub fn assemble(
         }
     ));
 
-    assemble::stack_layers(cfg, &fetched.files, sysroot)?;
-    assemble::mount_oem_and_persistent(cfg, sysroot)?;
-    write_record(Path::new(RECORD_DIR), source, digest, &fetched)?;
+    mounts::stack_layers(cfg, &fetched.files, sysroot)?;
+    mounts::mount_oem_and_persistent(cfg, sysroot)?;
+    record::write_netboot_record(
+        Path::new(RECORD_DIR),
+        source,
+        digest,
+        &fetched.files,
+        &fetched.skipped,
+    )?;
     Ok(Booted {
         slot: NET_SLOT.into(),
         image: format!("{source} {digest}"),
     })
-}
-
-/// `/run/clb/netboot_mode` and `initrd.env`. No `booted_slot`: a netbooted system has no slot
-/// on COS_STATE the agent must protect (and `clb_ondisk::SlotName` has no `net`).
-pub fn write_record(
-    dir: &Path,
-    source: &Source,
-    digest: &str,
-    fetched: &Fetched,
-) -> Result<(), Fatal> {
-    assemble::mkdir(dir)?;
-    write_file(&dir.join("netboot_mode"), b"")?;
-    let layers: Vec<String> = fetched
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect();
-    write_file(
-        &dir.join("initrd.env"),
-        format!(
-            "CLB_SLOT={NET_SLOT}\nCLB_IMAGE='{source}'\nCLB_DIGEST={digest}\nCLB_MODE=netboot\n\
-             CLB_TRIES_LEFT=\nCLB_GOOD=\nCLB_ROLLED_BACK=0\nCLB_LAYERS={}\nCLB_SKIPPED={}\n",
-            layers.join(":"),
-            fetched.skipped.join(",")
-        )
-        .as_bytes(),
-    )
 }
 
 #[cfg(test)]
@@ -721,22 +699,5 @@ mod tests {
             4,
             "3 tries, then one 404 without retry"
         );
-    }
-
-    #[test]
-    fn record() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = Source::Http(Url::parse("http://10.0.2.100/net/").unwrap());
-        let f = Fetched {
-            files: vec![PathBuf::from("/n/a"), PathBuf::from("/n/b")],
-            skipped: vec!["sha256:x".into()],
-            bytes: 1,
-        };
-        write_record(dir.path(), &src, "sha256:m", &f).unwrap();
-        assert!(dir.path().join("netboot_mode").exists());
-        assert!(!dir.path().join("booted_slot").exists());
-        let env = std::fs::read_to_string(dir.path().join("initrd.env")).unwrap();
-        assert!(env.contains("CLB_SLOT=net\n") && env.contains("CLB_LAYERS=/n/a:/n/b\n"));
-        assert!(env.contains("CLB_SKIPPED=sha256:x\n"), "{env}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use super::{Ctx, ensure_file_at};
+use crate::ctx::Ctx;
 use crate::schema::{Attrs, Directory, Download, File};
 
 /// Wanted owner ids; `None` leaves that id as it is (new files: the running user's).
@@ -82,6 +82,70 @@ pub(crate) fn write_atomic(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Write `content` to `path` (inside the root) unless it already has exactly this content,
+/// mode and owner. Returns whether something changed (or would change).
+pub(crate) fn ensure_file(
+    ctx: &mut Ctx,
+    path: &str,
+    content: &[u8],
+    mode: u32,
+    owners: Owners,
+) -> Result<bool, String> {
+    let full = ctx.path(path);
+    ensure_file_at(ctx, &full, path, content, mode, owners)
+}
+
+pub(crate) fn ensure_file_at(
+    ctx: &mut Ctx,
+    full: &Path,
+    shown: &str,
+    content: &[u8],
+    mode: u32,
+    owners: Owners,
+) -> Result<bool, String> {
+    // A symlink at the target is replaced, never followed: following it could write outside
+    // the root (e.g. /etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf).
+    let current = match std::fs::symlink_metadata(full) {
+        Ok(md) if md.file_type().is_file() => {
+            let same_content = std::fs::read(full).map(|c| c == content).unwrap_or(false);
+            Some((
+                same_content,
+                md.permissions().mode() & 0o7777 == mode,
+                owners.matches(md.uid(), md.gid()),
+            ))
+        }
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("stat {shown}: {e}")),
+    };
+    match current {
+        Some((true, true, true)) => Ok(false),
+        Some((true, m, o)) => {
+            if !m && ctx.act(format!("chmod {mode:04o} {shown}")) {
+                std::fs::set_permissions(full, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("chmod {shown}: {e}"))?;
+            }
+            if !o && ctx.act(format!("chown {} {shown}", owners.describe())) {
+                owners
+                    .apply(full)
+                    .map_err(|e| format!("chown {shown}: {e}"))?;
+            }
+            Ok(true)
+        }
+        _ => {
+            if ctx.act(format!(
+                "write {shown} ({} bytes, mode {mode:04o}{})",
+                content.len(),
+                owners.describe_suffix()
+            )) {
+                write_atomic(full, content, mode, owners)
+                    .map_err(|e| format!("write {shown}: {e}"))?;
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// `passwd`/`group` lookups in the root, for owners given by name.
@@ -172,7 +236,8 @@ pub(crate) fn file(ctx: &mut Ctx, f: &File) -> Result<(), String> {
     let attrs = f.attrs();
     let owners = resolve_owners(ctx, &attrs).map_err(|e| format!("{}: {e}", f.path))?;
     ensure_parent(ctx, &f.path)?;
-    ctx.ensure_file(
+    ensure_file(
+        ctx,
         &f.path,
         &content,
         attrs.permissions.unwrap_or(0o644),

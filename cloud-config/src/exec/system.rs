@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use super::files::{Owners, ensure_file};
 use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
-use super::{Ctx, Owners, run_tool};
+use crate::ctx::{Ctx, run_tool};
 use crate::schema::{Datasource, Dns};
 
 /// Files clb writes its merged settings to (one per kind, so steps add up).
@@ -36,7 +37,7 @@ pub(crate) fn dns(ctx: &mut Ctx, dns: &Dns) -> Result<(), String> {
     if !dns.options.is_empty() {
         text.push_str(&format!("options {}\n", dns.options.join(" ")));
     }
-    ctx.ensure_file(path, text.as_bytes(), 0o644, Owners::default())?;
+    ensure_file(ctx, path, text.as_bytes(), 0o644, Owners::default())?;
     Ok(())
 }
 
@@ -77,7 +78,8 @@ pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), String> {
     {
         return Err(format!("invalid hostname {name:?}"));
     }
-    ctx.ensure_file(
+    ensure_file(
+        ctx,
         "/etc/hostname",
         format!("{name}\n").as_bytes(),
         0o644,
@@ -102,7 +104,13 @@ pub(crate) fn sysctl(ctx: &mut Ctx, values: &BTreeMap<String, String>) -> Result
     let merged = merge_lines(&existing, &normalised, sysctl_key, |k, v| {
         format!("{k} = {v}")
     });
-    ctx.ensure_file(SYSCTL_FILE, merged.as_bytes(), 0o644, Owners::default())?;
+    ensure_file(
+        ctx,
+        SYSCTL_FILE,
+        merged.as_bytes(),
+        0o644,
+        Owners::default(),
+    )?;
     if ctx.live() {
         let mut errors = Vec::new();
         for (k, v) in &normalised {
@@ -136,7 +144,7 @@ pub(crate) fn modules(ctx: &mut Ctx, modules: &[String]) -> Result<(), String> {
             text.push('\n');
         }
     }
-    ctx.ensure_file(MODULES_FILE, text.as_bytes(), 0o644, Owners::default())?;
+    ensure_file(ctx, MODULES_FILE, text.as_bytes(), 0o644, Owners::default())?;
     if ctx.live() {
         let mut errors = Vec::new();
         for m in modules {
@@ -171,7 +179,7 @@ pub(crate) fn environment(
     }
     let existing = read_root_file(ctx, path)?;
     let merged = merge_lines(&existing, vars, env_key, env_line);
-    ctx.ensure_file(path, merged.as_bytes(), 0o644, Owners::default())?;
+    ensure_file(ctx, path, merged.as_bytes(), 0o644, Owners::default())?;
     Ok(())
 }
 
@@ -179,13 +187,19 @@ pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Resul
     const PATH: &str = "/etc/systemd/timesyncd.conf";
     let existing = read_root_file(ctx, PATH)?;
     let merged = merge_ini_section(&existing, "Time", keys);
-    ctx.ensure_file(PATH, merged.as_bytes(), 0o644, Owners::default())?;
+    ensure_file(ctx, PATH, merged.as_bytes(), 0o644, Owners::default())?;
     Ok(())
 }
 
 /// Datasources are recorded, not fetched: clb's deploy reads this file (see the docs).
 pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), String> {
     let json = serde_json::to_string_pretty(ds).map_err(|e| e.to_string())? + "\n";
-    ctx.ensure_file(DATASOURCE_FILE, json.as_bytes(), 0o644, Owners::default())?;
+    ensure_file(
+        ctx,
+        DATASOURCE_FILE,
+        json.as_bytes(),
+        0o644,
+        Owners::default(),
+    )?;
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use super::{Ctx, Owners, run_tool};
+use super::files::{Owners, ensure_file};
+use crate::ctx::{Ctx, run_tool};
 use crate::schema::Systemctl;
 
 const UNIT_SUFFIXES: [&str; 11] = [
@@ -66,7 +67,7 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
             format!("{}.conf", o.name)
         };
         let path = format!("/etc/systemd/system/{}.d/{name}", unit_name(&o.service));
-        match ctx.ensure_file(&path, o.content.as_bytes(), 0o644, Owners::default()) {
+        match ensure_file(ctx, &path, o.content.as_bytes(), 0o644, Owners::default()) {
             Ok(changed) => changed_overrides |= changed,
             Err(e) => errors.push(e),
         }

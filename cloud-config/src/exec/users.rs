@@ -9,7 +9,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
-use super::{Ctx, Owners, ensure_file_at};
+use super::files::{Owners, ensure_file_at};
+use crate::ctx::Ctx;
 use crate::schema::User;
 
 /// One colon-separated database (passwd, shadow, group, gshadow).
