@@ -16,13 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{ClbError, Result};
-use crate::target::disk_error;
+use crate::partitions::{ESP_LABEL, OEM_LABEL};
 
 /// clb's GRUB configuration, the same file as `packaging/grub/grub.cfg`.
 pub const GRUB_CFG: &str = include_str!("../../packaging/grub/grub.cfg");
 
 /// Filesystem label of the EFI system partition (Elemental's name).
-pub const ESP_LABEL: &str = "COS_GRUB";
 
 const MODULES: &[&str] = &[
     "part_gpt",
@@ -45,28 +44,15 @@ const MODULES: &[&str] = &[
     "all_video",
 ];
 
-fn tool(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .map_err(ClbError::io(format!(
-            "running {what} (packages grub-efi-amd64-bin, grub-common, mtools)"
-        )))?;
-    if !out.status.success() {
-        return Err(ClbError::State(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
-        )));
-    }
+/// Runs a GRUB or mtools program; mtools must not refuse an image over its geometry checks.
+fn tool(cmd: &mut Command) -> Result<()> {
+    clb_command::run(cmd.env("MTOOLS_SKIP_CHECK", "1"))?;
     Ok(())
 }
 
 /// Installs GRUB into the ESP of `disk` (an image or a whole block device).
 pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
-    let part = clb_disk::find_by_label(disk, ESP_LABEL).map_err(disk_error)?;
+    let part = clb_disk::find_by_label(disk, ESP_LABEL).map_err(ClbError::from)?;
     // mtools reads an image at an offset directly; a block device's partition node is used as is.
     let target = match clb_disk::PartitionDevice::open(
         disk,
@@ -75,7 +61,7 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
         part.size_bytes,
         false,
     )
-    .map_err(disk_error)?
+    .map_err(ClbError::from)?
     {
         clb_disk::PartitionDevice::Node(node) => node.display().to_string(),
         clb_disk::PartitionDevice::Loop(l) => {
@@ -90,28 +76,23 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
             .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
             .arg(&efi)
             .args(MODULES),
-        "grub-mkimage",
     )?;
     let cfg = work.path().join("grub.cfg");
     std::fs::write(&cfg, GRUB_CFG).map_err(ClbError::io("writing grub.cfg"))?;
     let env = work.path().join("clb.env");
     tool(
         Command::new("grub-editenv").arg(&env).arg("create"),
-        "grub-editenv",
     )?;
     tool(
         Command::new("grub-editenv")
             .arg(&env)
             .arg("set")
             .arg(format!("clb_cmdline={kernel_args}")),
-        "grub-editenv",
     )?;
     for dir in ["::/EFI", "::/EFI/BOOT"] {
         // mmd fails on an existing directory; a second install is fine.
-        let _ = Command::new("mmd")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-i", &target, dir])
-            .output();
+        // mmd fails when the directory exists already (a re-install): that is fine.
+        let _ = tool(Command::new("mmd").args(["-i", &target, dir]));
     }
     for (file, name) in [(&efi, "BOOTX64.EFI"), (&cfg, "grub.cfg"), (&env, "clb.env")] {
         tool(
@@ -119,7 +100,6 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
                 .args(["-o", "-i", &target])
                 .arg(file)
                 .arg(format!("::/EFI/BOOT/{name}")),
-            "mcopy",
         )?;
     }
     tracing::info!(disk = %disk.display(), esp = part.number, "GRUB (x86_64-efi) installed");
@@ -168,7 +148,7 @@ pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
             boot_img.display()
         )));
     }
-    let parts = clb_disk::list_partitions(disk).map_err(disk_error)?;
+    let parts = clb_disk::list_partitions(disk).map_err(ClbError::from)?;
     let first_free_end = parts
         .iter()
         .map(|p| p.start_bytes / 512)
@@ -189,7 +169,6 @@ pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
             .arg("-o")
             .arg(&core_path)
             .args(BIOS_MODULES),
-        "grub-mkimage",
     )?;
     let mut core = std::fs::read(&core_path).map_err(ClbError::io("reading core.img"))?;
     core.resize(core.len().div_ceil(512) * 512, 0);
@@ -232,7 +211,7 @@ pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
     };
     write(&mut f).map_err(ClbError::io(format!("writing GRUB to {}", disk.display())))?;
     drop(f);
-    let (_oem_disk, oem) = crate::recovery::open_store(disk, "COS_OEM", true)?;
+    let (_oem_disk, oem) = crate::target::open_store(disk, OEM_LABEL, true)?;
     let dir = oem.root().join("grub");
     std::fs::create_dir_all(&dir).map_err(ClbError::io("creating COS_OEM:/grub"))?;
     clb_ondisk::atomic::write_atomic(&dir.join("grub.cfg"), GRUB_CFG.as_bytes())
@@ -240,14 +219,12 @@ pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
     let env = dir.join("clb.env");
     tool(
         Command::new("grub-editenv").arg(&env).arg("create"),
-        "grub-editenv",
     )?;
     tool(
         Command::new("grub-editenv")
             .arg(&env)
             .arg("set")
             .arg(format!("clb_cmdline={kernel_args}")),
-        "grub-editenv",
     )?;
     tracing::info!(disk = %disk.display(), sectors, "GRUB (i386-pc) installed");
     Ok(())

@@ -81,17 +81,12 @@ pub fn parse_size(text: &str) -> Result<u64> {
 
 /// Converts the raw image to qcow2 with `qemu-img`.
 pub fn to_qcow2(raw: &Path, out: &Path) -> Result<()> {
-    let status = std::process::Command::new("qemu-img")
-        .args(["convert", "-O", "qcow2"])
-        .arg(raw)
-        .arg(out)
-        .status()
-        .map_err(ClbError::io("running qemu-img (package qemu-utils)"))?;
-    if !status.success() {
-        return Err(ClbError::State(format!(
-            "qemu-img convert failed: {status}"
-        )));
-    }
+    clb_command::run(
+        std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "qcow2"])
+            .arg(raw)
+            .arg(out),
+    )?;
     Ok(())
 }
 

@@ -20,6 +20,102 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 10;
     pub const STATE: u8 = 11;
     pub const HOOK_FAILED: u8 = 12;
+
+    /// One documented exit code. [`TABLE`] is the only place the codes are described:
+    /// `clb --help`, the man page and `docs/cli.md` are generated from it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExitCodeInfo {
+        pub code: u8,
+        /// Stable kebab-case name, for scripts and generated tables.
+        pub name: &'static str,
+        pub meaning: &'static str,
+        /// Markdown (inline code in backticks); empty when there is nothing to add.
+        pub examples: &'static str,
+    }
+
+    pub const TABLE: &[ExitCodeInfo] = &[
+        ExitCodeInfo {
+            code: OK,
+            name: "ok",
+            meaning: "success",
+            examples: "",
+        },
+        ExitCodeInfo {
+            code: FAILURE,
+            name: "failure",
+            meaning: "other failure",
+            examples: "unexpected I/O error",
+        },
+        ExitCodeInfo {
+            code: USAGE,
+            name: "usage",
+            meaning: "usage",
+            examples: "unknown flag, missing argument",
+        },
+        ExitCodeInfo {
+            code: INVALID_INPUT,
+            name: "invalid-input",
+            meaning: "invalid input",
+            examples: "malformed reference or manifest, hostile tar path, bad key file, \
+                       unsupported media type",
+        },
+        ExitCodeInfo {
+            code: VERIFICATION_FAILED,
+            name: "verification-failed",
+            meaning: "verification failed",
+            examples: "unsigned image, wrong key, corrupted signature, payload for another digest",
+        },
+        ExitCodeInfo {
+            code: DIGEST_MISMATCH,
+            name: "digest-mismatch",
+            meaning: "digest mismatch",
+            examples: "a blob or manifest whose bytes do not hash to their digest",
+        },
+        ExitCodeInfo {
+            code: REGISTRY_UNREACHABLE,
+            name: "registry-unreachable",
+            meaning: "registry unreachable",
+            examples: "connection refused, timeouts, 5xx after retries",
+        },
+        ExitCodeInfo {
+            code: AUTH_REFUSED,
+            name: "auth-refused",
+            meaning: "registry authentication refused",
+            examples: "401/403, wrong credentials",
+        },
+        ExitCodeInfo {
+            code: NO_SPACE,
+            name: "no-space",
+            meaning: "no space",
+            examples: "not enough free space for the download (checked before downloading), ENOSPC",
+        },
+        ExitCodeInfo {
+            code: LOCKED,
+            name: "locked",
+            meaning: "locked",
+            examples: "another clb operation holds the state lock",
+        },
+        ExitCodeInfo {
+            code: NOT_FOUND,
+            name: "not-found",
+            meaning: "not found",
+            examples: "unknown repository, tag or platform",
+        },
+        ExitCodeInfo {
+            code: STATE,
+            name: "state",
+            meaning: "state",
+            examples: "nothing installed, nothing to roll back to, corrupt boot state, deploy onto \
+                       a disk that holds a system",
+        },
+        ExitCodeInfo {
+            code: HOOK_FAILED,
+            name: "hook-failed",
+            meaning: "hook failed",
+            examples: "a `before-upgrade`/`before-install` hook or a hook shipped in the new image \
+                       failed",
+        },
+    ];
 }
 
 #[derive(Debug, Error)]
@@ -55,7 +151,24 @@ pub enum ClbError {
     State(String),
     #[error("hook failed: {0}")]
     Hook(String),
-    #[error("{context}: {source}")]
+    /// Finding, attaching or mounting partitions; the disk crate's error stays typed so the
+    /// exit code follows its real cause.
+    #[error(transparent)]
+    Disk(#[from] clb_disk::DiskError),
+    /// Converting a layer to SquashFS.
+    #[error(transparent)]
+    Convert(#[from] clb_convert::ConvertError),
+    /// An external program could not run or failed.
+    #[error(transparent)]
+    Command(#[from] clb_command::CommandError),
+    /// A boot state block that does not decode or cannot change as asked.
+    #[error(transparent)]
+    BootState(#[from] clb_ondisk::bootstate::BootStateError),
+    /// A worker thread of the operation panicked or was cancelled.
+    #[error("a worker of this operation stopped unexpectedly")]
+    Worker(#[from] tokio::task::JoinError),
+    // The binary prints the source after the context, so the message names only the action.
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -78,6 +191,12 @@ impl ClbError {
             ClbError::Invalid(_) => exit::INVALID_INPUT,
             ClbError::State(_) => exit::STATE,
             ClbError::Hook(_) => exit::HOOK_FAILED,
+            ClbError::Disk(e) => disk_exit_code(e),
+            ClbError::Convert(e) => convert_exit_code(e),
+            ClbError::Command(e) if e.says_no_space() => exit::NO_SPACE,
+            ClbError::Command(_) => exit::FAILURE,
+            ClbError::BootState(_) => exit::STATE,
+            ClbError::Worker(_) => exit::FAILURE,
             ClbError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
             ClbError::Io { .. } => exit::FAILURE,
         }
@@ -87,6 +206,30 @@ impl ClbError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClbError {
         let context = context.into();
         move |source| ClbError::Io { context, source }
+    }
+}
+
+fn disk_exit_code(e: &clb_disk::DiskError) -> u8 {
+    use clb_disk::DiskError as D;
+    match e {
+        D::LabelNotFound { .. }
+        | D::DuplicateLabel { .. }
+        | D::NoPartitionTable { .. }
+        | D::Invalid(_) => exit::INVALID_INPUT,
+        D::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
+        D::Command(c) if c.says_no_space() => exit::NO_SPACE,
+        D::Busy { .. } | D::NotMounted { .. } | D::Io { .. } | D::Command(_) => exit::STATE,
+    }
+}
+
+fn convert_exit_code(e: &clb_convert::ConvertError) -> u8 {
+    use clb_convert::ConvertError as C;
+    match e {
+        _ if e.is_invalid_input() => exit::INVALID_INPUT,
+        C::NoSpace(_) => exit::NO_SPACE,
+        C::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
+        C::Command(c) if c.says_no_space() => exit::NO_SPACE,
+        _ => exit::STATE,
     }
 }
 

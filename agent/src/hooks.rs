@@ -78,7 +78,7 @@ impl Hooks {
             clb_disk::MountFlags::empty(),
             Some("mode=0755"),
         )
-        .map_err(crate::target::disk_error)?;
+        .map_err(ClbError::from)?;
         let (upper, work) = (tmpfs.join("upper"), tmpfs.join("work"));
         for d in [&upper, &work] {
             std::fs::create_dir(d).map_err(ClbError::io("creating a hook root"))?;
@@ -101,7 +101,7 @@ impl Hooks {
             clb_disk::MountFlags::empty(),
             Some(&data),
         )
-        .map_err(crate::target::disk_error)?;
+        .map_err(ClbError::from)?;
         let result = check(&stage, run(&stage, &Sources::default(), &root));
         drop(overlay);
         drop(rw);

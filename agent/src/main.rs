@@ -10,6 +10,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(&args);
+    // A multi-threaded runtime with two workers (the hosts clb targets have few cores): the
+    // network side (registry transfers, D-Bus) is async, and the library hands everything
+    // that blocks — conversion, hooks, mounts, fsync'd state writes — to tokio's blocking
+    // pool (`spawn_blocking`), so neither worker is ever held by a slow disk or a hook.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -24,21 +28,11 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the outermost context, then each cause.
+            // One line: the outermost context, then each cause. Error types in this tree never
+            // repeat their source in their own message, so every cause appears once.
             let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-            eprintln!("clb: error: {}", dedup_chain(&chain).join(": "));
+            eprintln!("clb: error: {}", chain.join(": "));
             ExitCode::from(clb::error::exit_code_of(err.as_ref()))
         }
     }
-}
-
-/// thiserror messages often repeat their source; print each piece once.
-fn dedup_chain(chain: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for part in chain {
-        if !out.iter().any(|p| p.contains(part.as_str())) {
-            out.push(part.clone());
-        }
-    }
-    out
 }

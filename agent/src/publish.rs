@@ -166,7 +166,7 @@ fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer
                 inner: gz,
                 hasher: Sha256::new(),
             };
-            clb_convert::tar_from_dir(dir, &mut tar_hash).map_err(crate::convert_error)?;
+            clb_convert::tar_from_dir(dir, &mut tar_hash).map_err(ClbError::from)?;
             let diff_id = format!("sha256:{}", hex::encode(tar_hash.hasher.finalize()));
             tar_hash
                 .inner
@@ -177,7 +177,7 @@ fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer
         }
         LayerFormat::Squashfs => {
             clb_convert::squashfs_from_dir(dir, out, &clb_convert::ConvertOptions::default())
-                .map_err(crate::convert_error)?;
+                .map_err(ClbError::from)?;
             let digest = sha256_file(out)?;
             finish_layer(out, digest, SQUASHFS_LAYER_MEDIA_TYPE)
         }
@@ -268,7 +268,7 @@ pub async fn convert_image(
                         &o,
                         &clb_convert::ConvertOptions::default(),
                     )
-                    .map_err(crate::convert_error)
+                    .map_err(ClbError::from)
                 })
                 .await
                 .map_err(|e| ClbError::State(format!("conversion task: {e}")))??;
@@ -283,11 +283,11 @@ pub async fn convert_image(
         let (paths, m, o) = (squashfs.clone(), mnt.clone(), out.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
             let stack =
-                clb_disk::mount_layer_stack(&paths, &m).map_err(crate::target::disk_error)?;
+                clb_disk::mount_layer_stack(&paths, &m).map_err(ClbError::from)?;
             let result =
                 clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
-                    .map_err(crate::convert_error);
-            stack.unmount().map_err(crate::target::disk_error)?;
+                    .map_err(ClbError::from);
+            stack.unmount().map_err(ClbError::from)?;
             result.map(|_| ())
         })
         .await
@@ -332,7 +332,7 @@ pub fn mount_slot(store: &StateStore, slot: Option<SlotName>, dir: &Path) -> Res
     std::fs::create_dir_all(dir).map_err(ClbError::io(format!("creating {}", dir.display())))?;
     clb_disk::mount_layer_stack(&layers, dir)
         .and_then(|m| m.persist())
-        .map_err(crate::target::disk_error)?;
+        .map_err(ClbError::from)?;
     Ok(())
 }
 

@@ -203,7 +203,7 @@ fn convert_file(input: &Path, out: &Path, opts: &clb_convert::ConvertOptions) ->
     let file =
         std::fs::File::open(input).map_err(ClbError::io(format!("opening {}", input.display())))?;
     clb_convert::tar_layer_to_squashfs(std::io::BufReader::new(file), out, opts)
-        .map_err(crate::convert_error)?;
+        .map_err(ClbError::from)?;
     sha256_file(out)
 }
 

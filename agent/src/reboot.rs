@@ -19,10 +19,12 @@ pub async fn reboot() -> Result<()> {
             tracing::warn!(error = %e, "logind reboot failed, falling back to systemctl reboot");
             // systemctl where systemd runs; a plain `reboot` (busybox, sysvinit) elsewhere.
             for (cmd, args) in [("systemctl", &["reboot"][..]), ("reboot", &[][..])] {
-                match tokio::process::Command::new(cmd).args(args).status().await {
-                    Ok(status) if status.success() => return Ok(()),
-                    Ok(status) => tracing::warn!(cmd, %status, "reboot command failed"),
-                    Err(e) => tracing::warn!(cmd, error = %e, "reboot command not available"),
+                let run = tokio::task::spawn_blocking(move || {
+                    clb_command::run(std::process::Command::new(cmd).args(args))
+                });
+                match run.await? {
+                    Ok(_) => return Ok(()),
+                    Err(e) => tracing::warn!(error = %e, "reboot command failed"),
                 }
             }
             Err(ClbError::State(

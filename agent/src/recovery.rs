@@ -6,13 +6,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use clb_disk::{PartitionDevice, PartitionInfo, StateDisk};
+use clb_disk::{PartitionDevice, PartitionInfo};
 use clb_ondisk::{BootState, SlotManifest, SlotName, bootstate::DEFAULT_MAX_TRIES};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClbError, Result};
+use crate::partitions::{PERSISTENT_LABEL, Part, RECOVERY_LABEL, STATE_LABEL, apply_layout};
 use crate::store::StateStore;
-use crate::target::disk_error;
 use crate::upgrade::now_rfc3339;
 
 /// The whole disk holding the partition with `label`: the image itself offline, the parent
@@ -21,7 +21,7 @@ pub fn disk_of_label(disk: Option<&Path>, label: &str) -> Result<PathBuf> {
     if let Some(d) = disk {
         return Ok(d.to_path_buf());
     }
-    let part = clb_disk::host_partition_by_label(label).map_err(disk_error)?;
+    let part = clb_disk::host_partition_by_label(label).map_err(ClbError::from)?;
     let name = part
         .file_name()
         .and_then(|n| n.to_str())
@@ -40,36 +40,29 @@ pub fn disk_of_label(disk: Option<&Path>, label: &str) -> Result<PathBuf> {
 /// Adds COS_STATE (`state_mib`) and COS_PERSISTENT (`persistent_mib`, 0 = the rest) after the
 /// partitions already on `disk`, keeping them as they are.
 pub fn layout_next_to_recovery(disk: &Path, state_mib: u64, persistent_mib: u64) -> Result<()> {
-    let existing = clb_disk::list_partitions(disk).map_err(disk_error)?;
+    let existing = clb_disk::list_partitions(disk).map_err(ClbError::from)?;
     if !existing
         .iter()
-        .any(|p| p.fs_label.as_deref() == Some("COS_RECOVERY"))
+        .any(|p| p.fs_label.as_deref() == Some(RECOVERY_LABEL))
     {
         return Err(ClbError::Invalid(format!(
             "{} has no COS_RECOVERY partition to deploy from",
             disk.display()
         )));
     }
-    let mut parts: Vec<crate::deploy::Part> = existing
+    let mut parts: Vec<Part> = existing
         .iter()
-        .filter(|p| !matches!(p.fs_label.as_deref(), Some("COS_STATE" | "COS_PERSISTENT")))
-        .map(|p| {
-            (
-                p.fs_label.clone().unwrap_or_default(),
-                p.part_name.clone().unwrap_or_default(),
-                p.size_bytes >> 20,
-                p.fs_type.clone().unwrap_or_else(|| "noformat".into()),
-            )
+        .filter(|p| !matches!(p.fs_label.as_deref(), Some(STATE_LABEL | PERSISTENT_LABEL)))
+        .map(|p| Part {
+            fs_label: p.fs_label.clone().unwrap_or_default(),
+            part_name: p.part_name.clone().unwrap_or_default(),
+            size_mib: p.size_bytes >> 20,
+            filesystem: p.fs_type.clone().unwrap_or_else(|| "noformat".into()),
         })
         .collect();
-    parts.push(("COS_STATE".into(), "state".into(), state_mib, "ext4".into()));
-    parts.push((
-        "COS_PERSISTENT".into(),
-        "persistent".into(),
-        persistent_mib,
-        "ext4".into(),
-    ));
-    crate::deploy::apply_layout(disk, &parts)
+    parts.push(Part::new(STATE_LABEL, "state", state_mib, "ext4"));
+    parts.push(Part::new(PERSISTENT_LABEL, "persistent", persistent_mib, "ext4"));
+    apply_layout(disk, &parts)
 }
 
 /// Copies the recovery slot into `state` as slot `a` (every layer re-hashed on the way) and
@@ -159,36 +152,21 @@ fn copy_checked(from: &Path, to: &Path, digest: &str) -> Result<()> {
 /// Formats the partition labelled `label` on `disk` again (ext4, same label). Refuses a
 /// mounted one.
 pub fn reformat(disk: &Path, label: &str) -> Result<()> {
-    let part: PartitionInfo = clb_disk::find_by_label(disk, label).map_err(disk_error)?;
+    let part: PartitionInfo = clb_disk::find_by_label(disk, label).map_err(ClbError::from)?;
     let dev = PartitionDevice::open(disk, part.number, part.start_bytes, part.size_bytes, false)
-        .map_err(disk_error)?;
+        .map_err(ClbError::from)?;
     if clb_disk::find_mounted(dev.path()).is_some() {
         return Err(ClbError::State(format!(
             "{label} ({}) is mounted; reset from recovery mode",
             dev.path().display()
         )));
     }
-    let out = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", label])
-        .arg(dev.path())
-        .output()
-        .map_err(ClbError::io("running mkfs.ext4"))?;
-    if !out.status.success() {
-        return Err(ClbError::State(format!(
-            "mkfs.ext4 {label}: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )));
-    }
+    clb_command::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", label])
+            .arg(dev.path()),
+    )?;
     tracing::info!(label, device = %dev.path().display(), "reformatted");
     Ok(())
 }
 
-/// Opens a labelled partition of `disk` as a store.
-pub fn open_store(disk: &Path, label: &str, writable: bool) -> Result<(StateDisk, StateStore)> {
-    let d = StateDisk::open(disk, label, writable).map_err(disk_error)?;
-    let store = StateStore::open(d.path())?;
-    Ok((d, store))
-}

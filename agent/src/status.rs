@@ -1,39 +1,78 @@
 //! `clb status`: one JSON object for machines, a short table for people.
+//!
+//! The JSON document is a versioned contract (`apiVersion`/`kind`): the D-Bus API and the
+//! fleet operator expose the same document. Its JSON Schema is generated from these types
+//! ([`schema`]) and committed as `docs/status.schema.json`; a test keeps the two equal.
 
 use std::collections::BTreeMap;
 
 use clb_ondisk::SlotName;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::store::StateStore;
 
-#[derive(Debug, Serialize)]
+/// The `apiVersion` of the status document; a change that removes or retypes a field gets a
+/// new version.
+pub const API_VERSION: &str = "clb.dev/v1";
+/// The `kind` of the status document.
+pub const KIND: &str = "HostStatus";
+
+/// The state of a clb host: its slots, which one boots next, and how the last boots went.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(title = "clb HostStatus", extend("$id" = "https://clb.dev/schemas/host-status-v1.json"))]
 pub struct Status {
+    /// Always `clb.dev/v1` for this version of the document.
+    #[serde(rename = "apiVersion")]
+    #[schemars(extend("const" = API_VERSION))]
+    pub api_version: &'static str,
+    /// Always `HostStatus`.
+    #[schemars(extend("const" = KIND))]
+    pub kind: &'static str,
+    /// The state partition's mount point or the `--state-dir` directory.
     pub state_dir: String,
     /// Slot the next boot tries (`null` when nothing is installed).
+    #[schemars(schema_with = "optional_slot_schema")]
     pub active: Option<SlotName>,
     /// Slot running now (`null` offline).
+    #[schemars(schema_with = "optional_slot_schema")]
     pub booted: Option<SlotName>,
+    /// Slot the boot falls back to when the active one fails (`null`: none).
+    #[schemars(schema_with = "optional_slot_schema")]
     pub fallback: Option<SlotName>,
     /// Boots left before falling back; `null` once the active slot is marked good.
     pub tries_left: Option<u32>,
+    /// Boots a staged slot gets before the fallback (`null` when nothing is installed).
     pub max_tries: Option<u32>,
+    /// The active slot was marked good.
     pub good: bool,
     /// The last boot fell back because `failed_slot` did not reach "boot good".
     pub rolled_back: bool,
+    /// The slot that failed to boot when `rolled_back`.
+    #[schemars(schema_with = "optional_slot_schema")]
     pub failed_slot: Option<SlotName>,
+    /// The installed slots by name (`a`, `b`, `recovery`).
     pub slots: BTreeMap<String, SlotStatus>,
 }
 
-#[derive(Debug, Serialize)]
+/// One installed slot.
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SlotStatus {
+    /// The image reference it was staged from, as given.
     pub image: String,
+    /// The manifest digest that was verified and staged.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
+    /// Layer digests, bottom first.
     pub layers: Vec<String>,
+    /// A signature was verified before staging.
     pub verified: bool,
+    /// Which key verified it (`null` with `--no-verify`).
     pub verified_with: Option<String>,
+    /// When it was staged (RFC 3339, UTC).
     pub staged_at: String,
+    /// Every layer it needs is in the store.
     pub complete: bool,
     /// Kernel the slot boots (`null` when its image has no /boot/vmlinuz).
     pub kernel_version: Option<String>,
@@ -60,6 +99,8 @@ pub fn status(store: &StateStore, booted: Option<SlotName>) -> Result<Status> {
         );
     }
     Ok(Status {
+        api_version: API_VERSION,
+        kind: KIND,
         state_dir: store.root().display().to_string(),
         active: state.as_ref().map(|s| s.active),
         booted,
@@ -108,4 +149,17 @@ impl Status {
         }
         out
     }
+}
+
+/// `a`, `b`, `recovery` or `null`.
+fn optional_slot_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["string", "null"],
+        "enum": ["a", "b", "recovery", null]
+    })
+}
+
+/// The JSON Schema of `clb status --json` (committed as `docs/status.schema.json`).
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Status)
 }

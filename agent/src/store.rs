@@ -13,6 +13,8 @@ use clb_ondisk::{BootState, SlotManifest, SlotName, StateLayout};
 
 use crate::error::{ClbError, Result};
 
+/// Cheap to clone (a path layout), so blocking work can take its own copy to another thread.
+#[derive(Clone)]
 pub struct StateStore {
     layout: StateLayout,
 }

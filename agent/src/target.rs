@@ -47,9 +47,9 @@ impl Target {
                     // until its journal is replayed, which a read-write mount does.
                     Err(e) if !writable => {
                         tracing::debug!(error = %e, "read-only open failed, retrying read-write");
-                        StateDisk::open(disk, label, true).map_err(disk_error)?
+                        StateDisk::open(disk, label, true).map_err(ClbError::from)?
                     }
-                    Err(e) => return Err(disk_error(e)),
+                    Err(e) => return Err(e.into()),
                 };
                 Ok(Target::Disk {
                     store: StateStore::open(d.path())?,
@@ -61,7 +61,7 @@ impl Target {
     }
 
     fn open_host(label: &str, writable: bool) -> Result<Self> {
-        let dev = clb_disk::host_partition_by_label(label).map_err(disk_error)?;
+        let dev = clb_disk::host_partition_by_label(label).map_err(ClbError::from)?;
         let booted = booted_slot();
         if let Some(mounted) = clb_disk::find_mounted(&dev) {
             return Ok(Target::Host {
@@ -70,7 +70,7 @@ impl Target {
                 _disk: None,
             });
         }
-        let d = StateDisk::open_device(&dev, writable).map_err(disk_error)?;
+        let d = StateDisk::open_device(&dev, writable).map_err(ClbError::from)?;
         Ok(Target::Host {
             store: StateStore::open(d.path())?,
             booted,
@@ -112,17 +112,13 @@ pub fn booted_slot() -> Option<SlotName> {
         .and_then(SlotName::parse)
 }
 
-pub fn disk_error(e: clb_disk::DiskError) -> ClbError {
-    use clb_disk::DiskError as D;
-    match e {
-        D::LabelNotFound { .. } | D::DuplicateLabel { .. } | D::NoPartitionTable { .. } => {
-            ClbError::Invalid(e.to_string())
-        }
-        D::Busy { .. } => ClbError::State(e.to_string()),
-        other => ClbError::State(other.to_string()),
-    }
-}
-
 pub fn default_mount_dir() -> PathBuf {
     PathBuf::from(HOST_STATE_MOUNT)
+}
+
+/// Opens a labelled partition of `disk` as a store.
+pub fn open_store(disk: &Path, label: &str, writable: bool) -> Result<(StateDisk, StateStore)> {
+    let d = StateDisk::open(disk, label, writable).map_err(ClbError::from)?;
+    let store = StateStore::open(d.path())?;
+    Ok((d, store))
 }

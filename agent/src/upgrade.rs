@@ -1,5 +1,9 @@
 //! The upgrade path: resolve, verify, check space, pull only missing layers, write the
 //! passive slot, flip the boot pointer last. The booted slot is never written.
+//!
+//! The network parts are async; everything that blocks (hooks, mounts, copies, fsync'd
+//! writes) runs on tokio's blocking pool through [`blocking`], so the runtime's workers (and
+//! the daemon's bus handlers that share them) always stay responsive.
 
 use std::path::PathBuf;
 
@@ -123,7 +127,8 @@ pub async fn upgrade(
             stats: PullStats::default(),
         });
     }
-    req.hooks.before()?;
+    let hooks = req.hooks.clone();
+    blocking(move || hooks.before()).await?;
 
     let (download, needed) = pull::space_needed(store, &image);
     let available = store.available_bytes()?;
@@ -144,58 +149,98 @@ pub async fn upgrade(
         Ok(v) => v,
         Err(e) => {
             if !matches!(e, ClbError::Unreachable(_)) {
-                snapshot.undo();
+                blocking(move || {
+                    snapshot.undo();
+                    Ok(())
+                })
+                .await?;
             }
             return Err(e);
         }
     };
 
-    let max_tries = req.max_tries.unwrap_or(DEFAULT_MAX_TRIES);
-    let mut next = match &state {
-        Some(s) => {
-            // Disarm the target as a fallback before overwriting it (power-cut safety).
-            let mut disarmed = s.clone();
-            disarmed.forget_fallback(slot);
-            if &disarmed != s {
-                store.write_bootstate(&disarmed)?;
-            }
-            disarmed
-        }
-        None => BootState::new(slot, max_tries),
-    };
-    let boot = bootfiles::commit(store, slot, staged_boot)?;
-    let manifest = SlotManifest {
-        schema: clb_ondisk::slot::SLOT_SCHEMA,
+    let commit = Commit {
+        store: store.clone(),
         slot,
-        image: req.image.clone(),
-        digest: image.manifest_digest.clone(),
-        layers,
-        verified: verified.as_ref().map(|v| Verification {
-            key: v.key_source.clone(),
-            key_fingerprint: v.key_fingerprint.clone(),
-        }),
-        staged_at: now_rfc3339(),
-        boot,
+        state,
+        max_tries: req.max_tries.unwrap_or(DEFAULT_MAX_TRIES),
+        recovery: req.recovery,
+        staged_boot,
+        manifest: SlotManifest {
+            schema: clb_ondisk::slot::SLOT_SCHEMA,
+            slot,
+            image: req.image.clone(),
+            digest: image.manifest_digest.clone(),
+            layers,
+            verified: verified.as_ref().map(|v| Verification {
+                key: v.key_source.clone(),
+                key_fingerprint: v.key_fingerprint.clone(),
+            }),
+            staged_at: now_rfc3339(),
+            boot: None,
+        },
     };
-    store.write_slot(&manifest)?;
-    if !req.recovery {
-        next.max_tries = max_tries;
-        if state.is_some() {
-            next.stage(slot);
-        }
-        store.write_bootstate(&next)?;
-    }
-    tracing::info!(%slot, digest = %manifest.digest, "staged; the next boot tries it");
-    let hook_warnings = req.hooks.after();
+    let digest = blocking(move || commit.write()).await?;
+    tracing::info!(%slot, %digest, "staged; the next boot tries it");
+    let hooks = req.hooks.clone();
+    let hook_warnings = blocking(move || Ok(hooks.after())).await?;
     Ok(UpgradeReport {
         slot,
         image: req.image.clone(),
-        digest: manifest.digest,
+        digest,
         verified_with: verified.map(|v| v.key_source),
         up_to_date: false,
         hook_warnings,
         stats,
     })
+}
+
+/// Runs blocking work on tokio's blocking pool and waits for it.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await?
+}
+
+/// The writes that make a staged slot bootable, in their power-cut-safe order.
+struct Commit {
+    store: StateStore,
+    slot: SlotName,
+    state: Option<BootState>,
+    max_tries: u32,
+    recovery: bool,
+    staged_boot: Option<bootfiles::StagedBoot>,
+    manifest: SlotManifest,
+}
+
+impl Commit {
+    /// Disarms the target as a fallback, commits its boot files and manifest, then flips the
+    /// boot pointer last. Returns the staged digest.
+    fn write(mut self) -> Result<String> {
+        let store = &self.store;
+        let mut next = match &self.state {
+            Some(s) => {
+                // Disarm the target as a fallback before overwriting it (power-cut safety).
+                let mut disarmed = s.clone();
+                disarmed.forget_fallback(self.slot);
+                if &disarmed != s {
+                    store.write_bootstate(&disarmed)?;
+                }
+                disarmed
+            }
+            None => BootState::new(self.slot, self.max_tries),
+        };
+        self.manifest.boot = bootfiles::commit(store, self.slot, self.staged_boot.take())?;
+        store.write_slot(&self.manifest)?;
+        if !self.recovery {
+            next.max_tries = self.max_tries;
+            if self.state.is_some() {
+                next.stage(self.slot);
+            }
+            store.write_bootstate(&next)?;
+        }
+        Ok(self.manifest.digest)
+    }
 }
 
 /// Pulls the layers, then looks into the new root once: its kernel and initrd are copied out
@@ -217,16 +262,27 @@ async fn prepare(
         .iter()
         .map(|l| store.layout().layer(&l.digest))
         .collect();
+    let (store, hooks) = (store.clone(), req.hooks.clone());
+    let boot = blocking(move || inspect_new_root(&store, &paths, &hooks)).await?;
+    Ok((layers, stats, boot))
+}
+
+/// Mounts the new layer stack once: copies its kernel and initrd out and runs the hooks it
+/// ships, then unmounts it.
+fn inspect_new_root(
+    store: &StateStore,
+    paths: &[PathBuf],
+    hooks: &Hooks,
+) -> Result<Option<bootfiles::StagedBoot>> {
     let mnt = tempfile::Builder::new()
         .prefix("clb-new-root-")
         .tempdir()
         .map_err(ClbError::io("creating a mount point"))?;
-    let stack =
-        clb_disk::mount_layer_stack(&paths, mnt.path()).map_err(crate::target::disk_error)?;
+    let stack = clb_disk::mount_layer_stack(paths, mnt.path())?;
     let inspected = bootfiles::extract(store, mnt.path())
-        .and_then(|boot| req.hooks.in_image(mnt.path()).map(|()| boot));
-    stack.unmount().map_err(crate::target::disk_error)?;
-    Ok((layers, stats, inspected?))
+        .and_then(|boot| hooks.in_image(mnt.path()).map(|()| boot));
+    stack.unmount()?;
+    inspected
 }
 
 /// Makes the other A/B slot active for the next boot.
@@ -267,9 +323,7 @@ pub fn mark(store: &StateStore, booted: Option<SlotName>, good: bool) -> Result<
     if good {
         state.mark_good();
     } else {
-        state
-            .mark_bad()
-            .map_err(|e| ClbError::State(e.to_string()))?;
+        state.mark_bad()?;
     }
     store.write_bootstate(&state)?;
     Ok(state)

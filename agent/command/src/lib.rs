@@ -23,7 +23,7 @@ pub enum CommandError {
     #[error("{program}: not found: install {}", package_hint(program))]
     Missing { program: String },
     /// The program could not be started for another reason (permissions, exec format, ...).
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}")]
     Start {
         program: String,
         #[source]
@@ -67,7 +67,7 @@ pub fn program_of(cmd: &Command) -> String {
 }
 
 /// The command line of `cmd`, shell-like, for logs.
-pub fn display(cmd: &Command) -> String {
+pub fn command_line(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         line.push(' ');
@@ -121,7 +121,7 @@ pub fn run(cmd: &mut Command) -> Result<String, CommandError> {
 
 /// Like [`run`], but returns the whole output (stdout bytes and stderr) on success.
 pub fn run_output(cmd: &mut Command) -> Result<Output, CommandError> {
-    tracing::debug!(command = %display(cmd), "running");
+    tracing::debug!(command = %command_line(cmd), "running");
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -132,14 +132,14 @@ pub fn run_output(cmd: &mut Command) -> Result<Output, CommandError> {
 /// Runs `cmd` with its outputs passed through to ours (a user-visible tool such as a hook
 /// script); Ok on exit 0.
 pub fn run_inherited(cmd: &mut Command) -> Result<(), CommandError> {
-    tracing::debug!(command = %display(cmd), "running");
+    tracing::debug!(command = %command_line(cmd), "running");
     let status = cmd.status().map_err(|e| start_error(cmd, e))?;
     if status.success() {
         return Ok(());
     }
     Err(CommandError::Failed {
         program: program_of(cmd),
-        command: display(cmd),
+        command: command_line(cmd),
         status,
         stderr_tail: "see its output above".to_string(),
     })
@@ -152,17 +152,17 @@ pub fn check(cmd: &Command, out: Output) -> Result<Output, CommandError> {
     }
     let err = CommandError::Failed {
         program: program_of(cmd),
-        command: display(cmd),
+        command: command_line(cmd),
         status: out.status,
         stderr_tail: stderr_tail(&out.stderr),
     };
-    tracing::debug!(command = %display(cmd), error = %err, "failed");
+    tracing::debug!(command = %command_line(cmd), error = %err, "failed");
     Err(err)
 }
 
 /// Starts `cmd` (for programs fed or read as streams); the caller waits for it.
 pub fn spawn(cmd: &mut Command) -> Result<Child, CommandError> {
-    tracing::debug!(command = %display(cmd), "starting");
+    tracing::debug!(command = %command_line(cmd), "starting");
     cmd.spawn().map_err(|e| start_error(cmd, e))
 }
 
@@ -212,6 +212,6 @@ mod tests {
     fn display_quotes_what_a_shell_would_split() {
         let mut cmd = Command::new("mkfs.ext4");
         cmd.args(["-L", "COS STATE", "/dev/loop0"]);
-        assert_eq!(display(&cmd), "mkfs.ext4 -L 'COS STATE' /dev/loop0");
+        assert_eq!(command_line(&cmd), "mkfs.ext4 -L 'COS STATE' /dev/loop0");
     }
 }

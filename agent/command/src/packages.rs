@@ -7,6 +7,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mksquashfs", "squashfs-tools"),
     ("unsquashfs", "squashfs-tools"),
     ("losetup", "util-linux"),
+    ("blockdev", "util-linux"),
     ("blkid", "util-linux"),
     ("mount", "mount"),
     ("umount", "mount"),
@@ -46,6 +47,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("growpart", "cloud-guest-utils"),
     ("genisoimage", "genisoimage"),
+    // The stage engine (layout, commands) and the initramfs builder.
+    ("mkfs.ext2", "e2fsprogs"),
+    ("mkfs.ext3", "e2fsprogs"),
+    ("mkfs.btrfs", "btrfs-progs"),
+    ("partx", "util-linux"),
+    ("chroot", "coreutils"),
+    ("sh", "dash"),
+    ("xz", "xz-utils"),
 ];
 
 /// The Debian package that provides `program`, when clb knows it.

@@ -20,13 +20,17 @@ pub enum ConvertError {
     /// Options that `tar2sqfs` would reject anyway, caught before starting it.
     #[error("invalid conversion options: {0}")]
     InvalidOptions(String),
-    /// `tar2sqfs` missing, failing, or producing no usable output; carries its last stderr line.
+    /// `tar2sqfs` producing no usable output.
     #[error("tar2sqfs: {0}")]
     Tool(String),
     /// ENOSPC (or EDQUOT) while writing the image or the archive.
     #[error("no space left on device: {0}")]
     NoSpace(String),
-    #[error("{context}: {source}")]
+    /// `tar2sqfs` could not be started, or failed (its stderr tail is kept).
+    #[error(transparent)]
+    Command(#[from] clb_command::CommandError),
+    // The source is printed by the caller's error chain, so the message names only the action.
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

@@ -58,16 +58,7 @@ impl Tar2Sqfs {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                ConvertError::Tool(
-                    "not found in PATH (install squashfs-tools-ng, Debian package squashfs-tools-ng)"
-                        .into(),
-                )
-            } else {
-                ConvertError::io("starting tar2sqfs", e)
-            }
-        })?;
+        let mut child = clb_command::spawn(&mut cmd)?;
         let stdin = child.stdin.take();
         let stderr = child.stderr.take();
         let mut this = Self {
@@ -173,13 +164,10 @@ fn tool_failure(stderr: &str, status: &str, disk_full: bool) -> ConvertError {
     if disk_full || stderr.contains("No space left on device") {
         return ConvertError::NoSpace("writing SquashFS image".into());
     }
-    let last = stderr
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("no message");
-    ConvertError::Tool(format!("{status}: {last}"))
+    ConvertError::Tool(format!(
+        "{status}: {}",
+        clb_command::stderr_tail(stderr.as_bytes())
+    ))
 }
 
 pub(crate) fn remove(path: &Path) {

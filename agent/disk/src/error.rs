@@ -21,20 +21,18 @@ pub enum DiskError {
     #[error("no partition table on {}: {reason}", disk.display())]
     NoPartitionTable { disk: PathBuf, reason: String },
 
-    /// An I/O or system call error, with what we were doing.
-    #[error("{context}: {source}")]
+    /// An I/O or system call error, with what we were doing (the source is printed by the
+    /// caller's error chain, so the message names only the action).
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
         source: io::Error,
     },
 
-    /// An external tool (losetup) failed.
-    #[error("{cmd} failed: {stderr_last_line}")]
-    Tool {
-        cmd: String,
-        stderr_last_line: String,
-    },
+    /// An external tool (losetup, blkid) could not run or failed.
+    #[error(transparent)]
+    Command(#[from] clb_command::CommandError),
 
     /// The target is busy and could not be unmounted.
     #[error("{} is busy", target.display())]

@@ -37,10 +37,10 @@ impl LoopDevice {
         let stdout = run(&mut cmd)?;
         let device = PathBuf::from(stdout.trim());
         if !device.starts_with("/dev/") {
-            return Err(DiskError::Tool {
-                cmd: format!("losetup --find --show {}", file.display()),
-                stderr_last_line: format!("unexpected output {stdout:?}"),
-            });
+            return Err(DiskError::Invalid(format!(
+                "losetup --find --show {} printed {stdout:?}, not a device",
+                file.display()
+            )));
         }
         // Precaution: drop any cached blocks the (reused) loop device may hold from an earlier
         // binding, so the filesystem is read as it is in the file now (a VM may have written
@@ -143,26 +143,9 @@ fn detach(device: &Path) -> Result<()> {
     run(Command::new("losetup").arg("--detach").arg(device)).map(|_| ())
 }
 
-/// Run a tool; on failure report its last stderr line (the useful one).
+/// Runs a tool through the one runner of the tree.
 pub(crate) fn run(cmd: &mut Command) -> Result<String> {
-    let printable = format!("{cmd:?}").replace('"', "");
-    let out = cmd
-        .output()
-        .map_err(|e| DiskError::io(format!("run {printable}"), e))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no error output")
-            .to_string();
-        return Err(DiskError::Tool {
-            cmd: printable,
-            stderr_last_line: format!("{last} ({})", out.status),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(clb_command::run(cmd)?)
 }
 
 /// A block device holding one partition: either the kernel's own partition node (real disks,

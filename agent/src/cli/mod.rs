@@ -243,7 +243,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Umount { dir } => {
             clb_disk::unmount_stack(dir)
-                .map_err(clb::target::disk_error)
+                .map_err(ClbError::from)
                 .with_context(|| format!("unmounting {}", dir.display()))?;
         }
         Command::Gc => {

@@ -7,6 +7,8 @@ use clb::error::ClbError;
 use clb::progress::Progress;
 use clb::upgrade;
 
+use clb::partitions;
+
 use super::args::*;
 use super::{print_json, print_stage_report};
 
@@ -14,7 +16,7 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
     let host = cli.disk.is_none();
     let disk = match (&cli.disk, a.from_recovery) {
         (Some(d), _) => d.clone(),
-        (None, true) => clb::recovery::disk_of_label(None, "COS_RECOVERY")?,
+        (None, true) => clb::recovery::disk_of_label(None, partitions::RECOVERY_LABEL)?,
         (None, false) => bail!(ClbError::Invalid(
             "clb deploy needs --disk DISK (an image or a block device), or --from-recovery".into()
         )),
@@ -23,7 +25,7 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
         clb::recovery::layout_next_to_recovery(&disk, a.state_size, a.persistent_size)
             .with_context(|| format!("laying out {}", disk.display()))?;
     } else {
-        let sizes = clb::deploy::LayoutSizes {
+        let sizes = partitions::LayoutSizes {
             esp: if a.boot.bootloader == Bootloader::Efi {
                 a.boot.esp_size
             } else {
@@ -34,7 +36,7 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
             state: a.state_size,
             persistent: a.persistent_size,
         };
-        clb::deploy::apply_default_layout(&disk, sizes)
+        partitions::apply_default_layout(&disk, sizes)
             .with_context(|| format!("laying out {}", disk.display()))?;
         match a.boot.bootloader {
             Bootloader::Efi => clb::bootloader::install_efi(&disk, &a.boot.kernel_args),
@@ -43,9 +45,9 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
         }
         .with_context(|| format!("installing GRUB on {}", disk.display()))?;
     }
-    let (_state_disk, store) = clb::recovery::open_store(&disk, &cli.state_label, true)?;
+    let (_state_disk, store) = clb::target::open_store(&disk, &cli.state_label, true)?;
     if a.from_recovery && a.stage.image.is_none() {
-        let (_rec_disk, recovery) = clb::recovery::open_store(&disk, "COS_RECOVERY", false)?;
+        let (_rec_disk, recovery) = clb::target::open_store(&disk, partitions::RECOVERY_LABEL, false)?;
         let m = clb::recovery::install_from_recovery(&recovery, &store)
             .context("installing slot a from recovery")?;
         if cli.json {
@@ -82,31 +84,23 @@ pub(super) async fn build_disk(cli: &Cli, a: &BuildDiskArgs) -> Result<()> {
     };
     clb::builddisk::create_image(&raw, size)?;
     let result = async {
-        let part = |l: &str, n: &str, size: u64, fs: &str| {
-            (l.to_string(), n.to_string(), size, fs.to_string())
+        let esp = if a.boot.bootloader == Bootloader::Efi {
+            a.boot.esp_size
+        } else {
+            0
         };
-        let mut parts = Vec::new();
-        if a.boot.bootloader == Bootloader::Efi {
-            parts.push(part(
-                clb::bootloader::ESP_LABEL,
-                "efi",
-                a.boot.esp_size,
-                "vfat",
-            ));
-        }
-        parts.push(part("COS_OEM", "oem", a.oem_size, "ext4"));
-        parts.push(part("COS_RECOVERY", "recovery", a.recovery_size, "ext4"));
-        clb::deploy::apply_layout(&raw, &parts)?;
+        let parts = partitions::image_parts(esp, a.oem_size, a.recovery_size);
+        partitions::apply_layout(&raw, &parts)?;
         match a.boot.bootloader {
             Bootloader::Efi => clb::bootloader::install_efi(&raw, &a.boot.kernel_args)?,
             Bootloader::Bios => clb::bootloader::install_bios(&raw, &a.boot.kernel_args)?,
             Bootloader::None => {}
         }
         {
-            let (_oem_disk, oem) = clb::recovery::open_store(&raw, "COS_OEM", true)?;
+            let (_oem_disk, oem) = clb::target::open_store(&raw, partitions::OEM_LABEL, true)?;
             clb::builddisk::write_oem(oem.root(), a.user_data.as_deref(), a.state_size)?;
         }
-        let (_rec_disk, recovery) = clb::recovery::open_store(&raw, "COS_RECOVERY", true)?;
+        let (_rec_disk, recovery) = clb::target::open_store(&raw, partitions::RECOVERY_LABEL, true)?;
         let registry = a.stage.registry.registry()?;
         let progress = Progress::new(!cli.json && !cli.quiet);
         let mut request = a.stage.request("install", false)?;
@@ -152,10 +146,10 @@ pub(super) async fn reset(cli: &Cli, a: &ResetArgs) -> Result<()> {
         image: false,
     };
     hooks.before().context("before-reset")?;
-    clb::recovery::reformat(&disk, "COS_PERSISTENT").context("wiping COS_PERSISTENT")?;
+    clb::recovery::reformat(&disk, partitions::PERSISTENT_LABEL).context("wiping COS_PERSISTENT")?;
     clb::recovery::reformat(&disk, &cli.state_label).context("wiping COS_STATE")?;
-    let (_state_disk, store) = clb::recovery::open_store(&disk, &cli.state_label, true)?;
-    let (_rec_disk, recovery) = clb::recovery::open_store(&disk, "COS_RECOVERY", false)?;
+    let (_state_disk, store) = clb::target::open_store(&disk, &cli.state_label, true)?;
+    let (_rec_disk, recovery) = clb::target::open_store(&disk, partitions::RECOVERY_LABEL, false)?;
     let m = clb::recovery::install_from_recovery(&recovery, &store)
         .context("reinstalling slot a from recovery")?;
     for w in hooks.after() {

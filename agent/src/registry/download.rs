@@ -2,7 +2,7 @@
 //! interruption the next attempt (or the next run of clb) continues with an HTTP Range
 //! request from where the file ends. The digest is checked over the whole file at the end.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use futures_util::StreamExt;
@@ -10,6 +10,7 @@ use oci_client::Reference;
 use oci_client::client::BlobResponse;
 use oci_client::manifest::OciDescriptor;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::{Registry, backoff, errors};
 use crate::error::{ClbError, Result};
@@ -30,8 +31,12 @@ impl Registry {
         let size = u64::try_from(desc.size)
             .map_err(|_| ClbError::Invalid(format!("blob {} has a negative size", desc.digest)))?;
         let io_err = |what: &str| ClbError::io(format!("{what} {}", partial.display()));
-        let (mut file, mut hasher, mut have) =
-            open_partial(partial, size).map_err(io_err("opening"))?;
+        let owned = partial.to_path_buf();
+        let (file, mut hasher, mut have) =
+            tokio::task::spawn_blocking(move || open_partial(&owned, size))
+                .await?
+                .map_err(io_err("opening"))?;
+        let mut file = tokio::fs::File::from_std(file);
         progress(have);
         let registry = reference.resolve_registry().to_string();
         let auth = self.auth(reference)?;
@@ -53,8 +58,8 @@ impl Registry {
                     BlobResponse::Full(s) => {
                         if have > 0 {
                             tracing::info!(digest = %desc.digest, "registry ignored the range request, starting over");
-                            file.set_len(0)?;
-                            file.seek(SeekFrom::Start(0))?;
+                            file.set_len(0).await?;
+                            file.seek(SeekFrom::Start(0)).await?;
                             hasher = Sha256::new();
                             have = 0;
                         }
@@ -74,7 +79,7 @@ impl Registry {
                             format!("blob {} is larger than its descriptor says ({size} bytes)", desc.digest),
                         ));
                     }
-                    file.write_all(&chunk)?;
+                    file.write_all(&chunk).await?;
                     hasher.update(&chunk);
                     have += chunk.len() as u64;
                     progress(have);
@@ -95,7 +100,7 @@ impl Registry {
                 Err(e) if errors::is_retryable(&e) || errors::is_transport_error(&e) => {
                     tracing::warn!(digest = %desc.digest, attempt, error = %e, "download interrupted");
                     if attempt >= self.opts.attempts {
-                        file.sync_all().map_err(io_err("syncing"))?;
+                        file.sync_all().await.map_err(io_err("syncing"))?;
                         return Err(errors::map_oci_error(e, &format!("blob {}", desc.digest)));
                     }
                 }
@@ -114,7 +119,7 @@ impl Registry {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
-        file.sync_all().map_err(io_err("syncing"))?;
+        file.sync_all().await.map_err(io_err("syncing"))?;
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != desc.digest {
             drop(file);

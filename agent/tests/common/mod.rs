@@ -159,6 +159,25 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
         "error line should mention {needle:?}: {}",
         error_lines[0]
     );
+    assert_no_repeated_cause(error_lines[0]);
+}
+
+/// Each cause of an error is printed once: no part of the chain repeats another.
+pub fn assert_no_repeated_cause(line: &str) {
+    let parts: Vec<&str> = line
+        .trim_start_matches("clb: error:")
+        .split(": ")
+        .map(str::trim)
+        .filter(|p| p.len() >= 12)
+        .collect();
+    for (i, a) in parts.iter().enumerate() {
+        for b in &parts[i + 1..] {
+            assert!(
+                !b.contains(a) && !a.contains(b),
+                "a cause is printed twice ({a:?} / {b:?}): {line}"
+            );
+        }
+    }
 }
 
 pub fn json(out: &Output) -> serde_json::Value {
