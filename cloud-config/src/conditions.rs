@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, output_of};
 use crate::schema::Step;
 
 /// Facts about the target the conditions match against.
@@ -166,12 +166,9 @@ pub(crate) fn check(step: &Step, facts: &Facts, ctx: &mut Ctx) -> Result<Option<
             ));
             return Ok(None);
         }
-        let status = ctx
-            .shell(&step.if_)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("if: run {:?}: {e}", step.if_))?;
+        let status = output_of(&mut ctx.shell(&step.if_))
+            .map_err(|e| format!("if: {e}"))?
+            .status;
         if !status.success() {
             return Ok(Some(format!("if {:?} exited with {status}", step.if_)));
         }

@@ -3,7 +3,9 @@
 //! them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+
+use clb_command::CommandError;
 
 use crate::sources::under_root;
 
@@ -69,18 +71,19 @@ impl Ctx {
     }
 }
 
-/// Run a command; Ok(stdout) on exit 0, else an error with the last stderr line.
-pub(crate) fn run_tool(cmd: &mut Command) -> Result<String, String> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| format!("run {shown}: {e}"))?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no error output");
-    Err(format!("{shown} failed ({}): {}", out.status, last.trim()))
+/// Runs `cmd` to completion and returns its output whatever its exit status, for programs
+/// whose status is an answer rather than a failure (`systemctl is-enabled`, a user's command
+/// whose failure is reported with its last line of output, stdout included).
+pub(crate) fn output_of(cmd: &mut Command) -> Result<Output, CommandError> {
+    let child = clb_command::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?;
+    child
+        .wait_with_output()
+        .map_err(|source| CommandError::Start {
+            program: clb_command::program_of(cmd),
+            source,
+        })
 }

@@ -68,29 +68,14 @@ fn fetch_err(url: &str, message: impl Into<String>) -> Error {
 }
 
 fn fetch_curl(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
-    let curl_found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("curl").is_file()))
-        .unwrap_or(false);
-    if !curl_found {
-        return Err(fetch_err(
-            url,
-            "https URLs need curl, which is not installed (this build has no TLS client)",
-        ));
-    }
-    let output = Command::new("curl")
-        .args(["-fsSL", "--proto", "=https,http", "--max-time"])
-        .arg(timeout.as_secs().max(1).to_string())
-        .arg("--")
-        .arg(url)
-        .output()
-        .map_err(|e| fetch_err(url, format!("run curl: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(fetch_err(
-            url,
-            format!("curl failed ({}): {}", output.status, stderr.trim()),
-        ));
-    }
+    let output = clb_command::run_output(
+        Command::new("curl")
+            .args(["-fsSL", "--proto", "=https,http", "--max-time"])
+            .arg(timeout.as_secs().max(1).to_string())
+            .arg("--")
+            .arg(url),
+    )
+    .map_err(|e| fetch_err(url, e.to_string()))?;
     out.write_all(&output.stdout)
         .map_err(|e| fetch_err(url, format!("write: {e}")))
 }

@@ -12,7 +12,9 @@ use std::process::Command;
 use gpt::disk::LogicalBlockSize;
 use serde::Serialize;
 
-use crate::ctx::{Ctx, run_tool};
+use clb_command::CommandError;
+
+use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::schema::{Layout, Partition};
 
@@ -703,9 +705,10 @@ fn reread(dev: &Path) -> Result<(), String> {
     if !is_block(dev) {
         return Ok(());
     }
-    run_tool(Command::new("blockdev").arg("--rereadpt").arg(dev))
+    clb_command::run(Command::new("blockdev").arg("--rereadpt").arg(dev))
         .or_else(|e1| {
-            run_tool(Command::new("partx").arg("-u").arg(dev)).map_err(|e2| format!("{e1}; {e2}"))
+            clb_command::run(Command::new("partx").arg("-u").arg(dev))
+                .map_err(|e2| format!("{e1}; {e2}"))
         })
         .map(|_| ())
 }
@@ -763,7 +766,9 @@ fn format(dev: &Path, p: &PlannedPartition) -> Result<(), String> {
         other => return Err(format!("unsupported filesystem {other}")),
     };
     cmd.arg(&node);
-    let r = run_tool(&mut cmd).map(|_| ());
+    let r = clb_command::run(&mut cmd)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     drop(part);
     r
 }
@@ -778,19 +783,11 @@ fn grow_fs(ctx: &mut Ctx, dev: &Path, x: &Expansion) -> Result<(), String> {
             let mounted = clb_disk::find_mounted(&node).is_some();
             if !mounted {
                 // resize2fs refuses an unmounted filesystem that was not checked just before.
-                let out = Command::new("e2fsck")
-                    .args(["-f", "-p"])
-                    .arg(&node)
-                    .output()
-                    .map_err(|e| format!("run e2fsck: {e}"))?;
-                // 0: clean, 1: errors fixed; anything else needs a human.
-                if !matches!(out.status.code(), Some(0 | 1)) {
-                    return Err(format!(
-                        "e2fsck {} failed ({}): {}",
-                        node.display(),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                match clb_command::run(Command::new("e2fsck").args(["-f", "-p"]).arg(&node)) {
+                    Ok(_) => {}
+                    // 1: errors were fixed, the filesystem is fine now; other codes need a human.
+                    Err(CommandError::Failed { status, .. }) if status.code() == Some(1) => {}
+                    Err(e) => return Err(e.to_string()),
                 }
             }
             ctx.actions.push(format!(
@@ -798,7 +795,9 @@ fn grow_fs(ctx: &mut Ctx, dev: &Path, x: &Expansion) -> Result<(), String> {
                 x.number,
                 dev.display()
             ));
-            run_tool(Command::new("resize2fs").arg(&node)).map(|_| ())
+            clb_command::run(Command::new("resize2fs").arg(&node))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
         Some(other) => {
             ctx.notes.push(format!(

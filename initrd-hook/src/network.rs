@@ -8,8 +8,10 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use clb_command::CommandError;
 
 use crate::cmdline::IpSetting;
 use crate::{Fatal, say};
@@ -191,23 +193,20 @@ fn last_line(out: &str) -> &str {
         .unwrap_or("no output")
 }
 
+/// Runs a busybox applet; Ok(stdout and stderr). A failed `udhcpc` is not an error here: the
+/// missing lease is, and its message carries udhcpc's last words.
 fn busybox_output(bb: &Path, args: &[&str]) -> Result<String, Fatal> {
-    let out = Command::new(bb)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Fatal(format!("netboot: run busybox {}: {e}", args.join(" "))))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() && args.first() != Some(&"udhcpc") {
-        return Err(Fatal(format!(
-            "netboot: busybox {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            last_line(&text)
-        )));
+    match clb_command::run_output(Command::new(bb).args(args)) {
+        Ok(out) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            Ok(text)
+        }
+        Err(CommandError::Failed { stderr_tail, .. }) if args.first() == Some(&"udhcpc") => {
+            Ok(stderr_tail)
+        }
+        Err(e) => Err(Fatal(format!("netboot: {}: {e}", args.join(" ")))),
     }
-    Ok(text)
 }
 
 fn busybox(bb: &Path, args: &[&str]) -> Result<(), Fatal> {

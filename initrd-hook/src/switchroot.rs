@@ -63,6 +63,8 @@ pub fn switch_root(sysroot: &Path, init: &Path, slot: &str) -> Result<(), Fatal>
     mount_move(".", "/").map_err(|e| Fatal(format!("move {} to /: {e}", sysroot.display())))?;
     rustix::process::chroot(".").map_err(|e| Fatal(format!("chroot: {e}")))?;
     std::env::set_current_dir("/").map_err(|e| Fatal(format!("chdir /: {e}")))?;
+    // Not through clb-command: exec replaces this process with init (PID 1 stays PID 1), so
+    // there is no child to wait for or output to collect; it returns only when exec failed.
     let err = std::process::Command::new(init)
         .env("CLB_SLOT", slot)
         .exec();

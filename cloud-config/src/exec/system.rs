@@ -5,7 +5,7 @@ use std::process::Command;
 
 use super::files::{Owners, ensure_file};
 use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
-use crate::ctx::{Ctx, run_tool};
+use crate::ctx::{Ctx, output_of};
 use crate::schema::{Datasource, Dns};
 
 /// Files clb writes its merged settings to (one per kind, so steps add up).
@@ -45,10 +45,7 @@ pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), String> {
     if !ctx.act(format!("run {script:?}")) {
         return Ok(());
     }
-    let out = ctx
-        .shell(script)
-        .output()
-        .map_err(|e| format!("run {script:?}: {e}"))?;
+    let out = output_of(&mut ctx.shell(script)).map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     tracing::debug!(command = script, %stdout, %stderr, status = %out.status, "command finished");
@@ -149,9 +146,9 @@ pub(crate) fn modules(ctx: &mut Ctx, modules: &[String]) -> Result<(), String> {
         let mut errors = Vec::new();
         for m in modules {
             if ctx.act(format!("modprobe {m}"))
-                && let Err(e) = run_tool(Command::new("modprobe").arg("--").arg(m))
+                && let Err(e) = clb_command::run(Command::new("modprobe").arg("--").arg(m))
             {
-                errors.push(e);
+                errors.push(e.to_string());
             }
         }
         if !errors.is_empty() {

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use super::files::{Owners, ensure_file};
-use crate::ctx::{Ctx, run_tool};
+use crate::ctx::{Ctx, output_of};
 use crate::schema::Systemctl;
 
 const UNIT_SUFFIXES: [&str; 11] = [
@@ -38,13 +38,12 @@ fn systemctl_cmd(ctx: &Ctx) -> Command {
     c
 }
 
-/// `is-enabled` state, e.g. "enabled", "disabled", "masked", "static"; "" if unknown.
-fn state(ctx: &Ctx, unit: &str) -> String {
-    systemctl_cmd(ctx)
-        .args(["is-enabled", "--", unit])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+/// `is-enabled` state, e.g. "enabled", "disabled", "masked", "static"; "" if unknown. The
+/// exit status only repeats the state, so it is not a failure.
+fn state(ctx: &Ctx, unit: &str) -> Result<String, String> {
+    let out = output_of(systemctl_cmd(ctx).args(["is-enabled", "--", unit]))
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
@@ -75,9 +74,9 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
     if changed_overrides
         && ctx.live()
         && ctx.act("systemctl daemon-reload")
-        && let Err(e) = run_tool(Command::new("systemctl").arg("daemon-reload"))
+        && let Err(e) = clb_command::run(Command::new("systemctl").arg("daemon-reload"))
     {
-        errors.push(e);
+        errors.push(e.to_string());
     }
     let verbs: [(&str, &Vec<String>, &[&str]); 3] = [
         ("mask", &s.mask, &["masked", "masked-runtime"]),
@@ -102,8 +101,13 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
     for (verb, units, done_states) in verbs {
         for u in units {
             let unit = unit_name(u);
-            if done_states.contains(&state(ctx, &unit).as_str()) {
-                continue;
+            match state(ctx, &unit) {
+                Ok(s) if done_states.contains(&s.as_str()) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
             }
             let shown = if ctx.live() {
                 format!("systemctl {verb} {unit}")
@@ -111,9 +115,9 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
                 format!("systemctl --root {} {verb} {unit}", ctx.root.display())
             };
             if ctx.act(shown)
-                && let Err(e) = run_tool(systemctl_cmd(ctx).args([verb, "--", &unit]))
+                && let Err(e) = clb_command::run(systemctl_cmd(ctx).args([verb, "--", &unit]))
             {
-                errors.push(e);
+                errors.push(e.to_string());
             }
         }
     }
@@ -127,9 +131,9 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
             continue;
         }
         if ctx.act(format!("systemctl start {unit}"))
-            && let Err(e) = run_tool(Command::new("systemctl").args(["start", "--", &unit]))
+            && let Err(e) = clb_command::run(Command::new("systemctl").args(["start", "--", &unit]))
         {
-            errors.push(e);
+            errors.push(e.to_string());
         }
     }
     if errors.is_empty() {

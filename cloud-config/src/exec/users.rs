@@ -251,27 +251,20 @@ fn sha512_crypt(plain: &str, salt: Option<&str>) -> Result<String, String> {
     if let Some(s) = salt {
         cmd.args(["-salt", s]);
     }
-    let mut child = cmd
-        .arg("-stdin")
+    cmd.arg("-stdin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("run openssl passwd: {e}"))?;
+        .stderr(Stdio::piped());
+    let mut child = clb_command::spawn(&mut cmd).map_err(|e| e.to_string())?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(format!("{plain}\n").as_bytes())
             .map_err(|e| format!("openssl passwd: {e}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("openssl passwd: {e}"))?;
+    let out = clb_command::wait(&cmd, child).map_err(|e| e.to_string())?;
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || !is_hashed(&hash) {
-        return Err(format!(
-            "openssl passwd failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    if !is_hashed(&hash) {
+        return Err(format!("openssl passwd printed no crypt hash: {hash:?}"));
     }
     Ok(hash)
 }

@@ -125,6 +125,9 @@ pub enum MkinitrdError {
     Module(String),
     #[error("{0}")]
     Invalid(String),
+    /// A helper program (busybox, xz) is missing or failed.
+    #[error(transparent)]
+    Command(#[from] clb_command::CommandError),
 }
 
 /// A statically linked busybox on this host (`/bin/busybox`, `/usr/bin/busybox`), if any.
@@ -309,18 +312,6 @@ pub fn build(opts: &MkinitrdOptions) -> Result<Stats, MkinitrdError> {
 
 /// `busybox --list-full`: applet paths like `bin/sh`, `sbin/losetup`.
 fn busybox_applets(bb: &Path) -> Result<Vec<String>, MkinitrdError> {
-    let out = Command::new(bb)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| MkinitrdError::Io(format!("run {} --list-full", bb.display()), e))?;
-    if !out.status.success() {
-        return Err(MkinitrdError::Invalid(format!(
-            "{} --list-full failed",
-            bb.display()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
+    let out = clb_command::run(Command::new(bb).arg("--list-full"))?;
+    Ok(out.lines().map(str::to_string).collect())
 }

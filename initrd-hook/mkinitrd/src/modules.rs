@@ -49,19 +49,7 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, MkinitrdError> {
             .map_err(io)?;
         Ok(out)
     } else if name.ends_with(".ko.xz") {
-        let out = Command::new("xz")
-            .arg("-dc")
-            .arg(path)
-            .output()
-            .map_err(|e| MkinitrdError::Io("run xz -dc (needed for .ko.xz modules)".into(), e))?;
-        if !out.status.success() {
-            return Err(MkinitrdError::Module(format!(
-                "xz -dc {} failed: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(out.stdout)
+        Ok(clb_command::run_output(Command::new("xz").arg("-dc").arg(path))?.stdout)
     } else {
         std::fs::read(path).map_err(io)
     }
