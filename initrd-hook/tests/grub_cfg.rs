@@ -1,5 +1,5 @@
 //! `packaging/grub/grub.cfg` against the boot-state code it mirrors (no VM; the QEMU proof
-//! is `qemu_grub_efi.rs`):
+//! is `tests/vm/tests/qemu_grub_efi.rs`, crate clb-vm-tests):
 //!
 //! - `grub-script-check` accepts it;
 //! - for every branch of `BootState::decide_boot`, the keys the Rust code changes are exactly

@@ -5,7 +5,7 @@
 //! carries the real `clb` (the debug build, with its shared libraries) and the tools its
 //! recovery path runs: util-linux `blkid` (the first-boot config uses `blkid -L`, which
 //! busybox lacks), `losetup`, `blockdev`, `partx`, and `mkfs.ext4`; and in `/boot` the Debian
-//! kernel (`tests/vm/fetch-kernel.sh`) and a clb initramfs with the CD drivers on top of the
+//! kernel (`tests/vm/scripts/fetch-kernel.sh`) and a clb initramfs with the CD drivers on top of the
 //! default modules (`ata_piix` for the IDE controller of QEMU's `pc` machine, `sr_mod`,
 //! `cdrom`, `isofs`, and their dependencies `libata`, `scsi_mod`). Staging copies them to
 //! `boot/recovery/` on COS_RECOVERY and `boot/a/` on COS_STATE, where GRUB loads them. Its
@@ -39,29 +39,27 @@
 //! util-linux, squashfs-tools-ng (`tar2sqfs`), genisoimage, what `build-disk` needs for the
 //! ESP (grub-efi-amd64-bin, grub-common, mtools, dosfstools) and apt access for the kernel.
 //! Missing prerequisites fail the test. `CLB_TEST_HOOK=/path/to/clb-initrd` boots a hook
-//! built elsewhere instead of `initrd-hook/build-static.sh`'s; `CLB_TEST_KEEP=1` keeps the
-//! work directory (consoles, disk).
+//! built elsewhere instead of `initrd-hook/build-static.sh`'s (in every test of the kit);
+//! `CLB_TEST_KEEP=1` keeps the work directory (consoles, disk).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "../../tests/vm/vmkit.rs"]
-mod vmkit;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use clb_testsupport::{Registry, require_tool};
-use vmkit::{Kit, LoopGuard, MountGuard, partition_range, run, workspace};
+use clb_vm_tests::cmd::run;
+use clb_vm_tests::disks::PartitionMount;
+use clb_vm_tests::kit::{self, Kit};
+use clb_vm_tests::qemu::{OVMF_CODE, OVMF_VARS, Qemu};
+use clb_vm_tests::{clb, testos};
 
 /// A TCG boot of this image takes 10–40 s (the deploy formats and copies inside the VM);
 /// generous for a loaded machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// What the initramfs needs on top of the default (virtio) modules to read the config drive
 /// on a CD: the PIIX IDE controller of QEMU's `pc` machine (`-cdrom`), the SCSI CD-ROM
@@ -175,38 +173,18 @@ fn cloud_os(kit: &Kit, initrd: &Path, work: &Path) -> Vec<PathBuf> {
     let boot = work.join("os-boot");
     let tools = work.join("os-tools");
     let top = work.join("os-top");
-    for d in [
-        "bin",
-        "sbin",
-        "etc",
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-        "home",
-        "root",
-        "opt",
-        "var/log",
-        "usr/local",
-        "usr/bin",
-        "usr/sbin",
-        "oem",
-        "boot",
-    ] {
-        std::fs::create_dir_all(base.join(d)).unwrap();
-    }
+    let dirs: Vec<&str> = testos::BASE_DIRS
+        .iter()
+        .copied()
+        .chain(["usr/bin", "usr/sbin", "oem"])
+        .collect();
+    testos::busybox_root(&base, &dirs, APPLETS);
     std::fs::set_permissions(base.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let bb = clb_mkinitrd::find_busybox().expect("a static busybox (busybox-static)");
-    std::fs::copy(&bb, base.join("bin/busybox")).unwrap();
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", base.join("bin").join(applet)).unwrap();
-    }
     std::fs::write(base.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(base.join("etc/group"), "root:x:0:\n").unwrap();
 
     let v = &kit.kernel_version;
-    vmkit::files_layer(
+    testos::files_layer(
         &boot,
         &[
             (
@@ -248,31 +226,13 @@ fn cloud_os(kit: &Kit, initrd: &Path, work: &Path) -> Vec<PathBuf> {
 }
 
 /// The clb initramfs with the CD drivers ([`CD_MODULES`]) for the config drive.
-fn initrd_with_cd(work: &Path) -> PathBuf {
-    let hook = match std::env::var_os("CLB_TEST_HOOK") {
-        Some(h) => PathBuf::from(h),
-        None => PathBuf::from(
-            run(&mut Command::new(
-                workspace().join("initrd-hook/build-static.sh"),
-            ))
-            .trim(),
-        ),
-    };
-    let kernel_out = run(&mut Command::new(
-        workspace().join("tests/vm/fetch-kernel.sh"),
-    ));
-    let modules_dir = PathBuf::from(kernel_out.lines().nth(1).expect("modules line"));
+fn initrd_with_cd(kit: &Kit, work: &Path) -> PathBuf {
     let initrd = work.join("initrd-cd.img");
-    let mut opts = clb_mkinitrd::MkinitrdOptions::new(&hook, &initrd);
-    opts.modules_dir = Some(modules_dir);
-    opts.busybox = Some(clb_mkinitrd::find_busybox().expect("a static busybox"));
-    opts.add_modules(CD_MODULES);
-    let stats = clb_mkinitrd::build(&opts).expect("mkinitrd");
-    for m in CD_MODULES.iter().chain(&["libata", "scsi_mod"]) {
+    let modules = kit.initramfs(&initrd, CD_MODULES);
+    for m in ["libata", "scsi_mod"] {
         assert!(
-            stats.modules.iter().any(|n| n == m),
-            "{m} missing from the initramfs: {:?}",
-            stats.modules
+            modules.iter().any(|n| n == m),
+            "{m} missing from the initramfs: {modules:?}"
         );
     }
     initrd
@@ -298,73 +258,13 @@ fn cidata_iso(work: &Path) -> PathBuf {
 
 /// One QEMU boot through the firmware: OVMF (fresh variables each boot) finds
 /// `EFI/BOOT/BOOTX64.EFI` on the disk's ESP, GRUB boots a slot. The disk is a virtio disk,
-/// `cdrom` (if any) a CD on the IDE controller. QEMU exits at poweroff or, with `-no-reboot`,
-/// at a reboot; killed and failed after BOOT_TIMEOUT.
+/// `cdrom` (if any) a CD on the IDE controller of the `pc` machine.
 fn boot(disk: &Path, cdrom: Option<&Path>, work: &Path, name: &str) -> String {
-    let console = work.join(format!("console-{name}.log"));
-    let _ = std::fs::remove_file(&console);
-    let vars = work.join(format!("ovmf-vars-{name}.fd"));
-    std::fs::copy(OVMF_VARS, &vars)
-        .unwrap_or_else(|e| panic!("copy {OVMF_VARS} (package ovmf): {e}"));
-    let start = Instant::now();
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "768", "-smp", "1"])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    let mut vm = Qemu::new().uefi().machine("pc").memory(768).disk(disk);
     if let Some(iso) = cdrom {
-        cmd.arg("-cdrom").arg(iso);
+        vm = vm.arg("-cdrom").arg(iso);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu-system-x86_64");
-    let timed_out = loop {
-        if child.try_wait().expect("wait qemu").is_some() {
-            break false;
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // The firmware and GRUB write escape sequences and CRs; keep the text lossy.
-    let text = String::from_utf8_lossy(&std::fs::read(&console).unwrap_or_default()).into_owned();
-    eprintln!(
-        "---- boot {name}: {:.1} s ----\n{}",
-        start.elapsed().as_secs_f64(),
-        text.lines()
-            .filter(|l| l.contains("clb-grub")
-                || l.contains("clb-initrd")
-                || l.contains("CLB-CLOUD-IMAGE")
-                || l.contains("clb:")
-                || l.contains("reboot:")
-                || l.contains("panic"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        !timed_out,
-        "boot {name} hung (killed after {BOOT_TIMEOUT:?}):\n{text}"
-    );
-    text
+    vm.boot(work, name, BOOT_TIMEOUT).console
 }
 
 /// The init's `CLB-CLOUD-IMAGE KEY=...` line (the first one starting so).
@@ -384,11 +284,6 @@ fn summary(console: &str) -> &str {
         .unwrap_or_else(|| panic!("the image's init did not report:\n{console}"))
 }
 
-fn clb_json(kit: &Kit, args: &[&str]) -> serde_json::Value {
-    let out = run(Command::new(&kit.clb).arg("--json").args(args));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("clb {args:?} json: {e}: {out}"))
-}
-
 /// Read files (relative paths) from the filesystem labelled `label` on `disk`, mounted
 /// read-only through an offset loop device (detached even when the test fails).
 fn read_from_partition(
@@ -397,16 +292,11 @@ fn read_from_partition(
     work: &Path,
     files: &[&str],
 ) -> Vec<Option<String>> {
-    let (offset, size) = partition_range(disk, label);
-    let dev = LoopGuard::attach(disk, offset, size, true);
-    let mnt = MountGuard::mount(&dev.dev, &work.join(format!("mnt-{label}")), "ro");
-    let contents = files
+    let mnt = PartitionMount::open(disk, label, &work.join(format!("mnt-{label}")), false);
+    files
         .iter()
-        .map(|f| std::fs::read_to_string(mnt.dir.join(f)).ok())
-        .collect();
-    drop(mnt);
-    drop(dev);
-    contents
+        .map(|f| std::fs::read_to_string(mnt.path().join(f)).ok())
+        .collect()
 }
 
 #[test]
@@ -434,13 +324,13 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
             "missing test prerequisite: {f} (package ovmf)"
         );
     }
-    let kit = vmkit::prepare(work);
-    let initrd = initrd_with_cd(work);
+    let kit = kit::prepare(work);
+    let initrd = initrd_with_cd(&kit, work);
     let reg = Registry::start_plain();
 
     // 1. The image, pushed, and the self-deploying disk built from it.
     let layers = cloud_os(&kit, &initrd, work);
-    let image = vmkit::push(&kit, &reg, &layers, "cloud-os:v1");
+    let image = clb::push(&kit, &reg, &layers, "cloud-os:v1");
     let disk = work.join("disk.raw");
     run(Command::new(&kit.clb)
         .args(["-q", "build-disk", "-d", &image, "--no-verify", "--out"])
@@ -465,7 +355,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
             && !table.contains("state"),
         "{table}"
     );
-    let recovery = clb_json(
+    let recovery = clb::json(
         &kit,
         &[
             "--disk",
@@ -478,15 +368,13 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     let recovery_digest = recovery["slots"]["recovery"]["digest"].clone();
     assert!(recovery_digest.is_string(), "{recovery}");
     // The recovery slot carries its kernel (GRUB loads /boot/recovery/ on COS_RECOVERY).
-    let (offset, size) = partition_range(&disk, "COS_RECOVERY");
     {
-        let dev = LoopGuard::attach(&disk, offset, size, true);
-        let mnt = MountGuard::mount(&dev.dev, &work.join("mnt-rec"), "ro");
+        let mnt = PartitionMount::open(&disk, "COS_RECOVERY", &work.join("mnt-rec"), false);
         for f in ["boot/recovery/vmlinuz", "boot/recovery/initrd"] {
-            assert!(mnt.dir.join(f).is_file(), "COS_RECOVERY has no {f}");
+            assert!(mnt.path().join(f).is_file(), "COS_RECOVERY has no {f}");
         }
         assert_eq!(
-            std::fs::read(mnt.dir.join("boot/recovery/initrd")).unwrap(),
+            std::fs::read(mnt.path().join("boot/recovery/initrd")).unwrap(),
             std::fs::read(&initrd).unwrap(),
             "the recovery slot boots the initramfs with the CD drivers"
         );
@@ -551,7 +439,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
         table.contains("state") && table.contains("persistent"),
         "COS_STATE and COS_PERSISTENT laid out: {table}"
     );
-    let s = clb_json(&kit, &["--disk", &disk.display().to_string(), "status"]);
+    let s = clb::json(&kit, &["--disk", &disk.display().to_string(), "status"]);
     assert_eq!(s["active"], "a", "{s}");
     assert_eq!(s["good"], true, "{s}");
     assert_eq!(s["slots"]["a"]["complete"], true, "{s}");
@@ -614,7 +502,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     );
     assert_eq!(p[0].as_deref(), Some("hello from cidata\n"));
     assert_eq!(p[1].as_deref(), Some("slot=a\n"));
-    let s = clb_json(&kit, &["--disk", &disk.display().to_string(), "status"]);
+    let s = clb::json(&kit, &["--disk", &disk.display().to_string(), "status"]);
     assert_eq!(s["active"], "a", "{s}");
     assert_eq!(s["good"], true, "{s}");
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Issue 3, test 8(f): power loss during an upgrade. Always a complete slot, never a hang.
 //!
 //! The upgrade (`clb --disk copy.img upgrade`, real registry, tar+gzip layers converted by
-//! tar2sqfs, boot files copied) runs with `tests/vm/killshim.c` preloaded. The shim numbers
+//! tar2sqfs, boot files copied) runs with the kit's kill shim (`tests/vm/src/killshim.c`, driven by `killshim.rs`) preloaded. The shim numbers
 //! every call that changes what is on disk — writes to regular files, fsync/fdatasync/syncfs,
 //! renames, unlinks, mkdir, copy_file_range, ftruncate — in one counter shared by clb, its
 //! threads and its children (tar2sqfs, losetup), and at call number N kills the whole process
@@ -35,364 +35,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/vm/vmkit.rs"]
-mod vmkit;
-
 use std::collections::BTreeSet;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clb_testsupport::{Registry, require_tool, sha256_digest};
+use clb_testsupport::{Registry, sha256_digest};
+use clb_vm_tests::cmd::run;
+use clb_vm_tests::disks::{self, PartitionMount};
+use clb_vm_tests::killshim::{Event, KillPoint, build_shim, run_under_shim, short};
+use clb_vm_tests::kit::{self, Kit};
+use clb_vm_tests::{clb, qemu, testos};
 use serde_json::Value;
-use vmkit::{Kit, StateMount, run};
 
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn build_shim(work: &Path) -> PathBuf {
-    require_tool("cc");
-    let so = work.join("killshim.so");
-    run(Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
-        .arg(&so)
-        .arg(vmkit::workspace().join("tests/vm/killshim.c"))
-        .arg("-ldl"));
-    so
-}
-
-/// One event the shim counted: number, pid, call, path.
-#[derive(Debug, Clone)]
-struct Event {
-    n: u64,
-    call: String,
-    path: String,
-}
-
-fn read_events(log: &Path) -> Vec<Event> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(4, ' ');
-            let n = it.next()?.parse().ok()?;
-            let _pid = it.next()?;
-            let call = it.next()?.to_string();
-            let path = it.next().unwrap_or("").to_string();
-            Some(Event { n, call, path })
-        })
-        .collect()
-}
-
-/// Where to cut the power.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum KillPoint {
-    /// Count only.
-    Never,
-    /// Instead of event number N (1-based) of the run.
-    At(u64),
-    /// `offset` events after the `nth` rename whose target ends with `suffix` (0: instead of
-    /// that rename). Event numbers vary a little between runs (network reads), these do not.
-    Rename {
-        suffix: String,
-        nth: u64,
-        offset: u64,
-    },
-}
-
-impl std::fmt::Display for KillPoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KillPoint::Never => write!(f, "never"),
-            KillPoint::At(k) => write!(f, "event {k}"),
-            KillPoint::Rename {
-                suffix,
-                nth,
-                offset,
-            } => write!(f, "rename#{nth} {}+{offset}", short(suffix)),
-        }
-    }
-}
-
-/// What one run under the shim did.
-struct Run {
-    /// Killed (true) or ran to the end (false).
-    killed: bool,
-    /// Events that happened (the killed one excluded).
-    done: Vec<Event>,
-    /// The event it was killed at (did not happen).
-    at: Option<Event>,
-    leaked_mounts: usize,
-    leaked_loops: usize,
-}
-
-/// Run `clb --disk DISK upgrade -d IMAGE` under the shim, kill at `point`, then clean up
-/// after the dead process like a reboot would, and check nothing is left.
-fn run_under_shim(
-    kit: &Kit,
-    shim: &Path,
-    work: &Path,
-    disk: &Path,
-    image: &str,
-    point: &KillPoint,
-) -> Run {
-    let counter = work.join("kill.counter");
-    let log = work.join("kill.log");
-    std::fs::write(&counter, [0u8; 24]).unwrap();
-    let _ = std::fs::remove_file(&log);
-    let start = Instant::now();
-    let mut cmd = Command::new(&kit.clb);
-    cmd.arg("--disk")
-        .arg(disk)
-        .args(["upgrade", "-q", "-d", image, "--no-verify"])
-        .env("LD_PRELOAD", shim)
-        .env("CLB_KILL_COUNTER", &counter)
-        .env("CLB_KILL_LOG", &log);
-    match point {
-        KillPoint::Never => {}
-        KillPoint::At(k) => {
-            cmd.env("CLB_KILL_AT", k.to_string());
-        }
-        KillPoint::Rename {
-            suffix,
-            nth,
-            offset,
-        } => {
-            cmd.env("CLB_KILL_ANCHOR", suffix)
-                .env("CLB_KILL_ANCHOR_NTH", nth.to_string())
-                .env("CLB_KILL_AT", offset.to_string());
-        }
-    }
-    let mut child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped()) // a pipe, not a file: its writes are not disk events
-        .spawn()
-        .expect("start clb");
-    let pid = child.id();
-    let mut pipe = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            kill_group(pid);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    // Every process of the group (tar2sqfs, losetup) must be gone too.
-    let group_gone = wait_group_gone(pid, Duration::from_secs(20));
-    let all = read_events(&log);
-    let (leaked_mounts, leaked_loops) = clean_up_after(pid, disk, &all);
-    let events: Vec<Event> = all.into_iter().filter(|e| e.n > 0).collect();
-    let stderr = reader.join().unwrap_or_default();
-    let status = status.unwrap_or_else(|| {
-        panic!("kill point {point}: clb upgrade hung (killed after {RUN_TIMEOUT:?}): {stderr}")
-    });
-    assert!(
-        group_gone,
-        "kill point {point}: processes of group {pid} still running"
-    );
-    use std::os::unix::process::ExitStatusExt;
-    let killed = status.signal() == Some(9);
-    assert!(
-        killed || status.success(),
-        "kill point {point}: clb upgrade failed instead of dying or finishing: {status}\n{stderr}"
-    );
-    let (done, at) = if killed {
-        // The first event at or past the kill target (other threads may have logged later
-        // ones before the signal reached them; none of them happened either).
-        let target = match point {
-            KillPoint::Never => u64::MAX,
-            KillPoint::At(k) => *k,
-            KillPoint::Rename {
-                suffix,
-                nth,
-                offset,
-            } => {
-                let anchor = events
-                    .iter()
-                    .filter(|e| e.call.starts_with("rename") && e.path.ends_with(suffix.as_str()))
-                    .nth(*nth as usize - 1)
-                    .unwrap_or_else(|| {
-                        panic!("killed at {point} but the anchor is not in the log")
-                    });
-                anchor.n + offset
-            }
-        };
-        let at = events
-            .iter()
-            .filter(|e| e.n >= target)
-            .min_by_key(|e| e.n)
-            .cloned();
-        (
-            events.iter().filter(|e| e.n < target).cloned().collect(),
-            at,
-        )
-    } else {
-        (events, None)
-    };
-    Run {
-        killed,
-        done,
-        at,
-        leaked_mounts,
-        leaked_loops,
-    }
-}
-
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .status();
-}
-
-/// Live (non-zombie) processes whose process group is `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp ...; comm may contain spaces: split after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
-    let start = Instant::now();
-    loop {
-        if group_members(pgid).is_empty() {
-            return true;
-        }
-        if start.elapsed() > timeout {
-            kill_group(pgid);
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Unmount what the dead process group `pid` mounted and detach its loop devices (what a
-/// reboot drops), then check nothing of it is left. Only touches mounts at directories the
-/// group created (from the shim's log) or under `/run/clb/disk-<p>-*` of its processes, and
-/// loop devices backed by `disk` or by files under those: other tests may run concurrently.
-/// Returns how many mounts and loop devices had to be removed.
-fn clean_up_after(pid: u32, disk: &Path, events: &[Event]) -> (usize, usize) {
-    // The directories it really created (the shim's "made" lines, written after mkdir
-    // succeeded): never touch a same-named directory of another process.
-    let made: Vec<&str> = events
-        .iter()
-        .filter(|e| e.n == 0 && e.call == "made")
-        .map(|e| e.path.as_str())
-        .collect();
-    // Its private mounts of the state partition (`/run/clb/disk-<pid>-<n>`); a pid prefix
-    // alone would also match other processes' (reused pids, concurrent tests).
-    let prefixes: Vec<String> = made
-        .iter()
-        .filter(|d| d.starts_with("/run/clb/disk-"))
-        .map(|d| format!("{d}/"))
-        .collect();
-    let in_state = |p: &str| {
-        prefixes
-            .iter()
-            .any(|x| p.starts_with(x.as_str()) || x.strip_suffix('/') == Some(p))
-    };
-    let ours = |loops: &[String], m: &vmkit::MountInfo| {
-        in_state(&m.point)
-            || made
-                .iter()
-                .any(|d| m.point == *d || m.point.starts_with(&format!("{d}/")))
-            || loops.contains(&m.source)
-    };
-    let all_loops = || vmkit::loops_backed_by(Some(disk), &prefixes);
-    let loops = all_loops();
-    let victims: Vec<String> = vmkit::mounts()
-        .iter()
-        .filter(|m| ours(&loops, m))
-        .map(|m| m.point.clone())
-        .collect();
-    // Like a shutdown: mounts on top first (mountinfo lists parents before children), then
-    // the layer loop devices whose files live on the state partition, then the partition.
-    let umount = |point: &str| {
-        let ok = Command::new("umount")
-            .arg(point)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "cannot unmount {point} left by process group {pid}");
-    };
-    let detach = |dev: &str| {
-        // Auto-clearing devices may already be gone once unmounted: ignore the error, the
-        // check below is what counts.
-        let _ = Command::new("losetup")
-            .args(["-d", dev])
-            .stderr(Stdio::null())
-            .status();
-        vmkit::wait_loop_released(dev);
-    };
-    for point in victims.iter().rev().filter(|p| !in_state(p)) {
-        umount(point);
-    }
-    for dev in vmkit::loops_backed_by(None, &prefixes) {
-        detach(&dev);
-    }
-    for point in victims.iter().rev().filter(|p| in_state(p)) {
-        umount(point);
-    }
-    for dev in all_loops() {
-        detach(&dev);
-    }
-    // Directories it created and left (empty now); remove_dir never removes content.
-    let mut dirs: Vec<&str> = made
-        .iter()
-        .copied()
-        .filter(|d| d.starts_with("/run/clb/") || d.starts_with("/tmp/clb-"))
-        .collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    for d in dirs {
-        let _ = std::fs::remove_dir(d);
-    }
-    let start = Instant::now();
-    loop {
-        let left_loops = all_loops();
-        let left_mounts: Vec<String> = vmkit::mounts()
-            .iter()
-            .filter(|m| ours(&left_loops, m))
-            .map(|m| format!("{} on {}", m.source, m.point))
-            .collect();
-        if left_loops.is_empty() && left_mounts.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "left behind by process group {pid}: loops {left_loops:?}, mounts {left_mounts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // And `losetup -j` (the tool's own view) agrees.
-    let j = run(Command::new("losetup").arg("-j").arg(disk));
-    assert!(j.trim().is_empty(), "losetup -j {}: {j}", disk.display());
-    (victims.len(), loops.len())
-}
 
 /// The boot state and the slots it names, read without clb.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -467,7 +123,7 @@ fn check_slot(root: &Path, slot: &str) -> Result<String, String> {
 
 /// Read grubenv (GRUB environment block format) and check every slot it names.
 fn inspect(disk: &Path, work: &Path) -> Result<Seen, String> {
-    let mnt = StateMount::open(disk, &work.join("inspect"), false);
+    let mnt = PartitionMount::state(disk, &work.join("inspect"), false);
     let root = mnt.path();
     let block = std::fs::read(root.join("grubenv")).map_err(|e| format!("grubenv: {e}"))?;
     if block.len() != 1024 || !block.starts_with(b"# GRUB Environment Block\n") {
@@ -652,7 +308,7 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, spread: usiz
                 .unwrap_or_else(|| "(ran to the end)".into());
         let verdict = check_point(&disk, work, sc, flipped).and_then(|seen| {
             // `clb status` must read the same disk and call the active slot complete.
-            let s = vmkit::status(kit, &disk);
+            let s = clb::status(kit, &disk);
             if s["active"] != seen.active.as_str() || s["slots"][&seen.active]["complete"] != true {
                 return Err(format!("clb status disagrees: {s}"));
             }
@@ -692,7 +348,7 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, spread: usiz
         }
         if boot_at.contains(k) {
             let seen = verdict.as_ref().unwrap();
-            let b = vmkit::boot_direct(
+            let b = qemu::boot_direct(
                 kit,
                 &disk,
                 work,
@@ -700,7 +356,7 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, spread: usiz
                 "",
                 BOOT_TIMEOUT,
             );
-            let line = vmkit::test_os_line(&b.console);
+            let line = testos::test_os_line(&b.console);
             let release = seen.active_image.rsplit(':').next().unwrap();
             let want = format!("release={release} slot={} mode=active", seen.active);
             if !line.contains(&want) {
@@ -711,7 +367,7 @@ fn run_scenario(kit: &Kit, shim: &Path, work: &Path, sc: &Scenario, spread: usiz
             // remounted read-only before powering off.
         }
         // Resume: the same upgrade again, without the shim, completes.
-        vmkit::upgrade(kit, &disk, sc.image, &[]);
+        clb::upgrade(kit, &disk, sc.image, &[]);
         match inspect(&disk, work) {
             Ok(seen)
                 if seen.active == sc.after.active
@@ -748,7 +404,7 @@ fn commit_index(events: &[Event], target_slot: &str) -> Option<u64> {
 
 /// Offline verdict for one kill point.
 fn check_point(disk: &Path, work: &Path, sc: &Scenario, flipped: bool) -> Result<Seen, String> {
-    vmkit::fsck_state_clean(disk)?;
+    disks::fsck_state_clean(disk)?;
     let seen = inspect(disk, work)?;
     if flipped {
         if seen != sc.after {
@@ -772,51 +428,36 @@ fn check_point(disk: &Path, work: &Path, sc: &Scenario, flipped: bool) -> Result
     Ok(seen)
 }
 
-fn short(s: &str) -> String {
-    // Paths: drop the private mount dir; images: keep the tag.
-    let s = s
-        .split_once("/run/clb/disk-")
-        .map(|(_, r)| r.split_once('/').map_or(r, |(_, p)| p))
-        .unwrap_or(s);
-    let s = s.rsplit_once("127.0.0.1:").map_or(s, |(_, r)| r);
-    let s = s.rsplit_once('/').map_or(s, |(_, r)| r);
-    if s.len() > 40 {
-        format!("{}…", &s[..40])
-    } else {
-        s.to_string()
-    }
-}
-
 /// A release: shared busybox base, a boot layer (a fake kernel and initrd: their bytes are
 /// only copied and hashed here, the QEMU boots use the real kernel with -kernel), a data
 /// layer, and the top layer with init. Boot and data layers differ per release.
 fn publish(kit: &Kit, reg: &Registry, work: &Path, base: &Path, release: &str) -> String {
     let boot = work.join(format!("{release}-boot"));
     let ver = "6.1.0-clbtest";
-    vmkit::files_layer(
+    testos::files_layer(
         &boot,
         &[
             (
                 &format!("boot/vmlinuz-{ver}"),
-                vmkit::noise(&format!("{release}-kernel"), 1536 * 1024),
+                testos::noise(&format!("{release}-kernel"), 1536 * 1024),
             ),
             (
                 &format!("boot/initrd.img-{ver}"),
-                vmkit::noise(&format!("{release}-initrd"), 512 * 1024),
+                testos::noise(&format!("{release}-initrd"), 512 * 1024),
             ),
         ],
     );
     let data = work.join(format!("{release}-data"));
-    vmkit::files_layer(
+    testos::files_layer(
         &data,
         &[(
             "usr/share/clb-test/data.bin",
-            vmkit::noise(&format!("{release}-data"), 1024 * 1024),
+            testos::noise(&format!("{release}-data"), 1024 * 1024),
         )],
     );
     let top = work.join(format!("{release}-top"));
-    vmkit::top_layer(&top, release, false);
-    vmkit::push(
+    testos::top_layer(&top, release, false);
+    clb::push(
         kit,
         reg,
         &[base.to_path_buf(), boot, data, top],
@@ -834,7 +475,7 @@ fn checker_catches_damage(work: &Path, pristine: &Path) {
             .arg(pristine)
             .arg(&disk));
         {
-            let mnt = StateMount::open(&disk, &work.join("damage"), true);
+            let mnt = PartitionMount::state(&disk, &work.join("damage"), true);
             f(mnt.path());
         }
         let r = inspect(&disk, work);
@@ -864,18 +505,18 @@ fn checker_catches_damage(work: &Path, pristine: &Path) {
 fn qemu_power_loss_during_upgrade() {
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
-    let kit = vmkit::prepare(work);
+    let kit = kit::prepare(work);
     let shim = build_shim(work);
     let reg = Registry::start_plain();
     let base = work.join("base");
-    vmkit::base_layer(&base);
+    testos::base_layer(&base);
     let v1 = publish(&kit, &reg, work, &base, "v1");
     let v2 = publish(&kit, &reg, work, &base, "v2");
     let v3 = publish(&kit, &reg, work, &base, "v3");
 
     // (A) v1 deployed in a; the upgrade writes v2 into b.
     let pristine_a = work.join("pristine-a.img");
-    vmkit::deploy(&kit, &pristine_a, &v1, 96);
+    clb::deploy(&kit, &pristine_a, &v1, 96);
     let seen = |active: &str, image: &str, fallback: Option<(&str, &str)>, good: bool| Seen {
         active: active.into(),
         active_image: image.into(),
@@ -900,11 +541,8 @@ fn qemu_power_loss_during_upgrade() {
         .arg("--sparse=always")
         .arg(&pristine_a)
         .arg(&pristine_b));
-    vmkit::upgrade(&kit, &pristine_b, &v2, &[]);
-    run(Command::new(&kit.clb)
-        .arg("--disk")
-        .arg(&pristine_b)
-        .arg("mark-good"));
+    clb::upgrade(&kit, &pristine_b, &v2, &[]);
+    clb::mark_good(&kit, &pristine_b);
     let before_b = inspect(&pristine_b, work).unwrap();
     assert_eq!(before_b, seen("b", &v2, Some(("a", &v1)), true));
     let sc_b = Scenario {

@@ -13,18 +13,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/vm/vmkit.rs"]
-mod vmkit;
-
-#[path = "../../tests/vm/grubbios.rs"]
-mod grubbios;
-
-use std::process::Command;
 use std::time::Duration;
 
 use clb_testsupport::{Registry, require_tool};
-use grubbios::get;
-use vmkit::run;
+use clb_vm_tests::grubenv::{self, get};
+use clb_vm_tests::{clb, disks, kit, qemu, testos};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -35,56 +28,38 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     }
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
-    let kit = vmkit::prepare(work);
+    let kit = kit::prepare(work);
     let reg = Registry::start_plain();
 
-    let images = vmkit::bootable_releases(&kit, &reg, work);
+    let images = testos::bootable_releases(&kit, &reg, work);
 
     let disk = work.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(240 << 20)
-        .unwrap();
-    run(Command::new(&kit.clb).arg("--disk").arg(&disk).args([
-        "deploy",
-        "-q",
-        "--no-verify",
-        "-d",
+    clb::deploy_bootable(
+        &kit,
+        &disk,
         &images[0],
-        "--bootloader",
-        "bios",
-        "--kernel-args",
-        "console=ttyS0 loglevel=4",
-        "--oem-size",
-        "8",
-        "--recovery-size",
-        "0",
-        "--state-size",
-        "160",
-    ]));
-    let clb = |args: &[&str]| run(Command::new(&kit.clb).arg("--disk").arg(&disk).args(args));
+        240,
+        &["--bootloader", "bios", "--state-size", "160"],
+    );
+    let on_disk = |args: &[&str]| clb::on_disk(&kit, &disk, args);
 
     // v1, good: GRUB boots it without clb.slot and writes nothing.
-    let before = grubbios::grubenv(&disk, work);
-    let b = vmkit::boot_bios(&disk, work, "v1", TIMEOUT);
+    let before = grubenv::grubenv(&disk, work);
+    let b = qemu::boot_bios(&disk, work, "v1", TIMEOUT);
     assert!(
         b.console.contains("clb-grub: booting slot a from"),
         "{}",
         b.console
     );
-    assert!(
-        vmkit::test_os_line(&b.console).starts_with("CLB-TEST-OS release=v1 slot=a mode=active"),
-        "{}",
-        b.console
-    );
+    testos::assert_test_os(&b.console, "CLB-TEST-OS release=v1 slot=a mode=active");
     assert_eq!(
-        grubbios::grubenv(&disk, work),
+        grubenv::grubenv(&disk, work),
         before,
         "a good boot writes nothing"
     );
 
     // v2 on trial with 12 tries: GRUB spends one (12 -> 11), the hook (clb.slot=b) none.
-    clb(&[
+    on_disk(&[
         "upgrade",
         "-q",
         "--no-verify",
@@ -93,7 +68,7 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
         "-d",
         &images[1],
     ]);
-    let b = vmkit::boot_bios(&disk, work, "v2", TIMEOUT);
+    let b = qemu::boot_bios(&disk, work, "v2", TIMEOUT);
     assert!(
         b.console
             .contains("clb-grub: slot b on trial: 11 tries left after this boot"),
@@ -106,21 +81,17 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
         "the hook must not count when GRUB counted:\n{}",
         b.console
     );
-    assert!(
-        vmkit::test_os_line(&b.console).starts_with("CLB-TEST-OS release=v2 slot=b mode=active"),
-        "{}",
-        b.console
-    );
-    let env = grubbios::grubenv(&disk, work);
+    testos::assert_test_os(&b.console, "CLB-TEST-OS release=v2 slot=b mode=active");
+    let env = grubenv::grubenv(&disk, work);
     assert_eq!(get(&env, "clb_tries"), "11", "{env:?}");
     assert_eq!(get(&env, "clb_active"), "b");
     assert_eq!(get(&env, "clb_good"), "0");
-    let s = vmkit::status(&kit, &disk);
+    let s = clb::status(&kit, &disk);
     assert_eq!(s["tries_left"], 11, "clb reads what GRUB wrote: {s}");
-    clb(&["mark-good"]);
+    on_disk(&["mark-good"]);
 
     // A broken v3 with one try: GRUB spends it (1 -> 0) and v3 panics.
-    clb(&[
+    on_disk(&[
         "upgrade",
         "-q",
         "--no-verify",
@@ -129,7 +100,7 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
         "-d",
         &images[2],
     ]);
-    let b = vmkit::boot_bios(&disk, work, "v3", TIMEOUT);
+    let b = qemu::boot_bios(&disk, work, "v3", TIMEOUT);
     assert!(
         b.console
             .contains("clb-grub: slot a on trial: 0 tries left after this boot"),
@@ -142,25 +113,24 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
         b.console
     );
     assert!(b.console.contains("Kernel panic"), "{}", b.console);
-    vmkit::fsck_state_repair(&disk);
-    let env = grubbios::grubenv(&disk, work);
+    disks::fsck_state_repair(&disk);
+    let env = grubenv::grubenv(&disk, work);
     assert_eq!(get(&env, "clb_tries"), "0", "{env:?}");
     assert_eq!(get(&env, "clb_active"), "a");
 
     // Tries spent: GRUB records the rollback and boots v2, which sees it.
-    let b = vmkit::boot_bios(&disk, work, "fallback", TIMEOUT);
+    let b = qemu::boot_bios(&disk, work, "fallback", TIMEOUT);
     assert!(
         b.console
             .contains("clb-grub: slot a failed to boot: rolled back to slot b"),
         "{}",
         b.console
     );
-    let line = vmkit::test_os_line(&b.console);
-    assert!(
-        line.starts_with("CLB-TEST-OS release=v2 slot=b mode=passive failure=a"),
-        "{line}"
+    testos::assert_test_os(
+        &b.console,
+        "CLB-TEST-OS release=v2 slot=b mode=passive failure=a",
     );
-    let env = grubbios::grubenv(&disk, work);
+    let env = grubenv::grubenv(&disk, work);
     for (k, want) in [
         ("clb_active", "b"),
         ("clb_fallback", ""),
@@ -170,7 +140,7 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     ] {
         assert_eq!(get(&env, k), want, "{k}: {env:?}");
     }
-    let s = vmkit::status(&kit, &disk);
+    let s = clb::status(&kit, &disk);
     assert_eq!(s["active"], "b", "{s}");
     assert_eq!(s["rolled_back"], true, "{s}");
     assert_eq!(s["failed_slot"], "a", "{s}");

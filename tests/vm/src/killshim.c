@@ -1,4 +1,5 @@
-/* killshim: LD_PRELOAD library for the power-loss test (initrd-hook/tests/qemu_powerloss.rs).
+/* killshim: LD_PRELOAD library for the power-loss test (tests/vm/tests/qemu_powerloss.rs;
+ * built and driven by killshim.rs next to this file).
  *
  * Counts the calls that change what is on disk (writes to regular files, fsync family,
  * renames, unlinks, mkdir, mount/umount, copy_file_range, ...) across every process and

@@ -1,16 +1,15 @@
-//! Reading the boot state GRUB wrote, for the BIOS GRUB test (clb itself installs GRUB:
-//! `clb deploy --bootloader bios`, agent/src/bootloader.rs).
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! The boot state as GRUB reads and writes it: `grub-editenv COS_STATE/grubenv list`, GRUB's
+//! own environment block code, independent of clb's.
 
 use std::path::Path;
 use std::process::Command;
 
-use crate::vmkit::{StateMount, run};
+use crate::cmd::run;
+use crate::disks::PartitionMount;
 
 /// `grub-editenv COS_STATE/grubenv list`, as key/value pairs.
 pub fn grubenv(disk: &Path, work: &Path) -> Vec<(String, String)> {
-    let mnt = StateMount::open(disk, &work.join("grubenv-read"), false);
+    let mnt = PartitionMount::state(disk, &work.join("grubenv-read"), false);
     let out = run(Command::new("grub-editenv")
         .arg(mnt.path().join("grubenv"))
         .arg("list"));
@@ -20,6 +19,7 @@ pub fn grubenv(disk: &Path, work: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of `key` in a [`grubenv`] listing; panics if it is not there.
 pub fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
     env.iter()
         .find(|(k, _)| k == key)

@@ -14,15 +14,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/vm/vmkit.rs"]
-mod vmkit;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use clb_testsupport::Registry;
-use vmkit::{Kit, run};
+use clb_vm_tests::cmd::run;
+use clb_vm_tests::kit::{self, Kit};
+use clb_vm_tests::qemu::{self, Qemu};
+use clb_vm_tests::{clb, testos};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -32,12 +32,12 @@ fn small_tree(dir: &Path, name: &str, files: usize) {
         .map(|i| {
             (
                 format!("usr/share/clb-bench/{name}/f{i:03}"),
-                vmkit::noise(&format!("{name}-{i}"), 1024 * (1 + i % 4)),
+                testos::noise(&format!("{name}-{i}"), 1024 * (1 + i % 4)),
             )
         })
         .collect();
     let refs: Vec<(&str, Vec<u8>)> = list.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
-    vmkit::files_layer(dir, &refs);
+    testos::files_layer(dir, &refs);
 }
 
 /// An image of exactly `n` layers: busybox base (with the init when n == 1), n - 2 small
@@ -46,10 +46,10 @@ fn image_with_layers(kit: &Kit, reg: &Registry, work: &Path, n: usize) -> String
     let root = work.join(format!("img{n}"));
     let mut dirs: Vec<PathBuf> = Vec::new();
     let base = root.join("base");
-    vmkit::base_layer(&base);
+    testos::base_layer(&base);
     small_tree(&base, "base", 20);
     if n == 1 {
-        vmkit::top_layer(&base, &format!("layers{n}"), false);
+        testos::top_layer(&base, &format!("layers{n}"), false);
         dirs.push(base);
     } else {
         dirs.push(base);
@@ -59,10 +59,10 @@ fn image_with_layers(kit: &Kit, reg: &Registry, work: &Path, n: usize) -> String
             dirs.push(d);
         }
         let top = root.join("top");
-        vmkit::top_layer(&top, &format!("layers{n}"), false);
+        testos::top_layer(&top, &format!("layers{n}"), false);
         dirs.push(top);
     }
-    vmkit::push(kit, reg, &dirs, &format!("bench:layers{n}"))
+    clb::push(kit, reg, &dirs, &format!("bench:layers{n}"))
 }
 
 fn hook_ms(console: &str) -> u64 {
@@ -90,15 +90,15 @@ fn qemu_boot_figures() {
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap();
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
-    let kit = vmkit::prepare(work);
+    let kit = kit::prepare(work);
     let reg = Registry::start_plain();
 
     let mut rows = Vec::new();
     for n in [1usize, 4, 16] {
         let image = image_with_layers(&kit, &reg, work, n);
         let disk = work.join(format!("disk{n}.img"));
-        vmkit::deploy(&kit, &disk, &image, 96);
-        let s = vmkit::status(&kit, &disk);
+        clb::deploy(&kit, &disk, &image, 96);
+        let s = clb::status(&kit, &disk);
         assert_eq!(
             s["slots"]["a"]["layers"].as_array().map(Vec::len),
             Some(n),
@@ -106,8 +106,8 @@ fn qemu_boot_figures() {
         );
         let (mut hook, mut wall, mut init) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..repeat {
-            let b = vmkit::boot_direct(&kit, &disk, work, &format!("layers{n}-{r}"), "", TIMEOUT);
-            let line = vmkit::test_os_line(&b.console);
+            let b = qemu::boot_direct(&kit, &disk, work, &format!("layers{n}-{r}"), "", TIMEOUT);
+            let line = testos::test_os_line(&b.console);
             assert!(
                 line.starts_with(&format!("CLB-TEST-OS release=layers{n} slot=a mode=active")),
                 "{line}"
@@ -129,22 +129,19 @@ fn qemu_boot_figures() {
     let broken = {
         let root = work.join("broken");
         let base = root.join("base");
-        vmkit::base_layer(&base);
+        testos::base_layer(&base);
         let top = root.join("top");
-        vmkit::top_layer(&top, "broken", true);
-        vmkit::push(&kit, &reg, &[base, top], "bench:broken")
+        testos::top_layer(&top, "broken", true);
+        clb::push(&kit, &reg, &[base, top], "bench:broken")
     };
     let mut rollbacks = Vec::new();
     for tries in [1u32, 3] {
         let disk = work.join(format!("rollback{tries}.img"));
-        vmkit::deploy(&kit, &disk, &good, 96);
-        vmkit::upgrade(&kit, &disk, &broken, &["--max-tries", &tries.to_string()]);
-        let b = vmkit::boot_direct_rebooting(
-            &kit,
-            &disk,
+        clb::deploy(&kit, &disk, &good, 96);
+        clb::upgrade(&kit, &disk, &broken, &["--max-tries", &tries.to_string()]);
+        let b = Qemu::direct(&kit, "").disk(&disk).rebooting().boot(
             work,
             &format!("rollback{tries}"),
-            "",
             TIMEOUT,
         );
         let panics = b
@@ -158,12 +155,12 @@ fn qemu_boot_figures() {
             "{}",
             b.console
         );
-        let line = vmkit::test_os_line(&b.console);
+        let line = testos::test_os_line(&b.console);
         assert!(
             line.starts_with("CLB-TEST-OS release=layers2 slot=a mode=passive failure=b"),
             "{line}"
         );
-        let s = vmkit::status(&kit, &disk);
+        let s = clb::status(&kit, &disk);
         assert_eq!(s["rolled_back"], true, "{s}");
         rollbacks.push((tries, b.elapsed.as_secs_f64()));
     }
