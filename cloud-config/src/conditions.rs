@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::ctx::{Ctx, output_of};
+use crate::error::{PartError, StepError};
 use crate::schema::Step;
 
 /// Facts about the target the conditions match against.
@@ -99,14 +100,23 @@ fn read_os_release(root: &Path) -> Vec<(String, String)> {
 }
 
 /// Unanchored match like Go's `regexp.MatchString`, which yip uses.
-fn matches(what: &str, pattern: &str, candidates: &[&str]) -> Result<bool, String> {
-    let re = regex_lite::Regex::new(pattern)
-        .map_err(|e| format!("{what}: invalid regular expression {pattern:?}: {e}"))?;
+fn matches(what: &'static str, pattern: &str, candidates: &[&str]) -> Result<bool, PartError> {
+    let re = regex_lite::Regex::new(pattern).map_err(|source| PartError {
+        part: what,
+        error: StepError::Regex {
+            pattern: pattern.to_string(),
+            source,
+        },
+    })?;
     Ok(candidates.iter().any(|c| re.is_match(c)))
 }
 
 /// Ok(None): run. Ok(Some(reason)): skip. Err: the condition itself is broken (the step fails).
-pub(crate) fn check(step: &Step, facts: &Facts, ctx: &mut Ctx) -> Result<Option<String>, String> {
+pub(crate) fn check(
+    step: &Step,
+    facts: &Facts,
+    ctx: &mut Ctx,
+) -> Result<Option<String>, PartError> {
     if !step.node.is_empty() {
         let host = &facts.hostname;
         if step.node != *host && !matches("node", &step.node, &[host])? {
@@ -167,7 +177,10 @@ pub(crate) fn check(step: &Step, facts: &Facts, ctx: &mut Ctx) -> Result<Option<
             return Ok(None);
         }
         let status = output_of(&mut ctx.shell(&step.if_))
-            .map_err(|e| format!("if: {e}"))?
+            .map_err(|e| PartError {
+                part: "if",
+                error: e.into(),
+            })?
             .status;
         if !status.success() {
             return Ok(Some(format!("if {:?} exited with {status}", step.if_)));

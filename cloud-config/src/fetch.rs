@@ -10,27 +10,51 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::error::Error;
+use clb_command::CommandError;
 
 const MAX_REDIRECTS: usize = 5;
 
+/// Why a fetch failed. The URL is the one asked for (before redirects).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL or the server's answer is not usable: an error status, a bad header, a body cut
+    /// short, too many redirects.
+    #[error("fetch {url}: {problem}")]
+    Http { url: String, problem: String },
+    /// The network or a local file failed; `action` says what was being done.
+    #[error("fetch {url}: {action}")]
+    Io {
+        url: String,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `https://` goes through curl (no TLS client is built in), which is missing or failed.
+    #[error("fetch {url} with curl")]
+    Curl {
+        url: String,
+        #[source]
+        source: CommandError,
+    },
+}
+
 /// Fetch `url` into `out` (the whole body). `timeout` bounds connecting and each read.
-pub fn fetch(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
+pub fn fetch(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<(), FetchError> {
     let mut current = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         if current.starts_with("https://") {
-            return fetch_curl(&current, timeout, out);
+            return fetch_curl(url, &current, timeout, out);
         }
-        match get_http(&current, timeout, out)? {
+        match get_http(url, &current, timeout, out)? {
             None => return Ok(()),
             Some(location) => current = location,
         }
     }
-    Err(fetch_err(url, "too many redirects"))
+    Err(http_err(url, "too many redirects"))
 }
 
 /// Fetch into memory, refusing bodies over `limit` bytes.
-pub fn fetch_bytes(url: &str, timeout: Duration, limit: usize) -> Result<Vec<u8>, Error> {
+pub fn fetch_bytes(url: &str, timeout: Duration, limit: usize) -> Result<Vec<u8>, FetchError> {
     let mut buf = LimitedVec {
         data: Vec::new(),
         limit,
@@ -60,37 +84,62 @@ impl Write for LimitedVec {
     }
 }
 
-fn fetch_err(url: &str, message: impl Into<String>) -> Error {
-    Error::Fetch {
+fn http_err(url: &str, problem: impl Into<String>) -> FetchError {
+    FetchError::Http {
         url: url.to_string(),
-        message: message.into(),
+        problem: problem.into(),
     }
 }
 
-fn fetch_curl(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
+fn io_err(url: &str, action: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchError {
+    let (url, action) = (url.to_string(), action.into());
+    move |source| FetchError::Io {
+        url,
+        action,
+        source,
+    }
+}
+
+/// `current` through curl (which follows the redirects itself); errors name `url`, the one
+/// asked for.
+fn fetch_curl(
+    url: &str,
+    current: &str,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<(), FetchError> {
     let output = clb_command::run_output(
         Command::new("curl")
             .args(["-fsSL", "--proto", "=https,http", "--max-time"])
             .arg(timeout.as_secs().max(1).to_string())
             .arg("--")
-            .arg(url),
+            .arg(current),
     )
-    .map_err(|e| fetch_err(url, e.to_string()))?;
+    .map_err(|source| FetchError::Curl {
+        url: url.to_string(),
+        source,
+    })?;
     out.write_all(&output.stdout)
-        .map_err(|e| fetch_err(url, format!("write: {e}")))
+        .map_err(io_err(url, "store the body"))
 }
 
-/// One GET. Returns the redirect target on 3xx, None when the body was written.
-fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<String>, Error> {
-    let rest = url
+/// One GET of `current`. Returns the redirect target on 3xx, None when the body was written.
+/// Errors name `url`, the one asked for.
+fn get_http(
+    url: &str,
+    current: &str,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<Option<String>, FetchError> {
+    let rest = current
         .strip_prefix("http://")
-        .ok_or_else(|| fetch_err(url, "unsupported URL scheme (http:// or https:// only)"))?;
+        .ok_or_else(|| http_err(url, "unsupported URL scheme (http:// or https:// only)"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(fetch_err(
+        return Err(http_err(
             url,
             "bad host (credentials in URLs are not supported)",
         ));
@@ -106,19 +155,23 @@ fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<
     };
     let addr = host_port
         .to_socket_addrs()
-        .map_err(|e| fetch_err(url, format!("resolve {host_port}: {e}")))?
+        .map_err(io_err(url, format!("resolve {host_port}")))?
         .next()
-        .ok_or_else(|| fetch_err(url, format!("resolve {host_port}: no address")))?;
+        .ok_or_else(|| http_err(url, format!("{host_port} resolves to no address")))?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| fetch_err(url, format!("connect {addr}: {e}")))?;
-    let io = |e: std::io::Error| fetch_err(url, e.to_string());
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        .map_err(io_err(url, format!("connect to {addr}")))?;
+    let io = |e: std::io::Error| io_err(url, "read the response")(e);
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(io_err(url, "set the timeouts"))?;
     // One write: a server may answer and close after the first packet it reads.
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: clb-cloud-config\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).map_err(io)?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(io_err(url, "send the request"))?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).map_err(io)?;
@@ -126,14 +179,14 @@ fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| fetch_err(url, format!("bad status line {:?}", status_line.trim())))?;
+        .ok_or_else(|| http_err(url, format!("bad status line {:?}", status_line.trim())))?;
     let mut chunked = false;
     let mut length: Option<u64> = None;
     let mut location = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).map_err(io)? == 0 {
-            return Err(fetch_err(url, "connection closed in headers"));
+            return Err(http_err(url, "connection closed in the headers"));
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -151,18 +204,18 @@ fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<
     }
     if (300..400).contains(&status) {
         let loc =
-            location.ok_or_else(|| fetch_err(url, format!("HTTP {status} without Location")))?;
+            location.ok_or_else(|| http_err(url, format!("HTTP {status} without Location")))?;
         let next = if loc.starts_with("http://") || loc.starts_with("https://") {
             loc
         } else if loc.starts_with('/') {
             format!("http://{authority}{loc}")
         } else {
-            return Err(fetch_err(url, format!("unsupported redirect to {loc:?}")));
+            return Err(http_err(url, format!("unsupported redirect to {loc:?}")));
         };
         return Ok(Some(next));
     }
     if status != 200 {
-        return Err(fetch_err(url, format!("HTTP {status}")));
+        return Err(http_err(url, format!("HTTP {status}")));
     }
     if chunked {
         loop {
@@ -170,13 +223,13 @@ fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<
             reader.read_line(&mut size_line).map_err(io)?;
             let size_hex = size_line.trim().split(';').next().unwrap_or("");
             let size = u64::from_str_radix(size_hex, 16)
-                .map_err(|_| fetch_err(url, format!("bad chunk size {size_hex:?}")))?;
+                .map_err(|_| http_err(url, format!("bad chunk size {size_hex:?}")))?;
             if size == 0 {
                 break;
             }
             let copied = std::io::copy(&mut (&mut reader).take(size), out).map_err(io)?;
             if copied != size {
-                return Err(fetch_err(url, "connection closed in a chunk"));
+                return Err(http_err(url, "connection closed in a chunk"));
             }
             let mut crlf = String::new();
             reader.read_line(&mut crlf).map_err(io)?;
@@ -184,7 +237,7 @@ fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<
     } else if let Some(len) = length {
         let copied = std::io::copy(&mut reader.take(len), out).map_err(io)?;
         if copied != len {
-            return Err(fetch_err(
+            return Err(http_err(
                 url,
                 format!("body truncated: {copied} of {len} bytes"),
             ));
@@ -197,7 +250,7 @@ fn get_http(url: &str, timeout: Duration, out: &mut dyn Write) -> Result<Option<
 
 /// Fetch `url` to `dest` through a temporary file in the same directory, renamed into place
 /// only when complete: a failed download never leaves a truncated file behind.
-pub fn fetch_to_file(url: &str, timeout: Duration, dest: &Path) -> Result<(), Error> {
+pub fn fetch_to_file(url: &str, timeout: Duration, dest: &Path) -> Result<(), FetchError> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let tmp = dir.join(format!(
         ".{}.clb-tmp",
@@ -207,12 +260,11 @@ pub fn fetch_to_file(url: &str, timeout: Duration, dest: &Path) -> Result<(), Er
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)
-            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+            .map_err(io_err(url, format!("create {}", tmp.display())))?;
         fetch(url, timeout, &mut f)?;
         f.sync_all()
-            .map_err(|e| Error::io(format!("sync {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, dest)
-            .map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+            .map_err(io_err(url, format!("flush {}", tmp.display())))?;
+        std::fs::rename(&tmp, dest).map_err(io_err(url, format!("rename it to {}", dest.display())))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -25,16 +25,19 @@ mod run;
 mod schema;
 mod sources;
 
-pub use error::{Diagnostic, Error, Result};
-pub use fetch::{fetch, fetch_bytes};
-pub use layout::{Expansion, LayoutPlan, PartAction, PlannedPartition, plan_layout};
+pub use error::{Diagnostic, Error, PartError, Result, StageError, StepError, render};
+pub use fetch::{FetchError, fetch, fetch_bytes};
+pub use layout::{
+    Expansion, LayoutError, LayoutFailure, LayoutOptions, LayoutOutcome, LayoutPlan, PartAction,
+    PlannedPartition, Refusal, apply_layout, plan_layout,
+};
 pub use parse::{ParsedFile, is_cloud_config, parse_file, parse_str};
 pub use run::{
     Options, Outcome, Report, StepOutcome, run_exact, run_loaded, run_stage, stage_phases,
 };
 pub use schema::{
-    After, Config, Datasource, Device, Directory, Dns, Download, Expand, File, IfFiles, Layout,
-    Override, Partition, Step, Systemctl, User,
+    After, Config, Datasource, Device, Directory, Dns, Download, Expand, File, Filesystem, IfFiles,
+    Layout, Override, Partition, Step, Systemctl, User,
 };
 pub use sources::{CMDLINE_KEYS, DEFAULT_DIRS, Loaded, Sources, cmdline_setup};
 
@@ -70,7 +73,7 @@ pub fn validate_file(path: &std::path::Path) -> std::result::Result<Vec<Diagnost
             file: path.display().to_string(),
             line: 0,
             column: 0,
-            message: e.to_string(),
+            message: render(&e),
         }),
     }
 }

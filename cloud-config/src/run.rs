@@ -1,12 +1,13 @@
 //! Running a stage: load, order, check conditions, execute, report.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::conditions::{self, Facts};
 use crate::ctx::Ctx;
-use crate::error::Diagnostic;
+use crate::error::{Diagnostic, PartError, StageError, StepError, render};
 use crate::exec;
 use crate::order;
 use crate::schema::Step;
@@ -37,16 +38,29 @@ impl Default for Options {
     }
 }
 
-/// What happened to one step.
+/// What happened to one step, for people and JSON. A failure's typed causes are in
+/// [`StepOutcome::errors`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", content = "detail", rename_all = "snake_case")]
 pub enum Outcome {
     Ran,
+    /// Why the step was skipped (the condition that did not hold).
     Skipped(String),
+    /// The step's errors rendered on one line, `part: what: cause`, joined by `; `.
     Failed(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ran => f.write_str("ran"),
+            Outcome::Skipped(why) => write!(f, "skipped: {why}"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct StepOutcome {
     /// The source the step came from.
     pub file: String,
@@ -60,10 +74,14 @@ pub struct StepOutcome {
     /// Remarks that are not changes (a unit not started offline, an `if` not evaluated in a
     /// dry run, a filesystem that could not be grown).
     pub notes: Vec<String>,
+    /// Why the step failed, typed: one error per failed part, in the order the parts ran
+    /// (`outcome` carries them rendered). Empty unless the step failed.
+    #[serde(skip)]
+    pub errors: Vec<Arc<PartError>>,
 }
 
 /// The result of a run; serializes to JSON for `--output json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// The stage asked for (without `.before`/`.after`).
     pub stage: String,
@@ -92,6 +110,35 @@ impl Report {
         self.steps
             .iter()
             .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
+    }
+
+    /// Ok when the run succeeded ([`Report::success`]); else the first problem as a typed
+    /// error: a broken source, else the first failed part of the first failed step, else the
+    /// strict abort. The report holds all of them.
+    pub fn check(&self) -> Result<(), StageError> {
+        let stage = self.stage.clone();
+        if let Some(diagnostic) = self.errors.first() {
+            return Err(StageError::Source {
+                stage,
+                diagnostic: diagnostic.clone(),
+            });
+        }
+        if let Some((step, error)) = self
+            .steps
+            .iter()
+            .find_map(|s| s.errors.first().map(|e| (s, e)))
+        {
+            return Err(StageError::Step {
+                stage,
+                step: step.name.clone(),
+                file: step.file.clone(),
+                error: Arc::clone(error),
+            });
+        }
+        if self.aborted {
+            return Err(StageError::Aborted { stage });
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> String {
@@ -186,10 +233,13 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
         });
     }
     if !ordered.blocked.is_empty() {
-        let msg = format!(
-            "dependency cycle between steps: {}",
-            ordered.cycle.join(" -> ")
-        );
+        let cycle = Arc::new(PartError {
+            part: "after",
+            error: StepError::Cycle {
+                cycle: ordered.cycle.clone(),
+            },
+        });
+        let msg = render(cycle.as_ref());
         tracing::error!(stage, "{msg}");
         for &i in &ordered.blocked {
             report.steps.push(StepOutcome {
@@ -199,6 +249,7 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
                 outcome: Outcome::Failed(msg.clone()),
                 actions: Vec::new(),
                 notes: Vec::new(),
+                errors: vec![Arc::clone(&cycle)],
             });
         }
         if options.strict {
@@ -210,16 +261,20 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
         let (file, name, step) = &entries[i];
         let mut ctx = Ctx::new(&options.root, options.dry_run);
         let facts = Facts::gather(&options.root, options.hostname.as_deref());
-        let outcome = match conditions::check(step, &facts, &mut ctx) {
-            Ok(Some(reason)) => Outcome::Skipped(reason),
-            Err(e) => Outcome::Failed(e),
-            Ok(None) => {
-                let errors = exec::run_step(step, &mut ctx);
-                if errors.is_empty() {
-                    Outcome::Ran
-                } else {
-                    Outcome::Failed(errors.join("; "))
-                }
+        let errors = match conditions::check(step, &facts, &mut ctx) {
+            Ok(Some(reason)) => Err(reason),
+            Err(e) => Ok(vec![e]),
+            Ok(None) => Ok(exec::run_step(step, &mut ctx)),
+        };
+        let (outcome, errors): (Outcome, Vec<Arc<PartError>>) = match errors {
+            Err(skipped) => (Outcome::Skipped(skipped), Vec::new()),
+            Ok(errors) if errors.is_empty() => (Outcome::Ran, Vec::new()),
+            Ok(errors) => {
+                let rendered: Vec<String> = errors.iter().map(|e| render(e)).collect();
+                (
+                    Outcome::Failed(rendered.join("; ")),
+                    errors.into_iter().map(Arc::new).collect(),
+                )
             }
         };
         match &outcome {
@@ -237,6 +292,7 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
             outcome,
             actions: ctx.actions,
             notes: ctx.notes,
+            errors,
         });
         if failed && options.strict {
             report.aborted = true;

@@ -291,6 +291,8 @@ impl Datasource {
     }
 }
 
+/// A disk layout (the `layout:` key): the disk, the partition to grow, the partitions to add.
+/// See [`crate::apply_layout`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Layout {
@@ -303,6 +305,19 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `partitions` added to the disk at `device` (a whole disk, a partition node meaning its
+    /// disk, or an image file).
+    pub fn on_device(device: &std::path::Path, partitions: Vec<Partition>) -> Layout {
+        Layout {
+            device: Some(Device {
+                label: String::new(),
+                path: device.display().to_string(),
+            }),
+            expand_partition: None,
+            add_partitions: partitions,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.device.is_none() && self.expand_partition.is_none() && self.add_partitions.is_empty()
     }
@@ -325,18 +340,106 @@ pub struct Expand {
     pub size: u64,
 }
 
+/// A partition of `add_partitions`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Partition {
+    /// Filesystem label; how the partition is found again on a re-run.
     #[serde(rename = "fsLabel", deserialize_with = "de::string")]
     pub fs_label: String,
     /// MiB; 0 = the rest of the disk.
     pub size: u64,
+    /// GPT partition name; empty: the `fs_label`.
     #[serde(rename = "pLabel", deserialize_with = "de::string")]
     pub p_label: String,
-    /// ext4 (default), ext2, ext3, xfs, vfat/fat, swap, noformat.
-    #[serde(deserialize_with = "de::string")]
-    pub filesystem: String,
+    pub filesystem: Filesystem,
+}
+
+impl Partition {
+    /// `size_mib` 0 takes the rest of the disk (last partition only).
+    pub fn new(fs_label: &str, p_label: &str, size_mib: u64, filesystem: Filesystem) -> Self {
+        Partition {
+            fs_label: fs_label.to_string(),
+            size: size_mib,
+            p_label: p_label.to_string(),
+            filesystem,
+        }
+    }
+}
+
+/// A filesystem `layout` makes. In config files yip's spellings are accepted too, in any case:
+/// `fat`/`fat32` for vfat, `none` for noformat; empty or null means ext4.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    #[default]
+    Ext4,
+    Ext3,
+    Ext2,
+    Xfs,
+    Vfat,
+    Swap,
+    Btrfs,
+    /// The partition is created but not formatted.
+    NoFormat,
+}
+
+impl Filesystem {
+    /// The name clb uses, as blkid reports the filesystem.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Ext3 => "ext3",
+            Filesystem::Ext2 => "ext2",
+            Filesystem::Xfs => "xfs",
+            Filesystem::Vfat => "vfat",
+            Filesystem::Swap => "swap",
+            Filesystem::Btrfs => "btrfs",
+            Filesystem::NoFormat => "noformat",
+        }
+    }
+
+    /// The filesystem a config file names, with yip's spellings; None when unknown.
+    pub fn from_name(name: &str) -> Option<Filesystem> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "" | "ext4" => Filesystem::Ext4,
+            "ext3" => Filesystem::Ext3,
+            "ext2" => Filesystem::Ext2,
+            "xfs" => Filesystem::Xfs,
+            "vfat" | "fat" | "fat32" => Filesystem::Vfat,
+            "swap" => Filesystem::Swap,
+            "btrfs" => Filesystem::Btrfs,
+            "noformat" | "none" => Filesystem::NoFormat,
+            _ => return None,
+        })
+    }
+
+    /// The longest filesystem label `mkfs` accepts, in bytes.
+    pub fn label_limit(self) -> usize {
+        match self {
+            Filesystem::Xfs => 12,
+            Filesystem::Vfat => 11,
+            Filesystem::Btrfs => 255,
+            _ => 16,
+        }
+    }
+}
+
+impl std::fmt::Display for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Filesystem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = de::string(d)?;
+        Filesystem::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown filesystem {name:?}: ext4, ext3, ext2, xfs, vfat, swap, btrfs or noformat"
+            ))
+        })
+    }
 }
 
 /// A `#cloud-config` file: the cloud-init keys clb understands, plus yip's `name`/`stages`.

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Diagnostic;
+use crate::fetch::FetchError;
 use crate::parse::{ParsedFile, parse_str};
 
 /// The directories yip reads, in this order, relative to the root.
@@ -96,7 +97,7 @@ impl Sources {
                         Ok(body) => {
                             loaded.add_text(&value, &String::from_utf8_lossy(&body));
                         }
-                        Err(e) => loaded.errors.push(plain(&value, e.to_string())),
+                        Err(e) => loaded.errors.push(plain(&value, fetch_problem(&e))),
                     }
                 } else {
                     let p = under_root(root, Path::new(&value));
@@ -151,6 +152,15 @@ impl Loaded {
             }
             Err(d) => self.errors.push(d),
         }
+    }
+}
+
+/// What went wrong with a URL source, without the URL: the diagnostic is already tied to it.
+fn fetch_problem(e: &FetchError) -> String {
+    match e {
+        FetchError::Http { problem, .. } => problem.clone(),
+        FetchError::Io { action, source, .. } => format!("{action}: {source}"),
+        FetchError::Curl { source, .. } => source.to_string(),
     }
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clb_cloud_config::{
-    Device, Expand, Layout, Options, Outcome, PartAction, Partition, Report, Sources, plan_layout,
-    run_stage,
+    Device, Expand, Filesystem, Layout, Options, Outcome, PartAction, Partition, Report, Sources,
+    plan_layout, run_stage,
 };
 use clb_disk::LoopDevice;
 use clb_testsupport::{require_tool, run_cmd, sha256_digest};
@@ -27,7 +27,7 @@ fn part(fs_label: &str, size: u64, p_label: &str, fs: &str) -> Partition {
         fs_label: fs_label.into(),
         size,
         p_label: p_label.into(),
-        filesystem: fs.into(),
+        filesystem: Filesystem::from_name(fs).unwrap(),
     }
 }
 
@@ -230,7 +230,7 @@ fn creates_partitions_and_filesystems_then_rerun_is_a_noop() {
     assert_eq!(
         plan.partitions
             .iter()
-            .map(|p| p.action.clone())
+            .map(|p| p.action)
             .collect::<Vec<_>>(),
         [PartAction::Keep, PartAction::Create]
     );
@@ -290,7 +290,7 @@ fn mismatching_disks_are_refused_untouched() {
             part("B_NEW", 16, "new", "ext4"),
             part("B_DATA", 32, "data", "ext4"),
         ],
-        "earlier one of the list does not",
+        "partition \"data\" exists but \"new\", listed before it, does not",
     );
     // Listed partition followed by an unlisted one.
     refused(
@@ -303,7 +303,7 @@ fn mismatching_disks_are_refused_untouched() {
             part("B_DATA", 32, "data", "ext4"),
             part("B_BIG", 512, "big", "ext4"),
         ],
-        "does not fit",
+        "partition 3 (big) needs 512 MiB, 78 MiB free",
     );
     // An MBR disk and a whole-disk filesystem are never overwritten.
     let mbr = image(dir.path(), "mbr.raw", 64);

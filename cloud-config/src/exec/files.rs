@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::ctx::Ctx;
+use crate::error::StepError;
 use crate::schema::{Attrs, Directory, Download, File};
 
 /// Wanted owner ids; `None` leaves that id as it is (new files: the running user's).
@@ -92,7 +93,7 @@ pub(crate) fn ensure_file(
     content: &[u8],
     mode: u32,
     owners: Owners,
-) -> Result<bool, String> {
+) -> Result<bool, StepError> {
     let full = ctx.path(path);
     ensure_file_at(ctx, &full, path, content, mode, owners)
 }
@@ -104,7 +105,7 @@ pub(crate) fn ensure_file_at(
     content: &[u8],
     mode: u32,
     owners: Owners,
-) -> Result<bool, String> {
+) -> Result<bool, StepError> {
     // A symlink at the target is replaced, never followed: following it could write outside
     // the root (e.g. /etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf).
     let current = match std::fs::symlink_metadata(full) {
@@ -118,19 +119,19 @@ pub(crate) fn ensure_file_at(
         }
         Ok(_) => None,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("stat {shown}: {e}")),
+        Err(e) => return Err(StepError::io(format!("stat {shown}"))(e)),
     };
     match current {
         Some((true, true, true)) => Ok(false),
         Some((true, m, o)) => {
             if !m && ctx.act(format!("chmod {mode:04o} {shown}")) {
                 std::fs::set_permissions(full, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("chmod {shown}: {e}"))?;
+                    .map_err(StepError::io(format!("chmod {shown}")))?;
             }
             if !o && ctx.act(format!("chown {} {shown}", owners.describe())) {
                 owners
                     .apply(full)
-                    .map_err(|e| format!("chown {shown}: {e}"))?;
+                    .map_err(StepError::io(format!("chown {shown}")))?;
             }
             Ok(true)
         }
@@ -141,20 +142,36 @@ pub(crate) fn ensure_file_at(
                 owners.describe_suffix()
             )) {
                 write_atomic(full, content, mode, owners)
-                    .map_err(|e| format!("write {shown}: {e}"))?;
+                    .map_err(StepError::io(format!("write {shown}")))?;
             }
             Ok(true)
         }
     }
 }
 
+/// Create directory `full` (shown as `shown`) with its parents, then give it `owners` and
+/// `mode` (in that order: chown clears setuid/setgid bits).
+pub(crate) fn create_dir(
+    full: &Path,
+    shown: &str,
+    owners: Owners,
+    mode: u32,
+) -> Result<(), StepError> {
+    std::fs::create_dir_all(full).map_err(StepError::io(format!("create directory {shown}")))?;
+    owners
+        .apply(full)
+        .map_err(StepError::io(format!("chown {shown}")))?;
+    std::fs::set_permissions(full, std::fs::Permissions::from_mode(mode))
+        .map_err(StepError::io(format!("chmod {shown}")))
+}
+
 /// `passwd`/`group` lookups in the root, for owners given by name.
-fn lookup_id(ctx: &Ctx, db: &str, name: &str) -> Result<u32, String> {
+fn lookup_id(ctx: &Ctx, db: &str, name: &str) -> Result<u32, StepError> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
     let path = ctx.path(db);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {db}: {e}"))?;
+    let text = std::fs::read_to_string(&path).map_err(StepError::io(format!("read {db}")))?;
     text.lines()
         .filter_map(|l| {
             let mut f = l.split(':');
@@ -164,11 +181,16 @@ fn lookup_id(ctx: &Ctx, db: &str, name: &str) -> Result<u32, String> {
         })
         .next()
         .and_then(|id| id.parse().ok())
-        .ok_or_else(|| format!("no {} {name:?} in {db}", db.trim_start_matches("/etc/")))
+        .ok_or_else(|| {
+            StepError::Conflict(format!(
+                "no {} {name:?} in {db}",
+                db.trim_start_matches("/etc/")
+            ))
+        })
 }
 
 /// Resolve owner/group names or ids against the root's databases.
-pub(crate) fn resolve_owners(ctx: &Ctx, attrs: &Attrs) -> Result<Owners, String> {
+pub(crate) fn resolve_owners(ctx: &Ctx, attrs: &Attrs) -> Result<Owners, StepError> {
     let (mut owner, mut group) = (attrs.owner.clone(), attrs.group.clone());
     if owner.is_none()
         && group.is_none()
@@ -192,6 +214,7 @@ pub(crate) fn resolve_owners(ctx: &Ctx, attrs: &Attrs) -> Result<Owners, String>
     })
 }
 
+/// The bytes of `content` in `encoding`; Err: why it cannot be decoded.
 fn decode(content: &str, encoding: &str) -> Result<Vec<u8>, String> {
     let b64 = |s: &str| {
         // Base64 in YAML is often wrapped over several lines.
@@ -217,24 +240,25 @@ fn decode(content: &str, encoding: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-fn check_path(p: &str) -> Result<(), String> {
-    if p.is_empty() {
-        return Err("empty path".into());
-    }
-    if !p.starts_with('/') {
-        return Err(format!("path {p:?} is not absolute"));
-    }
-    if p.split('/').any(|c| c == "..") {
-        return Err(format!("path {p:?} contains \"..\""));
-    }
-    Ok(())
+fn check_path(p: &str) -> Result<(), StepError> {
+    let problem = if p.is_empty() {
+        "empty path".to_string()
+    } else if !p.starts_with('/') {
+        format!("path {p:?} is not absolute")
+    } else if p.split('/').any(|c| c == "..") {
+        format!("path {p:?} contains \"..\"")
+    } else {
+        return Ok(());
+    };
+    Err(StepError::Invalid(problem))
 }
 
-pub(crate) fn file(ctx: &mut Ctx, f: &File) -> Result<(), String> {
+pub(crate) fn file(ctx: &mut Ctx, f: &File) -> Result<(), StepError> {
     check_path(&f.path)?;
-    let content = decode(&f.content, &f.encoding).map_err(|e| format!("{}: {e}", f.path))?;
+    let content = decode(&f.content, &f.encoding)
+        .map_err(|e| StepError::Invalid(format!("{}: {e}", f.path)))?;
     let attrs = f.attrs();
-    let owners = resolve_owners(ctx, &attrs).map_err(|e| format!("{}: {e}", f.path))?;
+    let owners = resolve_owners(ctx, &attrs)?;
     ensure_parent(ctx, &f.path)?;
     ensure_file(
         ctx,
@@ -247,21 +271,24 @@ pub(crate) fn file(ctx: &mut Ctx, f: &File) -> Result<(), String> {
 }
 
 /// Create missing parent directories (0755) so `files` work without a `directories` entry.
-fn ensure_parent(ctx: &mut Ctx, path: &str) -> Result<(), String> {
+fn ensure_parent(ctx: &mut Ctx, path: &str) -> Result<(), StepError> {
     let full = ctx.path(path);
     if let Some(parent) = full.parent()
         && !parent.is_dir()
         && ctx.act(format!("create directory {}", parent.display()))
     {
-        std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(StepError::io(format!(
+            "create directory {}",
+            parent.display()
+        )))?;
     }
     Ok(())
 }
 
-pub(crate) fn directory(ctx: &mut Ctx, d: &Directory) -> Result<(), String> {
+pub(crate) fn directory(ctx: &mut Ctx, d: &Directory) -> Result<(), StepError> {
     check_path(&d.path)?;
     let attrs = d.attrs();
-    let owners = resolve_owners(ctx, &attrs).map_err(|e| format!("{}: {e}", d.path))?;
+    let owners = resolve_owners(ctx, &attrs)?;
     let full = ctx.path(&d.path);
     match std::fs::symlink_metadata(&full) {
         Ok(md) if md.is_dir() => {
@@ -270,18 +297,21 @@ pub(crate) fn directory(ctx: &mut Ctx, d: &Directory) -> Result<(), String> {
                 && ctx.act(format!("chmod {mode:04o} {}", d.path))
             {
                 std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("chmod {}: {e}", d.path))?;
+                    .map_err(StepError::io(format!("chmod {}", d.path)))?;
             }
             if !owners.matches(md.uid(), md.gid())
                 && ctx.act(format!("chown {} {}", owners.describe(), d.path))
             {
                 owners
                     .apply(&full)
-                    .map_err(|e| format!("chown {}: {e}", d.path))?;
+                    .map_err(StepError::io(format!("chown {}", d.path)))?;
             }
             Ok(())
         }
-        Ok(_) => Err(format!("{} exists and is not a directory", d.path)),
+        Ok(_) => Err(StepError::Conflict(format!(
+            "{} exists and is not a directory",
+            d.path
+        ))),
         Err(_) => {
             let mode = attrs.permissions.unwrap_or(0o755);
             if ctx.act(format!(
@@ -289,25 +319,20 @@ pub(crate) fn directory(ctx: &mut Ctx, d: &Directory) -> Result<(), String> {
                 d.path,
                 owners.describe_suffix()
             )) {
-                std::fs::create_dir_all(&full).map_err(|e| format!("mkdir {}: {e}", d.path))?;
-                owners
-                    .apply(&full)
-                    .map_err(|e| format!("chown {}: {e}", d.path))?;
-                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("chmod {}: {e}", d.path))?;
+                create_dir(&full, &d.path, owners, mode)?;
             }
             Ok(())
         }
     }
 }
 
-pub(crate) fn download(ctx: &mut Ctx, d: &Download) -> Result<(), String> {
+pub(crate) fn download(ctx: &mut Ctx, d: &Download) -> Result<(), StepError> {
     check_path(&d.path)?;
     if d.url.is_empty() {
-        return Err(format!("{}: no url", d.path));
+        return Err(StepError::Invalid(format!("{}: no url", d.path)));
     }
     let attrs = d.attrs();
-    let owners = resolve_owners(ctx, &attrs).map_err(|e| format!("{}: {e}", d.path))?;
+    let owners = resolve_owners(ctx, &attrs)?;
     let timeout = Duration::from_secs(if d.timeout == 0 { 60 } else { d.timeout });
     if ctx.dry_run {
         ctx.act(format!("download {} to {}", d.url, d.path));
@@ -324,8 +349,9 @@ pub(crate) fn download(ctx: &mut Ctx, d: &Download) -> Result<(), String> {
             .unwrap_or_default()
     ));
     let result = (|| {
-        crate::fetch::fetch_to_file(&d.url, timeout, &tmp).map_err(|e| e.to_string())?;
-        let content = std::fs::read(&tmp).map_err(|e| format!("read download: {e}"))?;
+        crate::fetch::fetch_to_file(&d.url, timeout, &tmp)?;
+        let content = std::fs::read(&tmp)
+            .map_err(StepError::io(format!("read the download of {}", d.path)))?;
         let shown = format!("{} (from {})", d.path, d.url);
         ensure_file_at(
             ctx,

@@ -12,67 +12,112 @@ mod systemctl;
 mod users;
 
 use crate::ctx::Ctx;
-use crate::schema::Step;
+use crate::error::{PartError, StepError};
+use crate::layout::{LayoutOptions, apply_layout};
+use crate::schema::{Layout, Step};
+
+/// What a part returns: most stop at their first error, a few (systemctl, sysctl, modules,
+/// authorized_keys) go on and return all of theirs.
+trait PartResult {
+    fn into_errors(self) -> Vec<StepError>;
+}
+
+impl PartResult for Result<(), StepError> {
+    fn into_errors(self) -> Vec<StepError> {
+        self.err().into_iter().collect()
+    }
+}
+
+impl PartResult for Vec<StepError> {
+    fn into_errors(self) -> Vec<StepError> {
+        self
+    }
+}
+
+/// The failed parts of a step, in the order the parts ran.
+struct Failed(Vec<PartError>);
+
+impl Failed {
+    fn add(&mut self, part: &'static str, result: impl PartResult) {
+        self.0.extend(
+            result
+                .into_errors()
+                .into_iter()
+                .map(|error| PartError { part, error }),
+        );
+    }
+}
 
 /// Run a step's parts in yip's order; every part runs even when an earlier one failed, and
 /// the errors are returned together.
-pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<String> {
-    let mut errors = Vec::new();
-    let mut part = |name: &str, r: Result<(), String>| {
-        if let Err(e) = r {
-            errors.push(format!("{name}: {e}"));
-        }
-    };
+pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
+    let mut failed = Failed(Vec::new());
     if !step.dns.is_empty() {
-        part("dns", system::dns(ctx, &step.dns));
+        failed.add("dns", system::dns(ctx, &step.dns));
     }
     for d in &step.downloads {
-        part("downloads", files::download(ctx, d));
+        failed.add("downloads", files::download(ctx, d));
     }
     for d in &step.directories {
-        part("directories", files::directory(ctx, d));
+        failed.add("directories", files::directory(ctx, d));
     }
     for f in &step.files {
-        part("files", files::file(ctx, f));
+        failed.add("files", files::file(ctx, f));
     }
     for c in &step.commands {
-        part("commands", system::command(ctx, c));
+        failed.add("commands", system::command(ctx, c));
     }
     if !step.hostname.is_empty() {
-        part("hostname", system::hostname(ctx, &step.hostname));
+        failed.add("hostname", system::hostname(ctx, &step.hostname));
     }
     if !step.sysctl.is_empty() {
-        part("sysctl", system::sysctl(ctx, &step.sysctl));
+        failed.add("sysctl", system::sysctl(ctx, &step.sysctl));
     }
     if !step.users.is_empty() {
-        part("users", users::users(ctx, &step.users));
+        failed.add("users", users::users(ctx, &step.users));
     }
     if !step.authorized_keys.is_empty() {
-        part(
+        failed.add(
             "authorized_keys",
             users::authorized_keys(ctx, &step.authorized_keys),
         );
     }
     if !step.modules.is_empty() {
-        part("modules", system::modules(ctx, &step.modules));
+        failed.add("modules", system::modules(ctx, &step.modules));
     }
     if !step.systemctl.is_empty() {
-        part("systemctl", systemctl::systemctl(ctx, &step.systemctl));
+        failed.add("systemctl", systemctl::systemctl(ctx, &step.systemctl));
     }
     if !step.environment.is_empty() {
-        part(
+        failed.add(
             "environment",
             system::environment(ctx, &step.environment, &step.environment_file),
         );
     }
     if !step.timesyncd.is_empty() {
-        part("timesyncd", system::timesyncd(ctx, &step.timesyncd));
+        failed.add("timesyncd", system::timesyncd(ctx, &step.timesyncd));
     }
     if !step.datasource.is_empty() {
-        part("datasource", system::datasource(ctx, &step.datasource));
+        failed.add("datasource", system::datasource(ctx, &step.datasource));
     }
     if !step.layout.is_empty() {
-        part("layout", crate::layout::apply(ctx, &step.layout));
+        failed.add("layout", layout(ctx, &step.layout));
     }
-    errors
+    failed.0
+}
+
+/// `layout:` through the same function callers use ([`apply_layout`]); its changes and notes
+/// go into the step's report.
+fn layout(ctx: &mut Ctx, layout: &Layout) -> Result<(), StepError> {
+    let outcome = apply_layout(
+        layout,
+        &LayoutOptions {
+            dry_run: ctx.dry_run,
+        },
+    )?;
+    for change in outcome.changes() {
+        ctx.act(change);
+    }
+    ctx.notes.extend(outcome.notes);
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 use super::files::{Owners, ensure_file};
 use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
 use crate::ctx::{Ctx, output_of};
+use crate::error::StepError;
 use crate::schema::{Datasource, Dns};
 
 /// Files clb writes its merged settings to (one per kind, so steps add up).
@@ -13,15 +14,15 @@ pub(crate) const SYSCTL_FILE: &str = "/etc/sysctl.d/90-clb-cloud-config.conf";
 pub(crate) const MODULES_FILE: &str = "/etc/modules-load.d/clb-cloud-config.conf";
 pub(crate) const DATASOURCE_FILE: &str = "/etc/clb/datasource.json";
 
-fn read_root_file(ctx: &Ctx, path: &str) -> Result<String, String> {
+fn read_root_file(ctx: &Ctx, path: &str) -> Result<String, StepError> {
     match std::fs::read_to_string(ctx.path(path)) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(format!("read {path}: {e}")),
+        Err(e) => Err(StepError::io(format!("read {path}"))(e)),
     }
 }
 
-pub(crate) fn dns(ctx: &mut Ctx, dns: &Dns) -> Result<(), String> {
+pub(crate) fn dns(ctx: &mut Ctx, dns: &Dns) -> Result<(), StepError> {
     let path = if dns.path.is_empty() {
         "/etc/resolv.conf"
     } else {
@@ -41,11 +42,11 @@ pub(crate) fn dns(ctx: &mut Ctx, dns: &Dns) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), String> {
+pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), StepError> {
     if !ctx.act(format!("run {script:?}")) {
         return Ok(());
     }
-    let out = output_of(&mut ctx.shell(script)).map_err(|e| e.to_string())?;
+    let out = output_of(&mut ctx.shell(script))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     tracing::debug!(command = script, %stdout, %stderr, status = %out.status, "command finished");
@@ -58,22 +59,22 @@ pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), String> {
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no output");
-        Err(format!(
-            "{script:?} failed ({}): {}",
-            out.status,
-            last.trim()
-        ))
+        Err(StepError::Script {
+            script: script.to_string(),
+            status: out.status,
+            output: last.trim().to_string(),
+        })
     }
 }
 
-pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), String> {
+pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), StepError> {
     // A hostname is at most 64 bytes of letters, digits, '-' and '.'.
     if name.len() > 64
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
     {
-        return Err(format!("invalid hostname {name:?}"));
+        return Err(StepError::Invalid(format!("invalid hostname {name:?}")));
     }
     ensure_file(
         ctx,
@@ -86,30 +87,36 @@ pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), String> {
         let current = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         if current.trim() != name && ctx.act(format!("set the kernel hostname to {name}")) {
             std::fs::write("/proc/sys/kernel/hostname", name)
-                .map_err(|e| format!("set hostname: {e}"))?;
+                .map_err(StepError::io("set the kernel hostname"))?;
         }
     }
     Ok(())
 }
 
-pub(crate) fn sysctl(ctx: &mut Ctx, values: &BTreeMap<String, String>) -> Result<(), String> {
+/// The file is merged first; live, every value is then set even when another fails, and the
+/// errors of all of them are returned.
+pub(crate) fn sysctl(ctx: &mut Ctx, values: &BTreeMap<String, String>) -> Vec<StepError> {
     let normalised: BTreeMap<String, String> = values
         .iter()
         .map(|(k, v)| (k.replace('/', "."), v.clone()))
         .collect();
-    let existing = read_root_file(ctx, SYSCTL_FILE)?;
-    let merged = merge_lines(&existing, &normalised, sysctl_key, |k, v| {
-        format!("{k} = {v}")
+    let written = read_root_file(ctx, SYSCTL_FILE).and_then(|existing| {
+        let merged = merge_lines(&existing, &normalised, sysctl_key, |k, v| {
+            format!("{k} = {v}")
+        });
+        ensure_file(
+            ctx,
+            SYSCTL_FILE,
+            merged.as_bytes(),
+            0o644,
+            Owners::default(),
+        )
     });
-    ensure_file(
-        ctx,
-        SYSCTL_FILE,
-        merged.as_bytes(),
-        0o644,
-        Owners::default(),
-    )?;
+    if let Err(e) = written {
+        return vec![e];
+    }
+    let mut errors = Vec::new();
     if ctx.live() {
-        let mut errors = Vec::new();
         for (k, v) in &normalised {
             let proc_path = format!("/proc/sys/{}", k.replace('.', "/"));
             let current = std::fs::read_to_string(&proc_path).unwrap_or_default();
@@ -119,18 +126,20 @@ pub(crate) fn sysctl(ctx: &mut Ctx, values: &BTreeMap<String, String>) -> Result
                 && ctx.act(format!("set {k} = {v}"))
                 && let Err(e) = std::fs::write(&proc_path, v)
             {
-                errors.push(format!("{k}: {e}"));
+                errors.push(StepError::io(format!("set {k} in {proc_path}"))(e));
             }
         }
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
     }
-    Ok(())
+    errors
 }
 
-pub(crate) fn modules(ctx: &mut Ctx, modules: &[String]) -> Result<(), String> {
-    let existing = read_root_file(ctx, MODULES_FILE)?;
+/// The list is merged first; live, every module is then loaded even when another fails, and
+/// the errors of all of them are returned.
+pub(crate) fn modules(ctx: &mut Ctx, modules: &[String]) -> Vec<StepError> {
+    let existing = match read_root_file(ctx, MODULES_FILE) {
+        Ok(text) => text,
+        Err(e) => return vec![e],
+    };
     let mut text = existing.clone();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -141,28 +150,27 @@ pub(crate) fn modules(ctx: &mut Ctx, modules: &[String]) -> Result<(), String> {
             text.push('\n');
         }
     }
-    ensure_file(ctx, MODULES_FILE, text.as_bytes(), 0o644, Owners::default())?;
+    if let Err(e) = ensure_file(ctx, MODULES_FILE, text.as_bytes(), 0o644, Owners::default()) {
+        return vec![e];
+    }
+    let mut errors = Vec::new();
     if ctx.live() {
-        let mut errors = Vec::new();
         for m in modules {
             if ctx.act(format!("modprobe {m}"))
                 && let Err(e) = clb_command::run(Command::new("modprobe").arg("--").arg(m))
             {
-                errors.push(e.to_string());
+                errors.push(e.into());
             }
         }
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
     }
-    Ok(())
+    errors
 }
 
 pub(crate) fn environment(
     ctx: &mut Ctx,
     vars: &BTreeMap<String, String>,
     file: &str,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let path = if file.is_empty() {
         "/etc/environment"
     } else {
@@ -172,7 +180,7 @@ pub(crate) fn environment(
         .keys()
         .find(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
     {
-        return Err(format!("invalid variable name {bad:?}"));
+        return Err(StepError::Invalid(format!("invalid variable name {bad:?}")));
     }
     let existing = read_root_file(ctx, path)?;
     let merged = merge_lines(&existing, vars, env_key, env_line);
@@ -180,7 +188,7 @@ pub(crate) fn environment(
     Ok(())
 }
 
-pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Result<(), String> {
+pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Result<(), StepError> {
     const PATH: &str = "/etc/systemd/timesyncd.conf";
     let existing = read_root_file(ctx, PATH)?;
     let merged = merge_ini_section(&existing, "Time", keys);
@@ -189,8 +197,10 @@ pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Resul
 }
 
 /// Datasources are recorded, not fetched: clb's deploy reads this file (see the docs).
-pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(ds).map_err(|e| e.to_string())? + "\n";
+pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), StepError> {
+    let json = serde_json::to_string_pretty(ds)
+        .map_err(|e| StepError::io("serialize the datasource")(e.into()))?
+        + "\n";
     ensure_file(
         ctx,
         DATASOURCE_FILE,

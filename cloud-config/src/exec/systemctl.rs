@@ -5,6 +5,7 @@ use std::process::Command;
 
 use super::files::{Owners, ensure_file};
 use crate::ctx::{Ctx, output_of};
+use crate::error::StepError;
 use crate::schema::Systemctl;
 
 const UNIT_SUFFIXES: [&str; 11] = [
@@ -40,25 +41,31 @@ fn systemctl_cmd(ctx: &Ctx) -> Command {
 
 /// `is-enabled` state, e.g. "enabled", "disabled", "masked", "static"; "" if unknown. The
 /// exit status only repeats the state, so it is not a failure.
-fn state(ctx: &Ctx, unit: &str) -> Result<String, String> {
-    let out = output_of(systemctl_cmd(ctx).args(["is-enabled", "--", unit]))
-        .map_err(|e| e.to_string())?;
+fn state(ctx: &Ctx, unit: &str) -> Result<String, StepError> {
+    let out = output_of(systemctl_cmd(ctx).args(["is-enabled", "--", unit]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
+/// Every override and unit is handled even when another fails; the errors of all of them.
+pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Vec<StepError> {
     let mut errors = Vec::new();
     let mut changed_overrides = false;
     // Overrides first: an enabled unit may need its drop-in at start.
     for o in &s.overrides {
         if o.service.is_empty() || o.service.contains('/') {
-            errors.push(format!("override: bad service name {:?}", o.service));
+            errors.push(StepError::Invalid(format!(
+                "override: bad service name {:?}",
+                o.service
+            )));
             continue;
         }
         let name = if o.name.is_empty() {
             "override-clb.conf".to_string()
         } else if o.name.contains('/') {
-            errors.push(format!("override: bad drop-in name {:?}", o.name));
+            errors.push(StepError::Invalid(format!(
+                "override: bad drop-in name {:?}",
+                o.name
+            )));
             continue;
         } else if o.name.ends_with(".conf") {
             o.name.clone()
@@ -76,7 +83,7 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
         && ctx.act("systemctl daemon-reload")
         && let Err(e) = clb_command::run(Command::new("systemctl").arg("daemon-reload"))
     {
-        errors.push(e.to_string());
+        errors.push(e.into());
     }
     let verbs: [(&str, &Vec<String>, &[&str]); 3] = [
         ("mask", &s.mask, &["masked", "masked-runtime"]),
@@ -117,7 +124,7 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
             if ctx.act(shown)
                 && let Err(e) = clb_command::run(systemctl_cmd(ctx).args([verb, "--", &unit]))
             {
-                errors.push(e.to_string());
+                errors.push(e.into());
             }
         }
     }
@@ -133,12 +140,8 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Result<(), String> {
         if ctx.act(format!("systemctl start {unit}"))
             && let Err(e) = clb_command::run(Command::new("systemctl").args(["start", "--", &unit]))
         {
-            errors.push(e.to_string());
+            errors.push(e.into());
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    errors
 }

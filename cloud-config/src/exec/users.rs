@@ -9,8 +9,9 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
-use super::files::{Owners, ensure_file_at};
+use super::files::{Owners, create_dir, ensure_file_at};
 use crate::ctx::Ctx;
+use crate::error::StepError;
 use crate::schema::User;
 
 /// One colon-separated database (passwd, shadow, group, gshadow).
@@ -25,11 +26,11 @@ struct Db {
 }
 
 impl Db {
-    fn load(ctx: &Ctx, path: &'static str, default_mode: u32) -> Result<Db, String> {
+    fn load(ctx: &Ctx, path: &'static str, default_mode: u32) -> Result<Db, StepError> {
         let full = ctx.path(path);
         let (original, exists, mode, owners) = match std::fs::read_to_string(&full) {
             Ok(s) => {
-                let md = std::fs::metadata(&full).map_err(|e| format!("stat {path}: {e}"))?;
+                let md = std::fs::metadata(&full).map_err(StepError::io(format!("stat {path}")))?;
                 (
                     s,
                     true,
@@ -40,7 +41,7 @@ impl Db {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 (String::new(), false, default_mode, Owners::new(0, 0))
             }
-            Err(e) => return Err(format!("read {path}: {e}")),
+            Err(e) => return Err(StepError::io(format!("read {path}"))(e)),
         };
         let lines = original
             .lines()
@@ -90,7 +91,7 @@ impl Db {
         out
     }
 
-    fn save(&self, ctx: &mut Ctx) -> Result<(), String> {
+    fn save(&self, ctx: &mut Ctx) -> Result<(), StepError> {
         let text = self.render();
         if self.exists && text == self.original {
             return Ok(());
@@ -117,7 +118,7 @@ struct Dbs {
 }
 
 impl Dbs {
-    fn load(ctx: &Ctx) -> Result<Dbs, String> {
+    fn load(ctx: &Ctx) -> Result<Dbs, StepError> {
         let group = Db::load(ctx, "/etc/group", 0o644)?;
         let mut shadow = Db::load(ctx, "/etc/shadow", 0o640)?;
         if !shadow.exists {
@@ -138,7 +139,7 @@ impl Dbs {
         })
     }
 
-    fn save(&self, ctx: &mut Ctx) -> Result<(), String> {
+    fn save(&self, ctx: &mut Ctx) -> Result<(), StepError> {
         // Groups before users: a passwd line never points at a group not yet written.
         self.group.save(ctx)?;
         if let Some(g) = &self.gshadow {
@@ -154,13 +155,13 @@ impl Dbs {
         name: &str,
         wanted: Option<u32>,
         system: bool,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, StepError> {
         if let Some(i) = self.group.find(name) {
             return self
                 .group
                 .field(i, 2)
                 .parse()
-                .map_err(|_| format!("/etc/group: bad gid for {name}"));
+                .map_err(|_| StepError::Conflict(format!("/etc/group: bad gid for {name}")));
         }
         valid_name(name)?;
         let used = self.group.ids(2);
@@ -205,16 +206,16 @@ impl Dbs {
 }
 
 /// useradd's ranges: users from 1000 up, system accounts from 999 down.
-fn next_free(used: &[u32], system: bool) -> Result<u32, String> {
+fn next_free(used: &[u32], system: bool) -> Result<u32, StepError> {
     let found = if system {
         (100..1000).rev().find(|i| !used.contains(i))
     } else {
         (1000..60000).find(|i| !used.contains(i))
     };
-    found.ok_or_else(|| "no free id left".to_string())
+    found.ok_or_else(|| StepError::Conflict("no free id left".to_string()))
 }
 
-fn valid_name(name: &str) -> Result<(), String> {
+fn valid_name(name: &str) -> Result<(), StepError> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && !name.starts_with('-')
@@ -224,13 +225,17 @@ fn valid_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid user or group name {name:?}"))
+        Err(StepError::Invalid(format!(
+            "invalid user or group name {name:?}"
+        )))
     }
 }
 
-fn no_colon(what: &str, v: &str) -> Result<(), String> {
+fn no_colon(what: &str, v: &str) -> Result<(), StepError> {
     if v.contains(':') || v.contains('\n') {
-        Err(format!("{what} {v:?} must not contain ':' or a newline"))
+        Err(StepError::Invalid(format!(
+            "{what} {v:?} must not contain ':' or a newline"
+        )))
     } else {
         Ok(())
     }
@@ -242,9 +247,11 @@ fn is_hashed(p: &str) -> bool {
 }
 
 /// SHA-512 crypt through `openssl passwd -6`, the password on stdin (never in argv).
-fn sha512_crypt(plain: &str, salt: Option<&str>) -> Result<String, String> {
+fn sha512_crypt(plain: &str, salt: Option<&str>) -> Result<String, StepError> {
     if plain.contains('\n') {
-        return Err("passwords with a newline are not supported".into());
+        return Err(StepError::Invalid(
+            "passwords with a newline are not supported".into(),
+        ));
     }
     let mut cmd = Command::new("openssl");
     cmd.args(["passwd", "-6"]);
@@ -255,23 +262,25 @@ fn sha512_crypt(plain: &str, salt: Option<&str>) -> Result<String, String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = clb_command::spawn(&mut cmd).map_err(|e| e.to_string())?;
+    let mut child = clb_command::spawn(&mut cmd)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(format!("{plain}\n").as_bytes())
-            .map_err(|e| format!("openssl passwd: {e}"))?;
+            .map_err(StepError::io("pass the password to openssl passwd"))?;
     }
-    let out = clb_command::wait(&cmd, child).map_err(|e| e.to_string())?;
+    let out = clb_command::wait(&cmd, child)?;
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !is_hashed(&hash) {
-        return Err(format!("openssl passwd printed no crypt hash: {hash:?}"));
+        return Err(StepError::Conflict(format!(
+            "openssl passwd printed no crypt hash: {hash:?}"
+        )));
     }
     Ok(hash)
 }
 
 /// The shadow hash for `passwd`, reusing `current` when it already matches the plaintext (a
 /// fresh salt on every run would change the tree each time).
-fn wanted_hash(passwd: &str, current: &str) -> Result<String, String> {
+fn wanted_hash(passwd: &str, current: &str) -> Result<String, StepError> {
     if is_hashed(passwd) {
         return Ok(passwd.to_string());
     }
@@ -292,7 +301,7 @@ fn days_since_epoch() -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn users(ctx: &mut Ctx, users: &BTreeMap<String, User>) -> Result<(), String> {
+pub(crate) fn users(ctx: &mut Ctx, users: &BTreeMap<String, User>) -> Result<(), StepError> {
     let mut dbs = Dbs::load(ctx)?;
     for (name, u) in users {
         valid_name(name)?;
@@ -311,17 +320,16 @@ pub(crate) fn users(ctx: &mut Ctx, users: &BTreeMap<String, User>) -> Result<(),
         };
         let uid = match existing {
             Some(i) => {
-                let cur: u32 = dbs
-                    .passwd
-                    .field(i, 2)
-                    .parse()
-                    .map_err(|_| format!("/etc/passwd: bad uid for {name}"))?;
+                let cur: u32 =
+                    dbs.passwd.field(i, 2).parse().map_err(|_| {
+                        StepError::Conflict(format!("/etc/passwd: bad uid for {name}"))
+                    })?;
                 if let Some(want) = u.uid
                     && want != cur
                 {
-                    return Err(format!(
+                    return Err(StepError::Conflict(format!(
                         "user {name} exists with uid {cur}, not {want}; refusing to renumber"
-                    ));
+                    )));
                 }
                 cur
             }
@@ -329,7 +337,9 @@ pub(crate) fn users(ctx: &mut Ctx, users: &BTreeMap<String, User>) -> Result<(),
                 let used = dbs.passwd.ids(2);
                 match u.uid {
                     Some(want) if used.contains(&want) => {
-                        return Err(format!("uid {want} for {name} is taken"));
+                        return Err(StepError::Conflict(format!(
+                            "uid {want} for {name} is taken"
+                        )));
                     }
                     Some(want) => want,
                     None => next_free(&used, u.system)?,
@@ -430,20 +440,18 @@ fn lookup(dbs: &Dbs, name: &str) -> Option<(String, u32, u32)> {
     ))
 }
 
-fn ensure_home(ctx: &mut Ctx, home: &str, uid: u32, gid: u32) -> Result<(), String> {
+fn ensure_home(ctx: &mut Ctx, home: &str, uid: u32, gid: u32) -> Result<(), StepError> {
     if home.is_empty() || !home.starts_with('/') {
-        return Err(format!("home directory {home:?} is not absolute"));
+        return Err(StepError::Invalid(format!(
+            "home directory {home:?} is not absolute"
+        )));
     }
     let full = ctx.path(home);
     if full.exists() {
         return Ok(()); // an existing home is the user's business
     }
     if ctx.act(format!("create home {home} (mode 0700, owner {uid}:{gid})")) {
-        std::fs::create_dir_all(&full).map_err(|e| format!("mkdir {home}: {e}"))?;
-        std::os::unix::fs::chown(&full, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {home}: {e}"))?;
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("chmod {home}: {e}"))?;
+        create_dir(&full, home, Owners::new(uid, gid), 0o700)?;
     }
     Ok(())
 }
@@ -455,12 +463,12 @@ fn write_keys(
     uid: u32,
     gid: u32,
     keys: &[String],
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     for k in keys {
         if k.contains(':') && (k.starts_with("github:") || k.starts_with("gitlab:")) {
-            return Err(format!(
+            return Err(StepError::Invalid(format!(
                 "{k:?}: fetching keys from GitHub/GitLab is not supported; paste the key"
-            ));
+            )));
         }
     }
     let ssh = format!("{}/.ssh", home.trim_end_matches('/'));
@@ -473,20 +481,17 @@ fn write_keys(
             {
                 owners
                     .apply(&ssh_full)
-                    .map_err(|e| format!("chown {ssh}: {e}"))?;
+                    .map_err(StepError::io(format!("chown {ssh}")))?;
                 std::fs::set_permissions(&ssh_full, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("chmod {ssh}: {e}"))?;
+                    .map_err(StepError::io(format!("chmod {ssh}")))?;
             }
         }
-        Ok(_) => return Err(format!("{ssh} is not a directory")),
+        Ok(_) => {
+            return Err(StepError::Conflict(format!("{ssh} is not a directory")));
+        }
         Err(_) => {
             if ctx.act(format!("create {ssh} (mode 0700, owner {uid}:{gid})")) {
-                std::fs::create_dir_all(&ssh_full).map_err(|e| format!("mkdir {ssh}: {e}"))?;
-                owners
-                    .apply(&ssh_full)
-                    .map_err(|e| format!("chown {ssh}: {e}"))?;
-                std::fs::set_permissions(&ssh_full, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("chmod {ssh}: {e}"))?;
+                create_dir(&ssh_full, &ssh, owners, 0o700)?;
             }
         }
     }
@@ -508,25 +513,24 @@ fn write_keys(
     Ok(())
 }
 
+/// Every user's keys are written even when another user's fail; the errors of all of them.
 pub(crate) fn authorized_keys(
     ctx: &mut Ctx,
     keys: &BTreeMap<String, Vec<String>>,
-) -> Result<(), String> {
-    let dbs = Dbs::load(ctx)?;
+) -> Vec<StepError> {
+    let dbs = match Dbs::load(ctx) {
+        Ok(dbs) => dbs,
+        Err(e) => return vec![e],
+    };
     let mut errors = Vec::new();
     for (user, list) in keys {
-        match lookup(&dbs, user) {
-            Some((home, uid, gid)) => {
-                if let Err(e) = write_keys(ctx, &home, uid, gid, list) {
-                    errors.push(format!("{user}: {e}"));
-                }
-            }
-            None => errors.push(format!("no user {user:?} in /etc/passwd")),
-        }
+        let result = match lookup(&dbs, user) {
+            Some((home, uid, gid)) => write_keys(ctx, &home, uid, gid, list),
+            None => Err(StepError::Conflict(format!(
+                "no user {user:?} in /etc/passwd"
+            ))),
+        };
+        errors.extend(result.err());
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    errors
 }
