@@ -161,6 +161,9 @@ pub enum ClbError {
     /// An external program could not run or failed.
     #[error(transparent)]
     Command(#[from] clb_command::CommandError),
+    /// The stage engine's partitioning refused or failed.
+    #[error(transparent)]
+    Layout(#[from] clb_cloud_config::LayoutError),
     /// A boot state block that does not decode or cannot change as asked.
     #[error(transparent)]
     BootState(#[from] clb_ondisk::bootstate::BootStateError),
@@ -195,6 +198,7 @@ impl ClbError {
             ClbError::Convert(e) => convert_exit_code(e),
             ClbError::Command(e) if e.says_no_space() => exit::NO_SPACE,
             ClbError::Command(_) => exit::FAILURE,
+            ClbError::Layout(e) => layout_exit_code(e),
             ClbError::BootState(_) => exit::STATE,
             ClbError::Worker(_) => exit::FAILURE,
             ClbError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
@@ -219,6 +223,16 @@ fn disk_exit_code(e: &clb_disk::DiskError) -> u8 {
         D::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
         D::Command(c) if c.says_no_space() => exit::NO_SPACE,
         D::Busy { .. } | D::NotMounted { .. } | D::Io { .. } | D::Command(_) => exit::STATE,
+    }
+}
+
+fn layout_exit_code(e: &clb_cloud_config::LayoutError) -> u8 {
+    use clb_cloud_config::LayoutError as L;
+    match e {
+        L::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
+        L::Io { .. } | L::Gpt { .. } | L::Disk(_) | L::Command(_) | L::ListDisks(_) => exit::STATE,
+        // The disk or the layout does not fit: the input is at fault.
+        _ => exit::INVALID_INPUT,
     }
 }
 

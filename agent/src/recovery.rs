@@ -11,6 +11,8 @@ use clb_ondisk::{BootState, SlotManifest, SlotName, bootstate::DEFAULT_MAX_TRIES
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClbError, Result};
+use clb_cloud_config::Filesystem;
+
 use crate::partitions::{PERSISTENT_LABEL, Part, RECOVERY_LABEL, STATE_LABEL, apply_layout};
 use crate::store::StateStore;
 use crate::upgrade::now_rfc3339;
@@ -53,16 +55,20 @@ pub fn layout_next_to_recovery(disk: &Path, state_mib: u64, persistent_mib: u64)
     let mut parts: Vec<Part> = existing
         .iter()
         .filter(|p| !matches!(p.fs_label.as_deref(), Some(STATE_LABEL | PERSISTENT_LABEL)))
-        .map(|p| Part {
-            fs_label: p.fs_label.clone().unwrap_or_default(),
-            part_name: p.part_name.clone().unwrap_or_default(),
-            size_mib: p.size_bytes >> 20,
-            filesystem: p.fs_type.clone().unwrap_or_else(|| "noformat".into()),
+        .map(|p| {
+            // A partition without a filesystem we know is kept as it is, never formatted.
+            let fs = p.fs_type.as_deref().and_then(Filesystem::from_name);
+            Part::new(
+                p.fs_label.as_deref().unwrap_or_default(),
+                p.part_name.as_deref().unwrap_or_default(),
+                p.size_bytes >> 20,
+                fs.unwrap_or(Filesystem::NoFormat),
+            )
         })
         .collect();
-    parts.push(Part::new(STATE_LABEL, "state", state_mib, "ext4"));
-    parts.push(Part::new(PERSISTENT_LABEL, "persistent", persistent_mib, "ext4"));
-    apply_layout(disk, &parts)
+    parts.push(Part::new(STATE_LABEL, "state", state_mib, Filesystem::Ext4));
+    parts.push(Part::new(PERSISTENT_LABEL, "persistent", persistent_mib, Filesystem::Ext4));
+    apply_layout(disk, &parts).map(|_| ())
 }
 
 /// Copies the recovery slot into `state` as slot `a` (every layer re-hashed on the way) and

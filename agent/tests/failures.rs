@@ -277,7 +277,7 @@ fn hostile_layer_is_refused_and_changes_nothing() {
         assert_fails(
             &fx.upgrade(&state, &format!("evil:{name}"), &["--no-verify"]),
             3,
-            "invalid input",
+            "refusing layer entry",
         );
         unchanged(&state, &before, name);
     }

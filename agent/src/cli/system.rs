@@ -22,8 +22,8 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
         )),
     };
     if a.from_recovery {
-        clb::recovery::layout_next_to_recovery(&disk, a.state_size, a.persistent_size)
-            .with_context(|| format!("laying out {}", disk.display()))?;
+        // Layout errors name the disk themselves.
+        clb::recovery::layout_next_to_recovery(&disk, a.state_size, a.persistent_size)?;
     } else {
         let sizes = partitions::LayoutSizes {
             esp: if a.boot.bootloader == Bootloader::Efi {
@@ -36,8 +36,7 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
             state: a.state_size,
             persistent: a.persistent_size,
         };
-        partitions::apply_default_layout(&disk, sizes)
-            .with_context(|| format!("laying out {}", disk.display()))?;
+        partitions::apply_default_layout(&disk, sizes)?;
         match a.boot.bootloader {
             Bootloader::Efi => clb::bootloader::install_efi(&disk, &a.boot.kernel_args),
             Bootloader::Bios => clb::bootloader::install_bios(&disk, &a.boot.kernel_args),
