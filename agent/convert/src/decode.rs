@@ -58,25 +58,16 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
-/// The decoded tar stream: counts bytes and tracks how many zero bytes it ended with, which
-/// tells a real end-of-archive marker from a stream cut at an entry boundary.
+/// The decoded tar stream, counting bytes.
 pub(crate) struct Decoded<'a> {
     inner: Box<dyn Read + 'a>,
     pub count: Rc<Cell<u64>>,
-    pub trailing_zeros: Rc<Cell<u64>>,
 }
 
 impl Read for Decoded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let chunk = &buf[..n];
         self.count.set(self.count.get() + n as u64);
-        let tail = chunk.iter().rev().take_while(|b| **b == 0).count() as u64;
-        if tail == n as u64 {
-            self.trailing_zeros.set(self.trailing_zeros.get() + tail);
-        } else {
-            self.trailing_zeros.set(tail);
-        }
         Ok(n)
     }
 }
@@ -127,7 +118,6 @@ pub(crate) fn open<'a>(input: impl Read + 'a) -> Result<Opened<'a>, ConvertError
         decoded: Decoded {
             inner,
             count: Rc::new(Cell::new(0)),
-            trailing_zeros: Rc::new(Cell::new(0)),
         },
         input_bytes,
         input_err,

@@ -75,6 +75,21 @@ impl ConvertError {
     }
 }
 
+/// Where a failure came from inside the conversion pipeline, so the caller can tell corrupt
+/// input, a broken source and a dead `tar2sqfs` apart.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Convert(ConvertError),
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl From<ConvertError> for Failure {
+    fn from(e: ConvertError) -> Self {
+        Self::Convert(e)
+    }
+}
+
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
     matches!(
         e.kind(),

@@ -10,8 +10,10 @@ mod decode;
 mod error;
 mod fromdir;
 mod paths;
+mod pax;
 mod rewrite;
 mod tar2sqfs;
+mod tarread;
 mod tarwrite;
 
 use std::cell::Cell;
@@ -22,7 +24,7 @@ use std::rc::Rc;
 pub use error::ConvertError;
 pub use fromdir::{TarStats, tar_from_dir};
 
-use rewrite::Failure;
+use error::Failure;
 use tar2sqfs::Tar2Sqfs;
 
 /// SquashFS block compressor.
@@ -89,7 +91,7 @@ impl Default for ConvertOptions {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvertStats {
-    /// Tar entries read from the layer (PAX and long-name headers not counted).
+    /// Tar entries read from the layer (PAX, global PAX and long-name headers not counted).
     pub entries: u64,
     /// Bytes read from `input`, as stored (compressed).
     pub input_bytes: u64,

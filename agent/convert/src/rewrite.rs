@@ -11,30 +11,17 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read, Write};
 
-use base64::Engine as _;
-
 use crate::ConvertError;
 use crate::decode::Decoded;
+use crate::error::Failure;
 use crate::paths::{check_symlink, hardlink_target, is_ancestor, join, normalize, split_parent};
+use crate::tarread::{Entry, TarReader};
 use crate::tarwrite::{AppendError, Kind, Meta, TarWriter, Xattrs};
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
-
-/// Where a failure came from, so the caller can tell corrupt input, a broken source and a
-/// dead `tar2sqfs` apart.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Convert(ConvertError),
-    Read(io::Error),
-    Write(io::Error),
-}
-
-impl From<ConvertError> for Failure {
-    fn from(e: ConvertError) -> Self {
-        Self::Convert(e)
-    }
-}
+/// The only xattr namespaces SquashFS can store.
+const STORED_PREFIXES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
 
 struct PendingDir {
     path: Vec<u8>,
@@ -52,58 +39,68 @@ struct Rewriter<W: Write> {
     /// Opaque markers seen before their directory entry (sorted: output stays deterministic).
     opaque_later: BTreeSet<Vec<u8>>,
     entries: u64,
+    /// xattrs (and GNU tar ACL records) SquashFS cannot store.
+    unstorable: Dropped,
+    /// overlayfs control xattrs other than `opaque`.
+    overlay_control: Dropped,
 }
 
 /// Rewrites the whole layer into `out`, then checks the input really ended.
 pub(crate) fn rewrite<W: Write>(decoded: Decoded<'_>, out: W) -> Result<(u64, W), Failure> {
-    let trailing_zeros = decoded.trailing_zeros.clone();
-    let mut archive = tar::Archive::new(decoded);
-    let mut rw = Rewriter {
-        out: TarWriter::new(out),
-        pending: Vec::new(),
-        written_dirs: HashSet::new(),
-        opaque_later: BTreeSet::new(),
-        entries: 0,
-    };
-    for entry in archive.entries().map_err(Failure::Read)? {
-        let mut entry = entry.map_err(Failure::Read)?;
-        rw.entries += 1;
-        rw.entry(&mut entry)?;
-    }
-    // The tar crate also ends at EOF on an entry boundary; a real archive ends in a zero block.
-    if trailing_zeros.get() < 512 {
-        return Err(ConvertError::Corrupt(
-            "tar stream ends without an end-of-archive marker (truncated?)".into(),
-        )
-        .into());
-    }
+    let mut reader = TarReader::new(decoded);
+    let mut rw = Rewriter::new(out);
+    rw.run(&mut reader)?;
     // Reading to the end validates the compression trailer (gzip CRC, zstd checksum).
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(Failure::Read)?;
+    io::copy(&mut reader.into_inner(), &mut io::sink()).map_err(Failure::Read)?;
+    if let Some(what) = rw.unstorable.describe() {
+        tracing::warn!(
+            "dropping xattrs SquashFS cannot store (it keeps only user.*, trusted.* and \
+             security.*; POSIX ACLs are lost, see docs/conversion.md): {what}"
+        );
+    }
+    if let Some(what) = rw.overlay_control.describe() {
+        tracing::warn!(
+            "dropping overlayfs control xattrs (a layer must not steer overlayfs lookups): {what}"
+        );
+    }
     rw.finish()
 }
 
 impl<W: Write> Rewriter<W> {
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), Failure> {
-        let raw = entry.path_bytes().into_owned();
-        let ty = entry.header().entry_type();
-        if ty.is_pax_global_extensions() {
-            tracing::warn!("ignoring global PAX header in layer");
-            return Ok(());
+    fn new(out: W) -> Self {
+        Self {
+            out: TarWriter::new(out),
+            pending: Vec::new(),
+            written_dirs: HashSet::new(),
+            opaque_later: BTreeSet::new(),
+            entries: 0,
+            unstorable: Dropped::default(),
+            overlay_control: Dropped::default(),
         }
+    }
+
+    fn run<R: Read>(&mut self, reader: &mut TarReader<R>) -> Result<(), Failure> {
+        while let Some(entry) = reader.next()? {
+            self.entries += 1;
+            self.entry(entry, reader)?;
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, entry: Entry, reader: &mut TarReader<R>) -> Result<(), Failure> {
+        let Entry {
+            path: raw,
+            link,
+            ty,
+            meta,
+            size,
+            dev,
+            mut xattrs,
+            acls,
+        } = entry;
         let path = normalize(&raw).map_err(|r| ConvertError::hostile(&raw, r))?;
         self.leave_dirs(&path)?;
-
-        let (xattrs, pax_mtime) = pax_records(entry, &raw)?;
-        let header = entry.header();
-        let meta = Meta {
-            mode: header.mode().map_err(Failure::Read)? & 0o7777,
-            uid: header.uid().map_err(Failure::Read)?,
-            gid: header.gid().map_err(Failure::Read)?,
-            mtime: match pax_mtime {
-                Some(t) => t,
-                None => i64::try_from(header.mtime().map_err(Failure::Read)?).unwrap_or(i64::MAX),
-            },
-        };
+        self.filter_xattrs(&raw, &mut xattrs, &acls);
 
         let (parent, base) = split_parent(&path);
         if base == OPAQUE_MARKER {
@@ -129,32 +126,27 @@ impl<W: Write> Rewriter<W> {
         if path.is_empty() {
             return Err(ConvertError::hostile(&raw, "non-directory at the layer root").into());
         }
+        let link = || link.ok_or_else(|| ConvertError::hostile(&raw, "link without a target"));
         match ty {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let size = entry.size();
-                self.write(&path, Kind::File { size }, &meta, &xattrs, Some(entry))
+                let mut data = reader.data();
+                self.write(&path, Kind::File { size }, &meta, &xattrs, Some(&mut data))
             }
             tar::EntryType::Link => {
-                let target = link_name(entry, &raw)?;
                 let target =
-                    hardlink_target(&target).map_err(|r| ConvertError::hostile(&raw, r))?;
+                    hardlink_target(&link()?).map_err(|r| ConvertError::hostile(&raw, r))?;
                 self.write(&path, Kind::HardLink(&target), &meta, &xattrs, None)
             }
             tar::EntryType::Symlink => {
-                let target = link_name(entry, &raw)?;
+                let target = link()?;
                 check_symlink(&path, &target).map_err(|r| ConvertError::hostile(&raw, r))?;
                 self.write(&path, Kind::Symlink(&target), &meta, &xattrs, None)
             }
-            tar::EntryType::Char | tar::EntryType::Block => {
-                let h = entry.header();
-                let major = h.device_major().map_err(Failure::Read)?.unwrap_or(0);
-                let minor = h.device_minor().map_err(Failure::Read)?.unwrap_or(0);
-                let kind = if ty == tar::EntryType::Char {
-                    Kind::Char(major, minor)
-                } else {
-                    Kind::Block(major, minor)
-                };
-                self.write(&path, kind, &meta, &xattrs, None)
+            tar::EntryType::Char => {
+                self.write(&path, Kind::Char(dev.0, dev.1), &meta, &xattrs, None)
+            }
+            tar::EntryType::Block => {
+                self.write(&path, Kind::Block(dev.0, dev.1), &meta, &xattrs, None)
             }
             tar::EntryType::Fifo => self.write(&path, Kind::Fifo, &meta, &xattrs, None),
             other => Err(ConvertError::hostile(
@@ -163,6 +155,24 @@ impl<W: Write> Rewriter<W> {
             )
             .into()),
         }
+    }
+
+    /// Drops the xattrs that cannot or must not reach the image, remembering them for the
+    /// layer's one warning per kind.
+    fn filter_xattrs(&mut self, raw: &[u8], xattrs: &mut Xattrs, acls: &[Vec<u8>]) {
+        let (mut unstorable, mut overlay) = (acls.to_vec(), Vec::new());
+        xattrs.retain(|(name, _)| {
+            if name.starts_with(b"trusted.overlay.") && name != OPAQUE_XATTR {
+                overlay.push(name.clone());
+            } else if !storable(name) {
+                unstorable.push(name.clone());
+            } else {
+                return true;
+            }
+            false
+        });
+        self.unstorable.add(raw, &unstorable);
+        self.overlay_control.add(raw, &overlay);
     }
 
     fn mark_opaque(&mut self, dir: &[u8], raw: &[u8]) -> Result<(), Failure> {
@@ -276,113 +286,70 @@ impl<W: Write> Rewriter<W> {
     }
 }
 
-fn link_name<R: Read>(entry: &tar::Entry<'_, R>, raw: &[u8]) -> Result<Vec<u8>, Failure> {
-    match entry.link_name_bytes() {
-        Some(t) => Ok(t.into_owned()),
-        None => Err(ConvertError::hostile(raw, "link without a target").into()),
-    }
+/// Whether SquashFS (and the PAX stream to tar2sqfs) can carry an xattr of this name.
+fn storable(name: &[u8]) -> bool {
+    STORED_PREFIXES
+        .iter()
+        .any(|p| name.len() > p.len() && name.starts_with(p))
+        && !name.contains(&b'=')
+        && !name.contains(&0)
 }
 
-/// Xattrs (sorted by name) and a PAX mtime, if the entry has them.
-fn pax_records<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    raw: &[u8],
-) -> Result<(Xattrs, Option<i64>), Failure> {
-    let mut xattrs: Xattrs = Vec::new();
-    let mut libarchive: Xattrs = Vec::new();
-    let mut mtime = None;
-    let Some(exts) = entry.pax_extensions().map_err(Failure::Read)? else {
-        return Ok((xattrs, mtime));
-    };
-    for ext in exts {
-        let ext = ext.map_err(Failure::Read)?;
-        let key = ext.key_bytes();
-        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-            xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
-        } else if let Some(name) = key.strip_prefix(b"LIBARCHIVE.xattr.") {
-            let value = base64_lenient()
-                .decode(ext.value_bytes())
-                .map_err(|e| ConvertError::Corrupt(format!("bad LIBARCHIVE.xattr value: {e}")))?;
-            libarchive.push((percent_decode(name), value));
-        } else if key == b"mtime" {
-            mtime = parse_pax_time(ext.value_bytes());
+/// xattrs dropped from one layer, for a single warning: a tree full of ACLs would otherwise
+/// log a line per file.
+#[derive(Default)]
+struct Dropped {
+    /// Distinct names, the first `MAX_NAMES` of them.
+    names: BTreeSet<Vec<u8>>,
+    more_names: bool,
+    /// The first `FIRST_PATHS` paths affected.
+    paths: Vec<Vec<u8>>,
+    count: u64,
+}
+
+impl Dropped {
+    const FIRST_PATHS: usize = 5;
+    const MAX_NAMES: usize = 16;
+
+    fn add(&mut self, path: &[u8], names: &[Vec<u8>]) {
+        if names.is_empty() {
+            return;
+        }
+        self.count += 1;
+        if self.paths.len() < Self::FIRST_PATHS {
+            self.paths.push(path.to_vec());
+        }
+        for name in names {
+            if self.names.len() < Self::MAX_NAMES {
+                self.names.insert(name.to_vec());
+            } else if !self.names.contains(name) {
+                self.more_names = true;
+            }
         }
     }
-    // The same xattr may come both ways; SCHILY (raw bytes) wins.
-    for (name, value) in libarchive {
-        if !xattrs.iter().any(|(n, _)| *n == name) {
-            xattrs.push((name, value));
+
+    /// "N paths (a, b, ...): name, name", or `None` when nothing was dropped.
+    fn describe(&self) -> Option<String> {
+        if self.count == 0 {
+            return None;
         }
-    }
-    xattrs.retain(|(name, _)| keep_xattr(name, raw));
-    xattrs.sort();
-    xattrs.dedup_by(|a, b| a.0 == b.0);
-    Ok((xattrs, mtime))
-}
-
-/// Drops xattrs that cannot be carried or must not be: names PAX cannot express, and overlayfs
-/// control xattrs other than `opaque` (redirect, metacopy, origin... would let a layer steer
-/// overlayfs lookups).
-fn keep_xattr(name: &[u8], raw: &[u8]) -> bool {
-    let why = if name.is_empty() || name.contains(&b'=') || name.contains(&0) {
-        "name cannot be stored"
-    } else if name.starts_with(b"trusted.overlay.") && name != OPAQUE_XATTR {
-        "overlayfs control xattr"
-    } else {
-        return true;
-    };
-    tracing::warn!(
-        path = %String::from_utf8_lossy(raw),
-        xattr = %String::from_utf8_lossy(name),
-        why,
-        "dropping xattr"
-    );
-    false
-}
-
-fn base64_lenient() -> base64::engine::GeneralPurpose {
-    // libarchive writes base64 without padding; accept it either way.
-    base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    )
-}
-
-/// libarchive percent-encodes xattr names in PAX keys.
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(hex) = std::str::from_utf8(hex)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
+        let lossy = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+        let mut paths: Vec<String> = self.paths.iter().map(lossy).collect();
+        if self.count > self.paths.len() as u64 {
+            paths.push("...".into());
         }
-        out.push(s[i]);
-        i += 1;
+        let mut names: Vec<String> = self.names.iter().map(lossy).collect();
+        if self.more_names {
+            names.push("...".into());
+        }
+        let noun = if self.count == 1 { "path" } else { "paths" };
+        Some(format!(
+            "{} {noun} ({}): {}",
+            self.count,
+            paths.join(", "),
+            names.join(", ")
+        ))
     }
-    out
-}
-
-/// PAX times are decimal seconds with an optional fraction; squashfs keeps whole seconds.
-fn parse_pax_time(v: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(v).ok()?;
-    let whole = s.split('.').next()?;
-    let t: i64 = whole.parse().ok()?;
-    // "-1.5" is 1.5 s before the epoch: round toward minus infinity like tar does.
-    if t <= 0
-        && s.starts_with('-')
-        && s.contains('.')
-        && s.split('.').nth(1)?.bytes().any(|b| b != b'0')
-    {
-        return Some(t - 1);
-    }
-    Some(t)
 }
 
 #[cfg(test)]
@@ -390,24 +357,93 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pax_time() {
-        assert_eq!(parse_pax_time(b"1700000000.123"), Some(1_700_000_000));
-        assert_eq!(parse_pax_time(b"-1.5"), Some(-2));
-        assert_eq!(parse_pax_time(b"-3"), Some(-3));
-        assert_eq!(parse_pax_time(b"x"), None);
+    fn storable_names() {
+        for name in [
+            &b"security.capability"[..],
+            b"trusted.overlay.opaque",
+            b"user.x",
+        ] {
+            assert!(storable(name), "{}", String::from_utf8_lossy(name));
+        }
+        for name in [
+            &b"system.posix_acl_access"[..],
+            b"system.posix_acl_default",
+            b"system.nfs4_acl",
+            b"btrfs.compression",
+            b"user.",
+            b"user.a=b",
+            b"user.a\0b",
+            b"",
+        ] {
+            assert!(!storable(name), "{}", String::from_utf8_lossy(name));
+        }
+    }
+
+    fn entry(path: &str, xattrs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new());
+        let meta = Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let xattrs: Xattrs = xattrs
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec()))
+            .collect();
+        w.append(path.as_bytes(), Kind::Dir, &meta, &xattrs, None)
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        w.into_inner()
     }
 
     #[test]
-    fn percent() {
-        assert_eq!(percent_decode(b"user.a%3Db"), b"user.a=b");
-        assert_eq!(percent_decode(b"user.%zz"), b"user.%zz");
-    }
-
-    #[test]
-    fn xattr_filter() {
-        assert!(keep_xattr(b"security.capability", b"x"));
-        assert!(keep_xattr(b"trusted.overlay.opaque", b"x"));
-        assert!(!keep_xattr(b"trusted.overlay.redirect", b"x"));
-        assert!(!keep_xattr(b"user.a=b", b"x"));
+    fn dropped_xattrs_make_one_summary_per_layer() {
+        let acl = [("system.posix_acl_access", &b"\x02\0\0\0"[..])];
+        let mut tar = Vec::new();
+        for i in 0..7 {
+            tar.extend(entry(&format!("d{i}"), &acl));
+        }
+        tar.extend(entry(
+            "var/log/journal",
+            &[
+                ("system.posix_acl_default", b"\x02\0\0\0"),
+                ("user.keep", b"\n"),
+                ("trusted.overlay.redirect", b"/x"),
+                ("security.capability", b"\x01\0\0\x02\x0a"),
+            ],
+        ));
+        tar.extend_from_slice(&[0u8; 1024]);
+        let mut rw = Rewriter::new(Vec::new());
+        rw.run(&mut TarReader::new(&tar[..])).unwrap();
+        assert_eq!(
+            rw.unstorable.describe().unwrap(),
+            "8 paths (d0, d1, d2, d3, d4, ...): system.posix_acl_access, system.posix_acl_default"
+        );
+        assert_eq!(
+            rw.overlay_control.describe().unwrap(),
+            "1 path (var/log/journal): trusted.overlay.redirect"
+        );
+        let (_, out) = rw.finish().unwrap();
+        let mut reader = TarReader::new(&out[..]);
+        let mut kept = Vec::new();
+        while let Some(e) = reader.next().unwrap() {
+            kept.extend(
+                e.xattrs
+                    .into_iter()
+                    .map(|(n, v)| (String::from_utf8(n).unwrap(), v)),
+            );
+        }
+        assert_eq!(
+            kept,
+            [
+                (
+                    "security.capability".to_string(),
+                    b"\x01\0\0\x02\x0a".to_vec()
+                ),
+                ("user.keep".to_string(), b"\n".to_vec())
+            ]
+        );
+        assert_eq!(Dropped::default().describe(), None);
     }
 }

@@ -160,18 +160,7 @@ impl<W: Write> TarWriter<W> {
     fn write_pax(&mut self, records: &[(&[u8], Vec<u8>)]) -> io::Result<()> {
         let mut body = Vec::new();
         for (k, v) in records {
-            // The length prefix counts itself, so grow it until it is stable.
-            let base = k.len() + v.len() + 3;
-            let mut len = base + 1;
-            while base + len.to_string().len() != len {
-                len = base + len.to_string().len();
-            }
-            body.extend_from_slice(len.to_string().as_bytes());
-            body.push(b' ');
-            body.extend_from_slice(k);
-            body.push(b'=');
-            body.extend_from_slice(v);
-            body.push(b'\n');
+            crate::pax::record(&mut body, k, v);
         }
         let mut header = tar::Header::new_ustar();
         header.as_old_mut().name[..9].copy_from_slice(b"PaxHeader");

@@ -141,3 +141,56 @@ fn pax_metadata_survives() {
     let n = rustix::fs::getxattr(m.dir.join("meta"), "user.schily", &mut v[..]).unwrap();
     assert_eq!(&v[..n], b"v\0bin");
 }
+
+/// A file with ten data islands between holes: more chunks than a GNU header holds (4), so
+/// GNU tar writes sparse extension blocks too.
+fn sparse_file(path: &std::path::Path) -> Vec<u8> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).unwrap();
+    let size = 11 * 64 * 1024 + 123;
+    f.set_len(size).unwrap();
+    for i in 0..10u64 {
+        f.seek(SeekFrom::Start((i + 1) * 64 * 1024 - 700)).unwrap();
+        f.write_all(&vec![b'a' + i as u8; 900]).unwrap();
+    }
+    f.sync_all().unwrap();
+    std::fs::read(path).unwrap()
+}
+
+fn gnu_tar(dir: &std::path::Path, format: &str) -> Vec<u8> {
+    common::run_bytes(
+        Command::new("tar")
+            .args(["--sparse", &format!("--format={format}"), "-cf", "-", "-C"])
+            .arg(dir)
+            .arg("sparse"),
+    )
+}
+
+#[test]
+fn gnu_sparse_files_are_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = sparse_file(&dir.path().join("sparse"));
+    let tar = gnu_tar(dir.path(), "gnu");
+    assert_eq!(tar[156], b'S', "GNU tar did not write a sparse entry");
+    assert_eq!(tar[482], 1, "no sparse extension block");
+    let out = dir.path().join("s.sqfs");
+    convert(&tar, &out).unwrap();
+    let m = common::mount_squashfs(&out, &dir.path().join("mnt"));
+    assert!(std::fs::read(m.dir.join("sparse")).unwrap() == want);
+}
+
+#[test]
+fn gnu_pax_sparse_files_are_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_file(&dir.path().join("sparse"));
+    let tar = gnu_tar(dir.path(), "posix");
+    assert!(tar.windows(11).any(|w| w == b"GNU.sparse."));
+    let out = dir.path().join("s.sqfs");
+    let err = convert(&tar, &out).unwrap_err();
+    assert!(
+        matches!(err, clb_convert::ConvertError::Unsupported { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_invalid_input());
+    assert!(!out.exists());
+}

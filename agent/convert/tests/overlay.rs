@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{E, RawTar, convert, mount_overlay, mount_squashfs, require, run};
+use common::{E, RawTar, convert, mount_overlay, mount_squashfs, require, run, run_bytes};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -68,16 +68,6 @@ fn lower_layer(src: &Path) -> Vec<u8> {
         "GNU tar did not record the capability"
     );
     out
-}
-
-fn run_bytes(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn upper_layer() -> Vec<u8> {

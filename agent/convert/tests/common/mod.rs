@@ -17,6 +17,10 @@ pub fn require(tool: &str) {
 }
 
 pub fn run(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_bytes(cmd)).into_owned()
+}
+
+pub fn run_bytes(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -26,7 +30,7 @@ pub fn run(cmd: &mut Command) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout
 }
 
 /// A tar written by hand, entry by entry.
@@ -46,6 +50,8 @@ pub struct E<'a> {
     pub mtime: u64,
     pub dev: (u32, u32),
     pub pax: Vec<(&'a str, Vec<u8>)>,
+    /// Size field of the header when it should not be the data's length (PAX `size` tests).
+    pub header_size: Option<u64>,
 }
 
 impl<'a> E<'a> {
@@ -61,6 +67,7 @@ impl<'a> E<'a> {
             mtime: 1_600_000_000,
             dev: (0, 0),
             pax: Vec::new(),
+            header_size: None,
         }
     }
     pub fn file(name: &'a str, data: &'a [u8]) -> Self {
@@ -135,14 +142,26 @@ impl RawTar {
                 body.extend_from_slice(v);
                 body.push(b'\n');
             }
-            self.bytes
-                .extend_from_slice(&header(b"PaxHeader", b'x', b"", body.len() as u64, None));
-            self.bytes.extend_from_slice(&body);
-            pad(&mut self.bytes);
+            self.raw(b'x', &body);
         }
+        let size = e.header_size.unwrap_or(e.data.len() as u64);
         self.bytes
-            .extend_from_slice(&header(e.name, e.ty, e.link, e.data.len() as u64, Some(&e)));
+            .extend_from_slice(&header(e.name, e.ty, e.link, size, Some(&e)));
         self.bytes.extend_from_slice(e.data);
+        pad(&mut self.bytes);
+        self
+    }
+
+    /// An extension member (`x`, `g`, `L`, `K`) with a body given verbatim.
+    pub fn raw(&mut self, ty: u8, body: &[u8]) -> &mut Self {
+        let name: &[u8] = if ty == b'L' || ty == b'K' {
+            b"././@LongLink"
+        } else {
+            b"PaxHeader"
+        };
+        self.bytes
+            .extend_from_slice(&header(name, ty, b"", body.len() as u64, None));
+        self.bytes.extend_from_slice(body);
         pad(&mut self.bytes);
         self
     }
