@@ -13,10 +13,8 @@ use clb_ondisk::SlotName;
     long_about = "clb stages signed OCI images as SquashFS layer sets into the passive slot of \
                   COS_STATE, flips the boot pointer, and lets the initrd hook boot the new slot \
                   and fall back when it fails.\n\nWithout --state-dir or --disk, clb works on the \
-                  host's own COS_STATE partition, found by its filesystem label.\n\nExit codes: \
-                  0 ok, 1 failure, 2 usage, 3 invalid input, 4 verification failed, 5 digest \
-                  mismatch, 6 registry unreachable, 7 registry auth refused, 8 no space, 9 locked, \
-                  10 not found, 11 state (nothing to roll back, corrupt state), 12 hook failed."
+                  host's own COS_STATE partition, found by its filesystem label.",
+    after_long_help = exit_codes_help()
 )]
 pub struct Cli {
     /// Work on a directory laid out like COS_STATE instead of the host's partition.
@@ -66,7 +64,10 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Unmount what `clb mount` mounted.
-    Umount { dir: PathBuf },
+    Umount {
+        /// Mount point given to `clb mount`.
+        dir: PathBuf,
+    },
     /// Drop layers no slot uses, stale cache entries and partial downloads.
     Gc,
     /// Generate a cosign key pair (password from COSIGN_PASSWORD, empty if unset).
@@ -335,6 +336,7 @@ pub struct RunStageArgs {
 pub enum CloudConfigCommand {
     /// Check files: errors with file:line:column, unknown keys as warnings.
     Validate {
+        /// Cloud-config files to check (yip stages or `#cloud-config` user data).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -391,6 +393,20 @@ pub enum CompressorArg {
 pub enum LayerFormatArg {
     Tar,
     Squashfs,
+}
+
+/// The exit-code section of `clb --help`, from the same table as the man page and docs/cli.md.
+pub fn exit_codes_help() -> String {
+    let mut out = String::from("Exit codes:\n");
+    for c in clb::error::exit::TABLE {
+        out.push_str(&format!("  {:>2}  {}\n", c.code, c.meaning));
+        // On a line of their own: clap wraps a long line at the indentation it starts with.
+        // Backticks are markdown for docs/cli.md; a terminal shows them literally.
+        if !c.examples.is_empty() {
+            out.push_str(&format!("        {}\n", c.examples.replace('`', "")));
+        }
+    }
+    out
 }
 
 pub(super) fn parse_slot(s: &str) -> Result<SlotName, String> {

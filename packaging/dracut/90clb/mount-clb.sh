@@ -4,7 +4,7 @@
 # `panic=N` on the command line turns into a reboot (the failed try is already counted).
 type die >/dev/null 2>&1 || . /lib/dracut-lib.sh
 if [ "${root}" = "clb" ] && ! ismounted "$NEWROOT"; then
-    if ! /usr/bin/clb-initrd assemble --sysroot "$NEWROOT"; then
+    if ! /usr/lib/clb/clb-initrd assemble --sysroot "$NEWROOT"; then
         # dracut's `die` alone would not reboot: its exit trap drops into the emergency shell
         # (rd.shell defaults to on there) or, with rd.shell=0, halts; either keeps an A/B
         # machine from ever trying again. So `die` (and its shell) only when a shell was asked

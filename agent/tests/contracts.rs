@@ -1,0 +1,98 @@
+//! The CLI contracts derived from the code: the committed `docs/cli-reference.md` and the
+//! exit-code table in `docs/cli.md` must be what `clb-gen docs` writes from the clap
+//! definitions and `clb::error::exit::TABLE`, and `clb --help` must list that table.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clb::error::exit;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn gen_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clb-gen"))
+}
+
+#[test]
+fn committed_cli_docs_are_what_the_code_generates() {
+    let out = gen_cmd()
+        .args(["docs", "--check", "--root"])
+        .arg(workspace())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the committed CLI docs are stale:\n{}\nrun `cargo run -p clb --bin clb-gen -- docs` \
+         and commit docs/cli-reference.md and docs/cli.md",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn exit_table_has_each_code_once_in_order() {
+    let codes: Vec<u8> = exit::TABLE.iter().map(|c| c.code).collect();
+    let expected: Vec<u8> = (0..=exit::HOOK_FAILED).collect();
+    assert_eq!(codes, expected, "TABLE must list 0..=HOOK_FAILED in order");
+    let mut names: Vec<&str> = exit::TABLE.iter().map(|c| c.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), exit::TABLE.len(), "duplicate exit code names");
+}
+
+#[test]
+fn help_lists_every_exit_code_from_the_table() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clb"))
+        .arg("--help")
+        .env("COLUMNS", "200")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for c in exit::TABLE {
+        let line = format!("{:>2}  {}", c.code, c.meaning);
+        assert!(
+            help.lines().any(|l| l.trim_end().ends_with(&line)),
+            "`clb --help` lacks {line:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn a_man_page_per_command_and_completions_for_three_shells() {
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man");
+    let comp = dir.path().join("completions");
+    assert!(gen_cmd().arg("man").arg(&man).status().unwrap().success());
+    assert!(
+        gen_cmd()
+            .arg("completions")
+            .arg(&comp)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for page in [
+        "clb.1",
+        "clb-upgrade.1",
+        "clb-deploy.1",
+        "clb-cloud-config.1",
+        "clb-cloud-config-validate.1",
+    ] {
+        assert!(man.join(page).is_file(), "{page} not generated");
+    }
+    let root = std::fs::read_to_string(man.join("clb.1")).unwrap();
+    assert!(root.contains(".SH \"EXIT STATUS\""), "{root}");
+    let upgrade = std::fs::read_to_string(man.join("clb-upgrade.1")).unwrap();
+    assert!(upgrade.contains("docker\\-image"), "{upgrade}");
+    for file in ["clb.bash", "_clb", "clb.fish"] {
+        let text = std::fs::read_to_string(comp.join(file)).unwrap();
+        assert!(text.contains("mkinitrd"), "{file} lacks the subcommands");
+    }
+}
