@@ -1,6 +1,5 @@
 //! What a step runs against: the root, dry-run mode, and the record of what was (or would be)
-//! changed. The step parts (`exec`), the conditions and the layout all use it; it uses none of
-//! them.
+//! changed. The step parts (`exec`) and the conditions use it; it uses neither of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

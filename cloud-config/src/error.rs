@@ -135,26 +135,45 @@ pub struct PartError {
 
 /// A stage run that did not succeed, for callers that stop on it ([`crate::Report::check`]).
 /// It carries the first problem; the report has all of them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum StageError {
     /// A config source could not be read or parsed, so its steps did not run.
-    #[error("stage {stage}: {diagnostic}")]
     Source {
         stage: String,
         diagnostic: Diagnostic,
     },
-    /// A step failed; `error` is its first failed part.
-    #[error("stage {stage}: step {step:?} ({file})")]
+    /// A step failed; `error` (the `source()`) is its first failed part.
     Step {
         stage: String,
         step: String,
         file: String,
-        #[source]
         error: Arc<PartError>,
     },
     /// A strict run stopped early.
-    #[error("stage {stage}: stopped (strict run)")]
     Aborted { stage: String },
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StageError::Source { stage, diagnostic } => write!(f, "stage {stage}: {diagnostic}"),
+            StageError::Step {
+                stage, step, file, ..
+            } => write!(f, "stage {stage}: step {step:?} ({file})"),
+            StageError::Aborted { stage } => write!(f, "stage {stage}: stopped (strict run)"),
+        }
+    }
+}
+
+/// By hand rather than derived: the source is the `PartError` itself, not the `Arc` that shares
+/// it with the report, so callers can downcast to it.
+impl std::error::Error for StageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StageError::Step { error, .. } => Some(error.as_ref()),
+            StageError::Source { .. } | StageError::Aborted { .. } => None,
+        }
+    }
 }
 
 /// An error and its causes on one line, `a: b: c`, each once: a cause whose text is already on

@@ -8,7 +8,9 @@ use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use clb_cloud_config::{Options, Outcome, Report, Sources, run_stage};
+use clb_cloud_config::{
+    Options, Outcome, PartError, Report, Sources, StepError, render, run_stage,
+};
 use clb_testsupport::{hash_tree, require_tool, tree_manifest};
 use tempfile::TempDir;
 
@@ -842,4 +844,64 @@ fn sources_order_and_cmdline() {
     let bad = Sources::default().with_cmdline("cos.setup=http://127.0.0.1:1/x");
     let rep = run_stage("boot", &bad, &opts(r));
     assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+}
+
+#[test]
+fn failed_steps_carry_typed_causes_each_printed_once() {
+    let root = make_root();
+    let r = root.path();
+    // /etc/hostname is a file, so no directory can be made under it.
+    cfg(
+        r,
+        "/oem/e.yaml",
+        "stages:\n  boot:\n    - name: io\n      directories: [{path: /etc/hostname/sub}]\n      hostname: \"bad name\"\n    - name: cmd\n      commands: [\"echo gone >&2; exit 3\"]\n",
+    );
+    let rep = run(r, "boot");
+    let io = &rep.steps[0];
+    assert_eq!(io.errors.len(), 2, "{io:?}");
+    assert_eq!(io.errors[0].part, "directories");
+    match &io.errors[0].error {
+        StepError::Io { action, source } => {
+            assert_eq!(action, "create directory /etc/hostname/sub");
+            assert_eq!(source.raw_os_error(), Some(20));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(io.errors[1].part, "hostname");
+    assert!(matches!(io.errors[1].error, StepError::Invalid(_)));
+    assert_eq!(
+        io.outcome,
+        Outcome::Failed(
+            "directories: create directory /etc/hostname/sub: Not a directory (os error 20); \
+             hostname: invalid hostname \"bad name\""
+                .into()
+        )
+    );
+    // A user's command: its status and last line of output, typed.
+    let cmd = &rep.steps[1];
+    match &cmd.errors[0].error {
+        StepError::Script { status, output, .. } => {
+            assert_eq!(status.code(), Some(3));
+            assert_eq!(output, "gone");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        render(cmd.errors[0].as_ref()),
+        "commands: \"echo gone >&2; exit 3\" failed (exit status: 3): gone"
+    );
+    // For callers that stop on a failed stage: the first failure, typed, its chain intact.
+    let err = rep.check().unwrap_err();
+    let file = r.join("oem/e.yaml").display().to_string();
+    assert_eq!(err.to_string(), format!("stage boot: step \"io\" ({file})"));
+    let part = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<PartError>())
+        .unwrap();
+    assert_eq!(part.part, "directories");
+    let line = render(&err);
+    assert_eq!(line.matches("Not a directory").count(), 1, "{line}");
+    assert!(line.ends_with("create directory /etc/hostname/sub: Not a directory (os error 20)"));
+    // JSON carries the rendered outcome only.
+    let json: serde_json::Value = serde_json::from_str(&rep.to_json()).unwrap();
+    assert!(json["steps"][0].get("errors").is_none());
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clb_cloud_config::{
-    Device, Expand, Filesystem, Layout, Options, Outcome, PartAction, Partition, Report, Sources,
-    plan_layout, run_stage,
+    Device, Expand, Filesystem, Layout, LayoutError, LayoutOptions, Options, Outcome, PartAction,
+    Partition, Refusal, Report, Sources, apply_layout, plan_layout, run_stage,
 };
 use clb_disk::LoopDevice;
 use clb_testsupport::{require_tool, run_cmd, sha256_digest};
@@ -20,6 +20,16 @@ fn image(dir: &Path, name: &str, mib: u64) -> PathBuf {
     let f = std::fs::File::create(&p).unwrap();
     f.set_len(mib * MIB).unwrap();
     p
+}
+
+/// A resized cloud volume: the image file grows to `mib` MiB.
+fn grow_file(img: &Path, mib: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(img)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
 }
 
 fn part(fs_label: &str, size: u64, p_label: &str, fs: &str) -> Partition {
@@ -228,10 +238,7 @@ fn creates_partitions_and_filesystems_then_rerun_is_a_noop() {
     );
     let plan = plan_layout(&both).unwrap();
     assert_eq!(
-        plan.partitions
-            .iter()
-            .map(|p| p.action)
-            .collect::<Vec<_>>(),
+        plan.partitions.iter().map(|p| p.action).collect::<Vec<_>>(),
         [PartAction::Keep, PartAction::Create]
     );
     assert!(apply(root.path(), &both).success());
@@ -371,12 +378,7 @@ fn expand_partition_grows_the_last_partition_and_its_ext4() {
     assert!(apply(root.path(), &grow(40)).success());
     assert_eq!(file_digest(&img), d);
     // The disk grows (a resized cloud volume): size 0 takes everything, the backup GPT moves.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&img)
-        .unwrap()
-        .set_len(160 * MIB)
-        .unwrap();
+    grow_file(&img, 160);
     let rep = apply(root.path(), &grow(0));
     assert!(rep.success(), "{}", rep.to_json());
     sgdisk_verify(&img);
@@ -432,6 +434,106 @@ fn xfs_and_device_by_label() {
     assert_eq!(
         blkid(&img, first * 512, (last - first + 1) * 512),
         ("xfs".into(), "D_XFS".into())
+    );
+    sgdisk_verify(&img);
+}
+
+#[test]
+fn typed_api_dry_runs_applies_reports_and_refuses() {
+    tools();
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "api.raw", 128);
+    let shown = img.display().to_string();
+    let layout = Layout::on_device(
+        &img,
+        vec![
+            Partition::new("E_OEM", "oem", 16, Filesystem::Ext4),
+            Partition::new("E_DATA", "data", 64, Filesystem::Ext2),
+        ],
+    );
+    // A dry run writes nothing and says what it would do.
+    let blank = file_digest(&img);
+    let dry = apply_layout(&layout, &LayoutOptions { dry_run: true }).unwrap();
+    assert_eq!(file_digest(&img), blank);
+    assert!(dry.changed());
+    assert_eq!(
+        dry.to_string(),
+        format!(
+            "{shown}: would write a new GPT; would create partition 1 \"oem\" (16 MiB, ext4 \"E_OEM\"); \
+             would create partition 2 \"data\" (64 MiB, ext2 \"E_DATA\")"
+        )
+    );
+    // Applied: the same plan, done.
+    let done = apply_layout(&layout, &LayoutOptions::default()).unwrap();
+    assert_eq!(done.plan, dry.plan);
+    assert_eq!(
+        done.to_string(),
+        format!(
+            "{shown}: wrote a new GPT; created partition 1 \"oem\" (16 MiB, ext4 \"E_OEM\"); \
+             created partition 2 \"data\" (64 MiB, ext2 \"E_DATA\")"
+        )
+    );
+    assert_eq!(done.changes().len(), 3, "{:?}", done.changes());
+    sgdisk_verify(&img);
+    let parts = sgdisk_parts(&img);
+    let (_, first, last, _) = parts[1].clone();
+    assert_eq!(
+        blkid(&img, first * 512, (last - first + 1) * 512),
+        ("ext2".into(), "E_DATA".into())
+    );
+    // Again: nothing to do, nothing written.
+    let laid_out = file_digest(&img);
+    let again = apply_layout(&layout, &LayoutOptions::default()).unwrap();
+    assert!(!again.changed());
+    assert!(again.changes().is_empty());
+    assert_eq!(
+        again.to_string(),
+        format!("{shown}: nothing to do; left partitions 1 \"oem\", 2 \"data\" alone")
+    );
+    assert_eq!(file_digest(&img), laid_out);
+    // A partition that does not fit: a typed refusal, one sentence, the disk untouched.
+    let mut bigger = layout.clone();
+    bigger
+        .add_partitions
+        .push(Partition::new("E_BIG", "big", 100, Filesystem::Ext4));
+    let err = apply_layout(&bigger, &LayoutOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LayoutError::Refused {
+                device,
+                problem: Refusal::NoRoom {
+                    number: 3,
+                    size_mib: 100,
+                    free_mib: 46,
+                    ..
+                },
+            } if *device == img
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("layout of {shown}: partition 3 (big) needs 100 MiB, 46 MiB free")
+    );
+    assert!(std::error::Error::source(&err).is_none());
+    assert_eq!(file_digest(&img), laid_out);
+    // The disk grows: the last partition and its ext2 grow with it.
+    grow_file(&img, 160);
+    let grow = Layout {
+        expand_partition: Some(Expand { size: 0 }),
+        add_partitions: Vec::new(),
+        ..layout.clone()
+    };
+    let grown = apply_layout(&grow, &LayoutOptions::default()).unwrap();
+    assert!(grown.filesystem_grown);
+    assert_eq!(
+        grown.to_string(),
+        format!("{shown}: grew partition 2 and its ext2 filesystem from 64 MiB to 142 MiB")
+    );
+    assert_eq!(
+        grown.changes().last().map(String::as_str),
+        Some(format!("resize2fs partition 2 of {shown}").as_str())
     );
     sgdisk_verify(&img);
 }

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use clb_cloud_config::{Config, parse_str};
+use clb_cloud_config::{Config, Filesystem, parse_str};
 
 fn parse(text: &str) -> Config {
     match parse_str("t.yaml", text) {
@@ -247,6 +247,12 @@ fn malformed_yaml_reports_file_line_column() {
             17,
         ),
         ("- just\n- a list\n", 1, 1),
+        // An unknown filesystem is caught when parsing, not when the disk is laid out.
+        (
+            "stages:\n  rootfs:\n    - layout:\n        add_partitions:\n          - {fsLabel: X, filesystem: zfs}\n",
+            5,
+            38,
+        ),
     ];
     for (text, line, column) in cases {
         match parse_str("bad.yaml", text) {
@@ -328,4 +334,32 @@ fn cloud_config_maps_to_stages() {
     )
     .unwrap();
     assert!(p.config.stages.is_empty());
+}
+
+#[test]
+fn filesystems_take_yips_spellings() {
+    let c = parse(
+        "stages:\n  rootfs:\n    - layout:\n        add_partitions:\n          - {fsLabel: A, filesystem: FAT32}\n          - {fsLabel: B, filesystem: none}\n          - {fsLabel: C, filesystem: }\n          - {fsLabel: D}\n",
+    );
+    let fs: Vec<Filesystem> = c.stages["rootfs"][0]
+        .layout
+        .add_partitions
+        .iter()
+        .map(|p| p.filesystem)
+        .collect();
+    assert_eq!(
+        fs,
+        [
+            Filesystem::Vfat,
+            Filesystem::NoFormat,
+            Filesystem::Ext4,
+            Filesystem::Ext4
+        ]
+    );
+    let err = parse_str(
+        "bad.yaml",
+        "stages:\n  rootfs:\n    - layout:\n        add_partitions:\n          - {fsLabel: X, filesystem: zfs}\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("unknown filesystem \"zfs\""), "{err}");
 }

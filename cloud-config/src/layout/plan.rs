@@ -171,7 +171,7 @@ pub(crate) fn is_block(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Open the GPT at 512 then 4096 bytes per sector. Ok(None): no GPT at all.
+/// Open the GPT at 512 then 4096 bytes per sector. None: no GPT at all.
 pub(crate) fn open_gpt(device: &Path, writable: bool) -> Option<gpt::GptDisk<std::fs::File>> {
     let mut last = String::new();
     for lb in [LogicalBlockSize::Lb512, LogicalBlockSize::Lb4096] {

@@ -393,4 +393,30 @@ mod tests {
         assert!(modinfo(b"hello").is_err());
         assert!(elf_is_static(b"\x7fELF").is_err());
     }
+
+    #[test]
+    fn a_bad_xz_module_is_xzs_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ko = dir.path().join("bad.ko.xz");
+        std::fs::write(&ko, b"not xz").unwrap();
+        match read_module(&ko) {
+            // xz installed: it refuses the file and says why.
+            Err(MkinitrdError::Command(clb_command::CommandError::Failed {
+                program,
+                stderr_tail,
+                ..
+            })) => {
+                assert_eq!(program, "xz");
+                assert!(stderr_tail.contains("bad.ko.xz"), "{stderr_tail}");
+            }
+            // xz missing: the error names the package to install.
+            Err(e @ MkinitrdError::Command(clb_command::CommandError::Missing { .. })) => {
+                assert_eq!(
+                    e.to_string(),
+                    "xz: not found: install the Debian package xz-utils"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
