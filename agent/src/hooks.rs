@@ -119,7 +119,7 @@ fn run(stage: &str, sources: &Sources, root: &Path) -> Report {
         },
     );
     for step in &report.steps {
-        tracing::info!(stage = %step.stage, step = %step.name, file = %step.file, outcome = ?step.outcome, "hook");
+        tracing::info!(stage = %step.stage, step = %step.name, file = %step.file, outcome = %step.outcome, "hook");
     }
     report
 }
@@ -130,7 +130,7 @@ fn check(stage: &str, report: Report) -> Result<()> {
     }
     let mut why: Vec<String> = report
         .failed_steps()
-        .map(|s| format!("{} ({}): {:?}", s.name, s.file, s.outcome))
+        .map(|s| format!("{} ({}): {}", s.name, s.file, s.outcome))
         .collect();
     why.extend(report.errors.iter().map(|d| d.to_string()));
     Err(ClbError::Hook(format!("{stage}: {}", why.join("; "))))

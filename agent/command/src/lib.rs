@@ -178,6 +178,7 @@ pub fn wait(cmd: &Command, child: Child) -> Result<Output, CommandError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
