@@ -21,8 +21,6 @@ use crate::partitions::{ESP_LABEL, OEM_LABEL};
 /// clb's GRUB configuration, the same file as `packaging/grub/grub.cfg`.
 pub const GRUB_CFG: &str = include_str!("../../packaging/grub/grub.cfg");
 
-/// Filesystem label of the EFI system partition (Elemental's name).
-
 const MODULES: &[&str] = &[
     "part_gpt",
     "part_msdos",
@@ -80,9 +78,7 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
     let cfg = work.path().join("grub.cfg");
     std::fs::write(&cfg, GRUB_CFG).map_err(ClbError::io("writing grub.cfg"))?;
     let env = work.path().join("clb.env");
-    tool(
-        Command::new("grub-editenv").arg(&env).arg("create"),
-    )?;
+    tool(Command::new("grub-editenv").arg(&env).arg("create"))?;
     tool(
         Command::new("grub-editenv")
             .arg(&env)
@@ -217,9 +213,7 @@ pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
     clb_ondisk::atomic::write_atomic(&dir.join("grub.cfg"), GRUB_CFG.as_bytes())
         .map_err(ClbError::io("writing grub.cfg"))?;
     let env = dir.join("clb.env");
-    tool(
-        Command::new("grub-editenv").arg(&env).arg("create"),
-    )?;
+    tool(Command::new("grub-editenv").arg(&env).arg("create"))?;
     tool(
         Command::new("grub-editenv")
             .arg(&env)

@@ -54,10 +54,25 @@ pub fn default_parts(sizes: LayoutSizes) -> Vec<Part> {
     }
     parts.push(Part::new(OEM_LABEL, "oem", sizes.oem, Filesystem::Ext4));
     if sizes.recovery > 0 {
-        parts.push(Part::new(RECOVERY_LABEL, "recovery", sizes.recovery, Filesystem::Ext4));
+        parts.push(Part::new(
+            RECOVERY_LABEL,
+            "recovery",
+            sizes.recovery,
+            Filesystem::Ext4,
+        ));
     }
-    parts.push(Part::new(STATE_LABEL, "state", sizes.state, Filesystem::Ext4));
-    parts.push(Part::new(PERSISTENT_LABEL, "persistent", sizes.persistent, Filesystem::Ext4));
+    parts.push(Part::new(
+        STATE_LABEL,
+        "state",
+        sizes.state,
+        Filesystem::Ext4,
+    ));
+    parts.push(Part::new(
+        PERSISTENT_LABEL,
+        "persistent",
+        sizes.persistent,
+        Filesystem::Ext4,
+    ));
     parts
 }
 
@@ -69,7 +84,12 @@ pub fn image_parts(esp_mib: u64, oem_mib: u64, recovery_mib: u64) -> Vec<Part> {
         parts.push(Part::new(ESP_LABEL, "efi", esp_mib, Filesystem::Vfat));
     }
     parts.push(Part::new(OEM_LABEL, "oem", oem_mib, Filesystem::Ext4));
-    parts.push(Part::new(RECOVERY_LABEL, "recovery", recovery_mib, Filesystem::Ext4));
+    parts.push(Part::new(
+        RECOVERY_LABEL,
+        "recovery",
+        recovery_mib,
+        Filesystem::Ext4,
+    ));
     parts
 }
 

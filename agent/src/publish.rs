@@ -282,8 +282,7 @@ pub async fn convert_image(
         let out = work.path().join("merged.squashfs");
         let (paths, m, o) = (squashfs.clone(), mnt.clone(), out.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let stack =
-                clb_disk::mount_layer_stack(&paths, &m).map_err(ClbError::from)?;
+            let stack = clb_disk::mount_layer_stack(&paths, &m).map_err(ClbError::from)?;
             let result =
                 clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
                     .map_err(ClbError::from);

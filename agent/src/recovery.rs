@@ -67,7 +67,12 @@ pub fn layout_next_to_recovery(disk: &Path, state_mib: u64, persistent_mib: u64)
         })
         .collect();
     parts.push(Part::new(STATE_LABEL, "state", state_mib, Filesystem::Ext4));
-    parts.push(Part::new(PERSISTENT_LABEL, "persistent", persistent_mib, Filesystem::Ext4));
+    parts.push(Part::new(
+        PERSISTENT_LABEL,
+        "persistent",
+        persistent_mib,
+        Filesystem::Ext4,
+    ));
     apply_layout(disk, &parts).map(|_| ())
 }
 
@@ -175,4 +180,3 @@ pub fn reformat(disk: &Path, label: &str) -> Result<()> {
     tracing::info!(label, device = %dev.path().display(), "reformatted");
     Ok(())
 }
-

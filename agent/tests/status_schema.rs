@@ -94,6 +94,9 @@ fn real_status_documents_validate() {
         ("digest", bad_digest),
         ("missing slots", missing),
     ] {
-        assert!(validate(&doc, dir).is_err(), "a document with a bad {what} validated");
+        assert!(
+            validate(&doc, dir).is_err(),
+            "a document with a bad {what} validated"
+        );
     }
 }

@@ -168,12 +168,10 @@ pub fn spawn(cmd: &mut Command) -> Result<Child, CommandError> {
 
 /// Waits for a child started with [`spawn`] whose stderr was piped, and checks its status.
 pub fn wait(cmd: &Command, child: Child) -> Result<Output, CommandError> {
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CommandError::Start {
-            program: program_of(cmd),
-            source: e,
-        })?;
+    let out = child.wait_with_output().map_err(|e| CommandError::Start {
+        program: program_of(cmd),
+        source: e,
+    })?;
     check(cmd, out)
 }
 
@@ -187,7 +185,10 @@ mod tests {
         let err = run(&mut Command::new("mksquashfs-does-not-exist")).unwrap_err();
         assert!(matches!(err, CommandError::Missing { .. }));
         let err = run(&mut Command::new("/nonexistent/sgdisk")).unwrap_err();
-        assert_eq!(err.to_string(), "sgdisk: not found: install the Debian package gdisk");
+        assert_eq!(
+            err.to_string(),
+            "sgdisk: not found: install the Debian package gdisk"
+        );
     }
 
     #[test]
@@ -206,7 +207,10 @@ mod tests {
     #[test]
     fn success_returns_stdout_and_closes_stdin() {
         // `cat` with a closed stdin ends at once instead of waiting for input.
-        assert_eq!(run(Command::new("sh").args(["-c", "cat; echo ok"])).unwrap(), "ok\n");
+        assert_eq!(
+            run(Command::new("sh").args(["-c", "cat; echo ok"])).unwrap(),
+            "ok\n"
+        );
     }
 
     #[test]

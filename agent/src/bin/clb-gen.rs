@@ -315,11 +315,7 @@ fn man_pages(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let root = clb_command();
     let version = root.get_version().unwrap_or_default().to_string();
-    let subpages: Vec<String> = all_commands(&root)
-        .iter()
-        .skip(1)
-        .map(page_name)
-        .collect();
+    let subpages: Vec<String> = all_commands(&root).iter().skip(1).map(page_name).collect();
     for cmd in all_commands(&root) {
         let name = page_name(&cmd);
         let is_root = name == "clb";

@@ -46,7 +46,8 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
     }
     let (_state_disk, store) = clb::target::open_store(&disk, &cli.state_label, true)?;
     if a.from_recovery && a.stage.image.is_none() {
-        let (_rec_disk, recovery) = clb::target::open_store(&disk, partitions::RECOVERY_LABEL, false)?;
+        let (_rec_disk, recovery) =
+            clb::target::open_store(&disk, partitions::RECOVERY_LABEL, false)?;
         let m = clb::recovery::install_from_recovery(&recovery, &store)
             .context("installing slot a from recovery")?;
         if cli.json {
@@ -99,7 +100,8 @@ pub(super) async fn build_disk(cli: &Cli, a: &BuildDiskArgs) -> Result<()> {
             let (_oem_disk, oem) = clb::target::open_store(&raw, partitions::OEM_LABEL, true)?;
             clb::builddisk::write_oem(oem.root(), a.user_data.as_deref(), a.state_size)?;
         }
-        let (_rec_disk, recovery) = clb::target::open_store(&raw, partitions::RECOVERY_LABEL, true)?;
+        let (_rec_disk, recovery) =
+            clb::target::open_store(&raw, partitions::RECOVERY_LABEL, true)?;
         let registry = a.stage.registry.registry()?;
         let progress = Progress::new(!cli.json && !cli.quiet);
         let mut request = a.stage.request("install", false)?;
@@ -145,7 +147,8 @@ pub(super) async fn reset(cli: &Cli, a: &ResetArgs) -> Result<()> {
         image: false,
     };
     hooks.before().context("before-reset")?;
-    clb::recovery::reformat(&disk, partitions::PERSISTENT_LABEL).context("wiping COS_PERSISTENT")?;
+    clb::recovery::reformat(&disk, partitions::PERSISTENT_LABEL)
+        .context("wiping COS_PERSISTENT")?;
     clb::recovery::reformat(&disk, &cli.state_label).context("wiping COS_STATE")?;
     let (_state_disk, store) = clb::target::open_store(&disk, &cli.state_label, true)?;
     let (_rec_disk, recovery) = clb::target::open_store(&disk, partitions::RECOVERY_LABEL, false)?;
