@@ -153,6 +153,10 @@ impl<W: Write> Walker<W> {
                     ),
                 ),
                 AppendError::Write(e) => ConvertError::io("writing archive", e),
+                // Only the converter's writer has a limit; this one writes any size.
+                AppendError::PaxTooLarge(size) => {
+                    ConvertError::unsupported(rel, format!("PAX header of {size} bytes"))
+                }
             })
     }
 }

@@ -20,6 +20,8 @@ use crate::tarwrite::{AppendError, Kind, Meta, TarWriter, Xattrs};
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+/// tar2sqfs (squashfs-tools-ng 1.x, TAR_MAX_PAX_LEN) rejects a longer PAX header body.
+const TAR2SQFS_MAX_PAX: usize = 65536;
 /// The only xattr namespaces SquashFS can store.
 const STORED_PREFIXES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
 
@@ -69,7 +71,7 @@ pub(crate) fn rewrite<W: Write>(decoded: Decoded<'_>, out: W) -> Result<(u64, W)
 impl<W: Write> Rewriter<W> {
     fn new(out: W) -> Self {
         Self {
-            out: TarWriter::new(out),
+            out: TarWriter::with_pax_limit(out, TAR2SQFS_MAX_PAX),
             pending: Vec::new(),
             written_dirs: HashSet::new(),
             opaque_later: BTreeSet::new(),
@@ -256,6 +258,13 @@ impl<W: Write> Rewriter<W> {
             .map_err(|e| match e {
                 AppendError::Read(e) => Failure::Read(e),
                 AppendError::Write(e) => Failure::Write(e),
+                AppendError::PaxTooLarge(size) => Failure::Convert(ConvertError::unsupported(
+                    path,
+                    format!(
+                        "its xattrs and names need a PAX header of {size} bytes; tar2sqfs reads \
+                         at most {TAR2SQFS_MAX_PAX}"
+                    ),
+                )),
                 AppendError::Short { expected, got } => {
                     Failure::Convert(ConvertError::Corrupt(format!(
                         "{}: data truncated ({got} of {expected} bytes)",

@@ -42,15 +42,26 @@ pub(crate) enum AppendError {
         got: u64,
     },
     Write(io::Error),
+    /// The entry's PAX header would be larger than the reader downstream accepts.
+    PaxTooLarge(usize),
 }
 
 pub(crate) struct TarWriter<W: Write> {
     out: W,
+    max_pax: Option<usize>,
 }
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self { out, max_pax: None }
+    }
+
+    /// A writer that refuses entries whose PAX header body exceeds `max` bytes.
+    pub fn with_pax_limit(out: W, max: usize) -> Self {
+        Self {
+            out,
+            max_pax: Some(max),
+        }
     }
 
     /// Appends one entry. `data` must yield at least `size` bytes for a `File`; only that many
@@ -141,7 +152,14 @@ impl<W: Write> TarWriter<W> {
         }
 
         if !pax.is_empty() {
-            self.write_pax(&pax).map_err(AppendError::Write)?;
+            let mut body = Vec::new();
+            for (k, v) in &pax {
+                crate::pax::record(&mut body, k, v);
+            }
+            if self.max_pax.is_some_and(|max| body.len() > max) {
+                return Err(AppendError::PaxTooLarge(body.len()));
+            }
+            self.write_pax(&body).map_err(AppendError::Write)?;
         }
         header.set_cksum();
         self.out
@@ -157,11 +175,7 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
-    fn write_pax(&mut self, records: &[(&[u8], Vec<u8>)]) -> io::Result<()> {
-        let mut body = Vec::new();
-        for (k, v) in records {
-            crate::pax::record(&mut body, k, v);
-        }
+    fn write_pax(&mut self, body: &[u8]) -> io::Result<()> {
         let mut header = tar::Header::new_ustar();
         header.as_old_mut().name[..9].copy_from_slice(b"PaxHeader");
         header.set_entry_type(tar::EntryType::XHeader);
@@ -169,7 +183,7 @@ impl<W: Write> TarWriter<W> {
         header.set_size(body.len() as u64);
         header.set_cksum();
         self.out.write_all(header.as_bytes())?;
-        self.out.write_all(&body)?;
+        self.out.write_all(body)?;
         self.pad(body.len() as u64)
     }
 

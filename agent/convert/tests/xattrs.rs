@@ -326,3 +326,31 @@ fn malformed_pax_headers_are_corrupt_input() {
     t.add(E::file("f", b"f")).raw(b'x', b"10 path=a\n");
     assert!(matches!(convert_err(&t.finish()), ConvertError::Corrupt(_)));
 }
+
+#[test]
+fn pax_header_too_large_for_tar2sqfs_is_unsupported() {
+    // tar2sqfs reads PAX headers of at most 64 KiB; Linux allows a 64 KiB value on its own.
+    let big = vec![b'a'; 60_000];
+    let mut t = RawTar::default();
+    t.add(E::file("fits", b"f").xattr("user.big", &big));
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("o.sqfs");
+    convert(&t.finish(), &img).unwrap();
+    let m = mount_squashfs(&img, &tmp.path().join("mnt"));
+    require("getfattr");
+    let value = common::run_bytes(
+        Command::new("getfattr")
+            .args(["--only-values", "-n", "user.big"])
+            .arg(m.dir.join("fits")),
+    );
+    assert_eq!(value, big);
+
+    let mut t = RawTar::default();
+    t.add(E::file("ok", b"ok"))
+        .add(E::file("huge", b"h").xattr("user.big", &[b'a'; 65_536]));
+    let err = convert_err(&t.finish());
+    assert!(
+        matches!(&err, ConvertError::Unsupported { path, .. } if path == "huge"),
+        "{err:?}"
+    );
+}
