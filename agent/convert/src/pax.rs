@@ -9,7 +9,9 @@
 use base64::Engine as _;
 
 use crate::ConvertError;
-use crate::tarwrite::Xattrs;
+
+/// xattrs as (name, value) pairs; names are raw bytes like everything in tar.
+pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Go's archive/tar and GNU tar bound extended headers too; a real one is a few KiB (Linux
 /// caps one inode's xattrs at 64 KiB), and the bound keeps a hostile layer from filling memory.

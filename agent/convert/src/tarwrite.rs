@@ -18,8 +18,7 @@ pub(crate) struct Meta {
     pub mtime: i64,
 }
 
-/// xattrs as (name, value) pairs; names are raw bytes like everything in tar.
-pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) use crate::pax::Xattrs;
 
 pub(crate) enum Kind<'a> {
     File { size: u64 },
