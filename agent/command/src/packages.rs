@@ -6,7 +6,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sqfs2tar", "squashfs-tools-ng"),
     ("mksquashfs", "squashfs-tools"),
     ("unsquashfs", "squashfs-tools"),
-    ("losetup", "util-linux"),
+    ("losetup", "mount"),
     ("blockdev", "util-linux"),
     ("blkid", "util-linux"),
     ("mount", "mount"),
