@@ -8,7 +8,7 @@
 //! yesterday's binaries.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::cmd::{run, workspace};
@@ -33,23 +33,26 @@ pub fn binaries() -> &'static Binaries {
 /// `cargo build -p PACKAGE --bin BIN` and the executable cargo reports for it.
 fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = run(Command::new(&cargo)
-        .args([
-            "build",
-            "-q",
-            "--message-format=json",
-            "-p",
-            package,
-            "--bin",
-            bin,
-        ])
-        .current_dir(workspace()));
-    let exe = out
+    // Diagnostics rendered on stderr as usual, artifacts as JSON lines on stdout.
+    let out = Command::new(&cargo)
+        .args(["build", "-q", "--message-format=json-render-diagnostics"])
+        .args(["-p", package, "--bin", bin])
+        .current_dir(workspace())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} --bin {bin} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo build -p {package} named no executable {bin}:\n{out}"));
+        .unwrap_or_else(|| panic!("cargo build -p {package} named no executable {bin}"));
     assert!(
         exe.is_file(),
         "cargo built {} but it is missing",
