@@ -1,8 +1,8 @@
 //! Distribution initramfs builders (dracut, mkinitramfs) read the kernel from fixed host paths
-//! (/lib/modules/VER, /boot/config-VER) and find `clb-initrd` on PATH, as a package would
-//! install them. The tests' Debian kernel is only unpacked in its cache, so the builder runs in
+//! (/lib/modules/VER, /boot/config-VER) and take `clb-initrd` from /usr/lib/clb, where the
+//! package installs it. The tests' Debian kernel is only unpacked in its cache, so the builder runs in
 //! a private mount namespace (`unshare -m --propagation private`) where overlays put the
-//! kernel, extra files and the static hook into /usr/lib, /boot and /usr/bin: the host sees
+//! kernel, extra files and the static hook into /usr/lib and /boot: the host sees
 //! nothing, and nothing is left to clean up when the namespace ends, whatever happened.
 
 use std::path::Path;
@@ -16,12 +16,11 @@ use crate::kit::Kit;
 const NAMESPACE: &str = r#"
 w=$1 klib=$2 kboot=$3 hook=$4 kver=$5
 shift 5
-mkdir -p "$w/extra" "$w/lib-upper" "$w/lib-work" "$w/bin"
-cp "$hook" "$w/bin/clb-initrd"
+mkdir -p "$w/extra/clb" "$w/lib-upper" "$w/lib-work"
+cp "$hook" "$w/extra/clb/clb-initrd"
 # Writable (depmod writes modules.dep), the writes land in $w, not in the kernel cache.
 mount -t overlay clb-test -o "lowerdir=$w/extra:/usr/lib:$klib,upperdir=$w/lib-upper,workdir=$w/lib-work" /usr/lib
 mount -t overlay clb-test -o "lowerdir=$kboot:/boot" /boot
-mount -t overlay clb-test -o "lowerdir=$w/bin:/usr/bin" /usr/bin
 # The unpacked kernel has no modules.dep; kmod lookups need one.
 depmod "$kver"
 exec "$@"

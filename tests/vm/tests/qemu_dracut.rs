@@ -7,11 +7,11 @@
 //! that finds no state partition ends in dracut's `die` (no shell) and the reboot of `panic=`.
 //!
 //! dracut reads the kernel from /lib/modules/VER and `check()` of the module looks for
-//! clb-initrd on PATH, as a package would install it. The Debian kernel of the tests is only
+//! /usr/lib/clb/clb-initrd, where the package installs it. The Debian kernel of the tests is only
 //! unpacked in its cache, so dracut runs in a private mount namespace (`unshare -m`, the kit's
 //! `namespace` module) where
-//! overlays put the kernel's modules, our module and the static hook into /usr/lib, /boot and
-//! /usr/bin: the host sees nothing, and nothing is left to clean up when the namespace ends,
+//! overlays put the kernel's modules, our module and the static hook into /usr/lib and
+//! /boot: the host sees nothing, and nothing is left to clean up when the namespace ends,
 //! whatever happened.
 //!
 //! Needs root, dracut-core (dracut, lsinitrd), util-linux (unshare), kmod (depmod),
@@ -82,7 +82,7 @@ fn dracut_root_clb_assembles_the_slot() {
     assert_listed(
         &listing,
         &[
-            "usr/bin/clb-initrd",
+            "usr/lib/clb/clb-initrd",
             "hooks/cmdline/90-parse-clb.sh",
             "hooks/mount/90-mount-clb.sh",
             "/squashfs.ko",

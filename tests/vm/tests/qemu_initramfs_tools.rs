@@ -8,10 +8,10 @@
 //! ends in initramfs-tools' `panic` and, with `panic=5`, its reboot.
 //!
 //! mkinitramfs reads the kernel from fixed host paths (/lib/modules/VER, /boot/config-VER) and
-//! the hook copies /usr/bin/clb-initrd, as a package would install it. The Debian kernel of the
-//! tests is only unpacked in its cache, so mkinitramfs runs in a private mount namespace
+//! the hook copies /usr/lib/clb/clb-initrd, where the package installs it. The Debian kernel of
+//! the tests is only unpacked in its cache, so mkinitramfs runs in a private mount namespace
 //! (`unshare -m`, the kit's `namespace` module) where overlays put the kernel's /lib/modules
-//! and /boot and the static hook into /usr/lib, /boot and /usr/bin: the host sees nothing,
+//! and /boot and the static hook into /usr/lib and /boot: the host sees nothing,
 //! and nothing is left to clean up when the namespace ends, whatever happened.
 //!
 //! Needs root, initramfs-tools-core (mkinitramfs), util-linux (unshare), kmod (depmod),
@@ -86,7 +86,7 @@ fn initramfs_tools_boot_clb_assembles_the_slot() {
     assert_listed(
         &listing,
         &[
-            "usr/bin/clb-initrd",
+            "usr/lib/clb/clb-initrd",
             "scripts/clb",
             "/squashfs.ko",
             "/overlay.ko",
