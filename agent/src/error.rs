@@ -151,6 +151,35 @@ pub enum ClbError {
     State(String),
     #[error("hook failed: {0}")]
     Hook(String),
+    /// A signature at `location` that does not verify or cannot be read.
+    #[error("signature verification failed for {location}")]
+    Signature {
+        location: String,
+        #[source]
+        source: clb_cosign::CosignError,
+    },
+    /// Signature data that cannot be used at all (not a verification failure: malformed, or
+    /// no usable key for it).
+    #[error("unusable signature data at {location}")]
+    SignatureData {
+        location: String,
+        #[source]
+        source: clb_cosign::CosignError,
+    },
+    /// A key file that cannot be used (bad PEM, wrong password, unsupported algorithm).
+    #[error("key {path}")]
+    Key {
+        path: String,
+        #[source]
+        source: clb_cosign::CosignError,
+    },
+    /// Signing or building a signature artifact failed.
+    #[error("{context}")]
+    Signing {
+        context: String,
+        #[source]
+        source: clb_cosign::CosignError,
+    },
     /// Finding, attaching or mounting partitions; the disk crate's error stays typed so the
     /// exit code follows its real cause.
     #[error(transparent)]
@@ -194,6 +223,9 @@ impl ClbError {
             ClbError::Invalid(_) => exit::INVALID_INPUT,
             ClbError::State(_) => exit::STATE,
             ClbError::Hook(_) => exit::HOOK_FAILED,
+            ClbError::Signature { .. } => exit::VERIFICATION_FAILED,
+            ClbError::Key { .. } | ClbError::SignatureData { .. } => exit::INVALID_INPUT,
+            ClbError::Signing { .. } => exit::FAILURE,
             ClbError::Disk(e) => disk_exit_code(e),
             ClbError::Convert(e) => convert_exit_code(e),
             ClbError::Command(e) if e.says_no_space() => exit::NO_SPACE,

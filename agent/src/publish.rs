@@ -50,8 +50,11 @@ pub fn keygen(prefix: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
             )));
         }
     }
-    let pair = clb_cosign::generate_key_pair(&key_password())
-        .map_err(|e| ClbError::State(format!("key generation: {e}")))?;
+    let pair =
+        clb_cosign::generate_key_pair(&key_password()).map_err(|source| ClbError::Signing {
+            context: "generating a key pair".into(),
+            source,
+        })?;
     write_private(&key_path, pair.private_key_pem.as_bytes())?;
     clb_ondisk::atomic::write_atomic(&pub_path, pair.public_key_pem.as_bytes())
         .map_err(ClbError::io(format!("writing {}", pub_path.display())))?;
@@ -83,20 +86,27 @@ pub async fn sign(
     let pem = std::fs::read(key).map_err(ClbError::io(format!("reading {}", key.display())))?;
     let signer = clb_cosign::SigningKey::from_encrypted_pem(&pem, &key_password())
         .or_else(|_| clb_cosign::SigningKey::from_pem(&pem))
-        .map_err(|e| ClbError::Invalid(format!("signing key {}: {e}", key.display())))?;
+        .map_err(|source| ClbError::Key {
+            path: key.display().to_string(),
+            source,
+        })?;
     let reference = Registry::parse_reference(image)?;
     let (_, digest) = registry.pull_manifest_raw(&reference).await?;
     let docker_reference = format!("{}/{}", reference.registry(), reference.repository());
     let payload = clb_cosign::simple_signing_payload(&docker_reference, &digest);
-    let signature = signer
-        .sign(&payload)
-        .map_err(|e| ClbError::State(format!("signing: {e}")))?;
+    let signature = signer.sign(&payload).map_err(|source| ClbError::Signing {
+        context: format!("signing {digest}"),
+        source,
+    })?;
     let sig_ref = signatures::signature_reference(&reference, signature_repository, &digest)?;
     // Append to what is there, keeping every existing layer and annotation as cosign does.
     let mut layers = Vec::new();
     if let Some((raw, _)) = registry.pull_manifest_optional(&sig_ref).await? {
-        let existing = clb_cosign::parse_signature_manifest(&raw).map_err(|e| {
-            ClbError::Invalid(format!("existing signature manifest {sig_ref}: {e}"))
+        let existing = clb_cosign::parse_signature_manifest(&raw).map_err(|source| {
+            ClbError::SignatureData {
+                location: sig_ref.to_string(),
+                source,
+            }
         })?;
         for desc in existing {
             let payload = registry.pull_blob_bytes(&sig_ref, &desc.digest).await?;
@@ -110,8 +120,11 @@ pub async fn sign(
         payload,
         annotations: [(clb_cosign::SIGNATURE_ANNOTATION.to_string(), signature)].into(),
     });
-    let artifact = clb_cosign::signature_manifest_annotated(&layers)
-        .map_err(|e| ClbError::State(format!("signature manifest: {e}")))?;
+    let artifact =
+        clb_cosign::signature_manifest_annotated(&layers).map_err(|source| ClbError::Signing {
+            context: format!("building the signature manifest {sig_ref}"),
+            source,
+        })?;
     for blob in artifact.blobs() {
         registry
             .push_blob(&sig_ref, blob.data.clone(), &blob.digest)

@@ -23,8 +23,12 @@ pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<TrustedKey>> {
         .map(|p| {
             let pem = std::fs::read(p)
                 .map_err(ClbError::io(format!("reading public key {}", p.display())))?;
-            clb_cosign::load_trusted_keys(&pem, &p.display().to_string())
-                .map_err(|e| ClbError::Invalid(format!("public key {}: {e}", p.display())))
+            clb_cosign::load_trusted_keys(&pem, &p.display().to_string()).map_err(|source| {
+                ClbError::Key {
+                    path: p.display().to_string(),
+                    source,
+                }
+            })
         })
         .collect::<Result<Vec<Vec<TrustedKey>>>>()
         .map(|keys| keys.into_iter().flatten().collect())
@@ -36,7 +40,10 @@ pub fn signature_reference(
     signature_repository: Option<&str>,
     digest: &str,
 ) -> Result<Reference> {
-    let tag = clb_cosign::signature_tag(digest).map_err(|e| ClbError::Invalid(e.to_string()))?;
+    let tag = clb_cosign::signature_tag(digest).map_err(|source| ClbError::Signature {
+        location: digest.to_string(),
+        source,
+    })?;
     match signature_repository {
         Some(repo) => Registry::parse_reference(&format!("{repo}:{tag}")),
         None => Ok(Reference::with_tag(
@@ -83,10 +90,18 @@ pub async fn verify_image(
                     key_fingerprint: v.key_fingerprint,
                 });
             }
-            Err(e) if e.is_verification_failure() => {
-                last_error = Some(ClbError::Verification(format!("{sig_ref}: {e}")))
+            Err(source) if source.is_verification_failure() => {
+                last_error = Some(ClbError::Signature {
+                    location: sig_ref.to_string(),
+                    source,
+                })
             }
-            Err(e) => return Err(ClbError::Invalid(format!("{sig_ref}: {e}"))),
+            Err(source) => {
+                return Err(ClbError::SignatureData {
+                    location: sig_ref.to_string(),
+                    source,
+                });
+            }
         }
     }
     Err(last_error.unwrap_or_else(|| ClbError::Verification("no signature found".to_string())))
@@ -99,8 +114,11 @@ pub async fn fetch_signature_layers(
     sig_ref: &Reference,
     raw: &[u8],
 ) -> Result<Vec<SignatureLayer>> {
-    let descriptors = clb_cosign::parse_signature_manifest(raw)
-        .map_err(|e| ClbError::Verification(format!("signature manifest {sig_ref}: {e}")))?;
+    let signature_error = |source| ClbError::Signature {
+        location: sig_ref.to_string(),
+        source,
+    };
+    let descriptors = clb_cosign::parse_signature_manifest(raw).map_err(signature_error)?;
     let mut layers = Vec::new();
     for desc in descriptors {
         // Payloads are a few hundred bytes; anything large is not a cosign payload.
@@ -108,10 +126,7 @@ pub async fn fetch_signature_layers(
             continue;
         }
         let payload = registry.pull_blob_bytes(sig_ref, &desc.digest).await?;
-        layers.push(
-            desc.with_payload(payload)
-                .map_err(|e| ClbError::Verification(format!("{sig_ref}: {e}")))?,
-        );
+        layers.push(desc.with_payload(payload).map_err(signature_error)?);
     }
     Ok(layers)
 }
