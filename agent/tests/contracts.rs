@@ -1,6 +1,7 @@
-//! The CLI contracts derived from the code: the committed `docs/cli-reference.md` and the
-//! exit-code table in `docs/cli.md` must be what `clb-gen docs` writes from the clap
-//! definitions and `clb::error::exit::TABLE`, and `clb --help` must list that table.
+//! The contracts derived from the code: the committed `docs/cli-reference.md`, the exit-code
+//! table in `docs/cli.md` and `docs/status.schema.json` must be what `clb-gen docs` writes
+//! from the clap definitions, `clb::error::exit::TABLE` and the status types, and
+//! `clb --help` must list that table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,10 +30,63 @@ fn committed_cli_docs_are_what_the_code_generates() {
         .unwrap();
     assert!(
         out.status.success(),
-        "the committed CLI docs are stale:\n{}\nrun `cargo run -p clb --bin clb-gen -- docs` \
-         and commit docs/cli-reference.md and docs/cli.md",
+        "the committed contracts are stale:\n{}\nrun `cargo run -p clb --bin clb-gen -- docs` \
+         and commit docs/cli-reference.md, docs/cli.md and docs/status.schema.json",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The check is not a rubber stamp: a copy of the docs with one generated file changed by
+/// hand fails it and names the file; `docs` without `--check` then repairs the copy.
+#[test]
+fn a_stale_contract_fails_the_check() {
+    // Each edit lands in generated text (in docs/cli.md only the exit table is generated).
+    for (stale, from, to) in [
+        ("docs/cli-reference.md", "clb", "clx"),
+        (
+            "docs/cli.md",
+            "<!-- generated: exit-codes -->",
+            "<!-- generated: exit-codes -->\nedited by hand",
+        ),
+        ("docs/status.schema.json", "HostStatus", "Host"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("docs")).unwrap();
+        for f in [
+            "docs/cli-reference.md",
+            "docs/cli.md",
+            "docs/status.schema.json",
+        ] {
+            std::fs::copy(workspace().join(f), root.path().join(f)).unwrap();
+        }
+        let path = root.path().join(stale);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from));
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let check = || {
+            gen_cmd()
+                .args(["docs", "--check", "--root"])
+                .arg(root.path())
+                .output()
+                .unwrap()
+        };
+        let out = check();
+        assert!(
+            !out.status.success(),
+            "a hand-edited {stale} passed the check"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains(stale));
+        let fix = gen_cmd()
+            .args(["docs", "--root"])
+            .arg(root.path())
+            .output()
+            .unwrap();
+        assert!(fix.status.success());
+        assert!(
+            check().status.success(),
+            "{stale} not repaired by clb-gen docs"
+        );
+    }
 }
 
 #[test]

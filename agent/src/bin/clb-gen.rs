@@ -1,6 +1,6 @@
-//! `clb-gen`: writes what is derived from clb's command-line definitions — man pages, shell
-//! completions, `docs/cli-reference.md` and the exit-code table in `docs/cli.md` — so none of
-//! them is kept by hand. A separate binary keeps the generators out of `clb` itself.
+//! `clb-gen`: writes what is derived from clb's code — man pages, shell completions,
+//! `docs/cli-reference.md`, the exit-code table in `docs/cli.md` and the status document's
+//! JSON Schema `docs/status.schema.json` — so none of them is kept by hand. A separate binary keeps the generators out of `clb` itself.
 
 // The very definitions `clb` parses with, compiled in here too: the lib does not hold the CLI.
 // The generator reads only the clap tree, never a parsed value.
@@ -27,7 +27,8 @@ const REGENERATE: &str = "cargo run -p clb --bin clb-gen -- docs";
     about = "Generate clb's man pages, shell completions and CLI docs from its clap definitions"
 )]
 enum Gen {
-    /// Write docs/cli-reference.md and the exit-code table in docs/cli.md.
+    /// Write docs/cli-reference.md, the exit-code table in docs/cli.md and
+    /// docs/status.schema.json.
     Docs {
         /// Change nothing; fail when the committed files differ from what would be written.
         #[arg(long)]
@@ -78,6 +79,11 @@ fn docs(root: &Path, check: bool) -> Result<bool> {
             reference_markdown(&clb_command()),
         ),
         ("docs/cli.md", cli_md, replace_exit_table(&current)?),
+        (
+            "docs/status.schema.json",
+            root.join("docs/status.schema.json"),
+            serde_json::to_string_pretty(&clb::status::schema())? + "\n",
+        ),
     ];
     let mut fresh = true;
     for (name, path, text) in wanted {
