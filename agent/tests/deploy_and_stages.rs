@@ -86,6 +86,39 @@ fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
         state_before["slots"]
     );
     assert_eq!(sh(&format!("losetup -j {disk}")), "");
+
+    // Another layout on the deployed disk is refused by the layout engine, untouched: exit 3,
+    // one line naming the disk once.
+    let mut args: Vec<String> = vec!["--disk".into(), disk.clone()];
+    args.extend(["deploy", "-d", &fx.image("os:v1"), "--no-verify"].map(String::from));
+    args.extend(
+        [
+            "--oem-size",
+            "32",
+            "--recovery-size",
+            "64",
+            "--state-size",
+            "200",
+        ]
+        .map(String::from),
+    );
+    let out = clb_owned(&args);
+    assert_fails(&out, 3, "layout of");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).matches(&disk).count(),
+        1
+    );
+    assert_eq!(sh(&format!("sgdisk -p {disk}")), table_before);
+
+    // A disk too small for the layout: exit 3, the image byte for byte as it was.
+    let tiny = fx.work.path().join("tiny.img");
+    sh(&format!("truncate -s 64M {}", tiny.display()));
+    let hash_before = sh(&format!("sha256sum < {}", tiny.display()));
+    let mut args: Vec<String> = vec!["--disk".into(), tiny.display().to_string()];
+    args.extend(["deploy", "-d", &fx.image("os:v1"), "--no-verify"].map(String::from));
+    assert_fails(&clb_owned(&args), 3, "layout of");
+    assert_eq!(sh(&format!("sha256sum < {}", tiny.display())), hash_before);
+    assert_eq!(sh(&format!("losetup -j {}", tiny.display())), "");
 }
 
 #[test]
