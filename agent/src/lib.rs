@@ -20,3 +20,12 @@ pub mod target;
 pub mod upgrade;
 
 pub use error::{ClbError, Result};
+
+/// Runs blocking work (conversion, mounts, hooks, fsync'd writes) on tokio's blocking pool and
+/// waits for it, so the runtime's workers never block; a panicked worker is
+/// [`ClbError::Worker`].
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await?
+}

@@ -160,9 +160,7 @@ pub async fn push_dirs(
     let mut built = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let (dir, out) = (dir.clone(), work.path().join(format!("layer{i}")));
-        let layer = tokio::task::spawn_blocking(move || build_layer(&dir, &out, format))
-            .await
-            .map_err(|e| ClbError::State(format!("layer build task: {e}")))??;
+        let layer = crate::blocking(move || build_layer(&dir, &out, format)).await?;
         tracing::info!(dir = %dirs[i].display(), digest = %layer.digest, size = layer.size, "layer built");
         built.push(layer);
     }
@@ -273,7 +271,7 @@ pub async fn convert_image(
                 .map_err(ClbError::io(format!("moving {}", blob.display())))?,
             LayerKind::Tar => {
                 let (b, o) = (blob.clone(), out.clone());
-                tokio::task::spawn_blocking(move || {
+                crate::blocking(move || {
                     let f = std::fs::File::open(&b)
                         .map_err(ClbError::io(format!("opening {}", b.display())))?;
                     clb_convert::tar_layer_to_squashfs(
@@ -283,8 +281,7 @@ pub async fn convert_image(
                     )
                     .map_err(ClbError::from)
                 })
-                .await
-                .map_err(|e| ClbError::State(format!("conversion task: {e}")))??;
+                .await?;
             }
         }
         squashfs.push(out);
@@ -294,7 +291,7 @@ pub async fn convert_image(
         std::fs::create_dir(&mnt).map_err(ClbError::io("creating merge mount point"))?;
         let out = work.path().join("merged.squashfs");
         let (paths, m, o) = (squashfs.clone(), mnt.clone(), out.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        crate::blocking(move || -> Result<()> {
             let stack = clb_disk::mount_layer_stack(&paths, &m).map_err(ClbError::from)?;
             let result =
                 clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
@@ -302,8 +299,7 @@ pub async fn convert_image(
             stack.unmount().map_err(ClbError::from)?;
             result.map(|_| ())
         })
-        .await
-        .map_err(|e| ClbError::State(format!("merge task: {e}")))??;
+        .await?;
         vec![squashfs_layer(&out)?]
     } else {
         squashfs

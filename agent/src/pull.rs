@@ -131,6 +131,42 @@ pub async fn pull_layers(
     Ok((records, stats))
 }
 
+/// Moves a downloaded layer into the store (converting a tar layer to SquashFS first) and
+/// returns its digest in the store. Blocking: conversion and fsync'd renames.
+fn store_layer(
+    store: &StateStore,
+    desc: &OciDescriptor,
+    kind: LayerKind,
+    partial: &Path,
+    convert: &clb_convert::ConvertOptions,
+) -> Result<String> {
+    if kind == LayerKind::Squashfs {
+        check_squashfs_magic(partial)?;
+        store.install_layer(partial, &desc.digest)?;
+        return Ok(desc.digest.clone());
+    }
+    let out = store
+        .layout()
+        .tmp_dir()
+        .join(format!("{}.squashfs.tmp", digest_file_name(&desc.digest)));
+    let digest = match convert_file(partial, &out, convert) {
+        Ok(d) => d,
+        Err(e) => {
+            // Bad content is not worth resuming; after a full disk the download is kept so a
+            // later run can convert it without fetching it again.
+            if e.exit_code() == crate::error::exit::INVALID_INPUT {
+                let _ = std::fs::remove_file(partial);
+            }
+            let _ = std::fs::remove_file(&out);
+            return Err(e);
+        }
+    };
+    store.install_layer(&out, &digest)?;
+    store.record_conversion(&desc.digest, &digest)?;
+    let _ = std::fs::remove_file(partial);
+    Ok(digest)
+}
+
 /// Returns the layer record and whether it had to be downloaded.
 async fn ensure_layer(
     store: &StateStore,
@@ -159,42 +195,14 @@ async fn ensure_layer(
     registry
         .download_blob(&image.reference, desc, &partial, &|n| bar.set(n))
         .await?;
-    let digest = match kind {
-        LayerKind::Squashfs => {
-            bar.message("checking");
-            check_squashfs_magic(&partial)?;
-            store.install_layer(&partial, &desc.digest)?;
-            desc.digest.clone()
-        }
-        LayerKind::Tar => {
-            bar.message("converting to SquashFS");
-            let out = store
-                .layout()
-                .tmp_dir()
-                .join(format!("{}.squashfs.tmp", digest_file_name(&desc.digest)));
-            let convert = convert.clone();
-            let (p, o) = (partial.clone(), out.clone());
-            let converted = tokio::task::spawn_blocking(move || convert_file(&p, &o, &convert))
-                .await
-                .map_err(|e| ClbError::State(format!("conversion task failed: {e}")))?;
-            let digest = match converted {
-                Ok(d) => d,
-                Err(e) => {
-                    // Bad content is not worth resuming; a full disk may be retried later
-                    // with the download kept.
-                    if matches!(e, ClbError::Invalid(_)) {
-                        let _ = std::fs::remove_file(&partial);
-                    }
-                    let _ = std::fs::remove_file(&out);
-                    return Err(e);
-                }
-            };
-            store.install_layer(&out, &digest)?;
-            store.record_conversion(&desc.digest, &digest)?;
-            let _ = std::fs::remove_file(&partial);
-            digest
-        }
-    };
+    bar.message(match kind {
+        LayerKind::Squashfs => "checking",
+        LayerKind::Tar => "converting to SquashFS",
+    });
+    let (owned_store, owned_desc, convert) = (store.clone(), desc.clone(), convert.clone());
+    let digest =
+        crate::blocking(move || store_layer(&owned_store, &owned_desc, kind, &partial, &convert))
+            .await?;
     bar.finish("stored");
     Ok((record(store, desc, &digest)?, true))
 }

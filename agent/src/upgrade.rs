@@ -2,7 +2,7 @@
 //! passive slot, flip the boot pointer last. The booted slot is never written.
 //!
 //! The network parts are async; everything that blocks (hooks, mounts, copies, fsync'd
-//! writes) runs on tokio's blocking pool through [`blocking`], so the runtime's workers (and
+//! writes) runs on tokio's blocking pool through [`crate::blocking`], so the runtime's workers (and
 //! the daemon's bus handlers that share them) always stay responsive.
 
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::pull::{self, PullOptions, PullStats};
 use crate::registry::Registry;
 use crate::store::StateStore;
-use crate::{bootfiles, signatures};
+use crate::{blocking, bootfiles, signatures};
 
 pub struct UpgradeRequest {
     pub image: String,
@@ -193,13 +193,6 @@ pub async fn upgrade(
         hook_warnings,
         stats,
     })
-}
-
-/// Runs blocking work on tokio's blocking pool and waits for it.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work).await?
 }
 
 /// The writes that make a staged slot bootable, in their power-cut-safe order.
