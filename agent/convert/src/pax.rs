@@ -6,6 +6,8 @@
 //! whose bytes contain 0x0a and lets such a value smuggle records that the crate then honours
 //! (a `path` inside an xattr value). So the converter reads PAX itself, here.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 
 use crate::ConvertError;
@@ -105,7 +107,10 @@ fn records(body: &[u8]) -> Result<Vec<Record<'_>>, String> {
 /// empty value unsets a standard keyword (POSIX), so the ustar field applies again.
 pub(crate) fn parse(body: &[u8]) -> Result<Pax, ConvertError> {
     let mut pax = Pax::default();
-    let mut libarchive: Xattrs = Vec::new();
+    // Maps, not lists: a 1 MiB header holds tens of thousands of records, and de-duplicating
+    // a list on every record would cost quadratic time.
+    let mut schily: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut libarchive: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let records = records(body).map_err(ConvertError::Corrupt)?;
     for (key, value) in records {
         let set = (!value.is_empty()).then_some(value);
@@ -122,15 +127,12 @@ pub(crate) fn parse(body: &[u8]) -> Result<Pax, ConvertError> {
             }
             _ => {
                 if let Some(name) = key.strip_prefix(SCHILY_XATTR) {
-                    pax.xattrs.retain(|(n, _)| n != name);
-                    pax.xattrs.push((name.to_vec(), value.to_vec()));
+                    schily.insert(name.to_vec(), value.to_vec());
                 } else if let Some(name) = key.strip_prefix(LIBARCHIVE_XATTR) {
                     let value = base64_lenient()
                         .decode(value)
                         .map_err(|_| bad_value(key, value))?;
-                    let name = percent_decode(name);
-                    libarchive.retain(|(n, _)| *n != name);
-                    libarchive.push((name, value));
+                    libarchive.insert(percent_decode(name), value);
                 } else if key.starts_with(SCHILY_ACL) {
                     pax.acls.push(key.to_vec());
                 } else if key.starts_with(GNU_SPARSE) {
@@ -141,11 +143,9 @@ pub(crate) fn parse(body: &[u8]) -> Result<Pax, ConvertError> {
     }
     // The same xattr may come both ways; SCHILY (raw bytes) wins.
     for (name, value) in libarchive {
-        if !pax.xattrs.iter().any(|(n, _)| *n == name) {
-            pax.xattrs.push((name, value));
-        }
+        schily.entry(name).or_insert(value);
     }
-    pax.xattrs.sort();
+    pax.xattrs = schily.into_iter().collect();
     pax.acls.sort();
     pax.acls.dedup();
     Ok(pax)
@@ -342,6 +342,36 @@ mod tests {
         assert!(pax.sparse);
         let err = parse(&rec("LIBARCHIVE.xattr.user.x", b"!!")).unwrap_err();
         assert!(matches!(err, ConvertError::Corrupt(_)), "{err:?}");
+    }
+
+    #[test]
+    fn many_xattrs_and_repeated_names() {
+        // About what fits in MAX_HEADER: 35k distinct names, one of them given three times, and
+        // a LIBARCHIVE record that SCHILY overrides whichever comes first.
+        let mut b = rec("LIBARCHIVE.xattr.user.7", b"bGli");
+        for i in 0..35_000 {
+            record(&mut b, format!("SCHILY.xattr.user.{i}").as_bytes(), b"v");
+        }
+        b.extend(rec("SCHILY.xattr.user.12", b"second"));
+        b.extend(rec("SCHILY.xattr.user.12", b"third"));
+        b.extend(rec("LIBARCHIVE.xattr.user.12", b"bGli"));
+        b.extend(rec("LIBARCHIVE.xattr.user.only", b"bGli"));
+        b.extend(rec("LIBARCHIVE.xattr.user.only", b"bGliMg"));
+        assert!(b.len() as u64 <= MAX_HEADER, "{}", b.len());
+        let pax = parse(&b).unwrap();
+        assert_eq!(pax.xattrs.len(), 35_001);
+        assert!(pax.xattrs.windows(2).all(|w| w[0].0 < w[1].0), "not sorted");
+        let get = |name: &[u8]| {
+            let i = pax
+                .xattrs
+                .binary_search_by(|(n, _)| n[..].cmp(name))
+                .unwrap();
+            pax.xattrs[i].1.clone()
+        };
+        assert_eq!(get(b"user.12"), b"third");
+        assert_eq!(get(b"user.7"), b"v");
+        assert_eq!(get(b"user.34999"), b"v");
+        assert_eq!(get(b"user.only"), b"lib2");
     }
 
     #[test]
