@@ -140,14 +140,8 @@ impl<R: Read> TarReader<R> {
         }
         let meta = Meta {
             mode: header.mode().map_err(field("mode"))? & 0o7777,
-            uid: match pax.uid {
-                Some(uid) => uid,
-                None => header.uid().map_err(field("uid"))?,
-            },
-            gid: match pax.gid {
-                Some(gid) => gid,
-                None => header.gid().map_err(field("gid"))?,
-            },
+            uid: id(&path, "uid", pax.uid, || header.uid().map_err(field("uid")))?,
+            gid: id(&path, "gid", pax.gid, || header.gid().map_err(field("gid")))?,
             mtime: match pax.mtime {
                 Some(t) => t,
                 None => i64::try_from(header.mtime().map_err(field("mtime"))?).unwrap_or(i64::MAX),
@@ -365,6 +359,27 @@ impl<R: Read> Read for Data<'_, R> {
     }
 }
 
+/// A uid or gid, from PAX or else the header. SquashFS ids are 32 bits, so a larger one (PAX
+/// values are unbounded decimals, GNU base-256 fields 64 bits) cannot be kept.
+fn id(
+    path: &[u8],
+    what: &str,
+    pax: Option<u64>,
+    header: impl FnOnce() -> Result<u64, ConvertError>,
+) -> Result<u64, ConvertError> {
+    let id = match pax {
+        Some(id) => id,
+        None => header()?,
+    };
+    if id > u64::from(u32::MAX) {
+        return Err(ConvertError::unsupported(
+            path,
+            format!("{what} {id} does not fit SquashFS's 32-bit ids"),
+        ));
+    }
+    Ok(id)
+}
+
 fn set_once<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), Failure> {
     if slot.is_some() {
         return Err(corrupt(format!("two {what} for one entry")));
@@ -433,6 +448,55 @@ mod tests {
             assert!(
                 matches!(err, Failure::Convert(ConvertError::Corrupt(_))),
                 "{chunks:?}: {err:?}"
+            );
+        }
+    }
+
+    /// A regular file "f" of `data`, after a PAX header of `records`, and the end block.
+    fn with_pax(records: &[(&str, &[u8])], data: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            pax::record(&mut body, k.as_bytes(), v);
+        }
+        let mut x = tar::Header::new_ustar();
+        x.set_path("PaxHeader").unwrap();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(body.len() as u64);
+        x.set_cksum();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("f").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        let mut tar = x.as_bytes().to_vec();
+        tar.extend(&body);
+        tar.resize(tar.len().next_multiple_of(BLOCK as usize), 0);
+        tar.extend(h.as_bytes());
+        tar.extend(data);
+        tar.resize(tar.len().next_multiple_of(BLOCK as usize), 0);
+        tar.extend([0u8; 1024]);
+        tar
+    }
+
+    #[test]
+    fn ids_above_32_bits_are_unsupported() {
+        let max = u32::MAX.to_string();
+        let over = (u64::from(u32::MAX) + 1).to_string();
+        let tar = with_pax(&[("uid", max.as_bytes()), ("gid", b"7")], b"x");
+        let mut r = TarReader::new(&tar[..]);
+        let e = r.next().unwrap().unwrap();
+        assert_eq!((e.meta.uid, e.meta.gid), (u64::from(u32::MAX), 7));
+        for key in ["uid", "gid"] {
+            let tar = with_pax(&[(key, over.as_bytes())], b"x");
+            let err = TarReader::new(&tar[..]).next().err().unwrap();
+            assert!(
+                matches!(&err, Failure::Convert(e @ ConvertError::Unsupported { reason, .. })
+                    if reason.starts_with(key) && e.is_invalid_input()),
+                "{key}: {err:?}"
             );
         }
     }
