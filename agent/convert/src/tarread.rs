@@ -14,6 +14,11 @@ use crate::tarwrite::{Meta, Xattrs};
 const BLOCK: u64 = 512;
 /// A sparse map longer than this is refused rather than held in memory (16 bytes a chunk).
 const MAX_SPARSE_CHUNKS: usize = 1 << 20;
+/// Holes a sparse entry may add to its stored data: every hole byte is streamed to tar2sqfs as
+/// a zero, so without a bound a 512-byte header declaring a real size of 2^63 would make the
+/// conversion run for ever. 1 GiB per entry covers sparse files found in OS layers (GNU tar is
+/// the only writer; Docker and BuildKit never write sparse entries).
+pub(crate) const MAX_SPARSE_HOLES: u64 = 1 << 30;
 
 /// One archive member with its extension headers applied.
 pub(crate) struct Entry {
@@ -235,6 +240,15 @@ impl<R: Read> TarReader<R> {
         }
         if end > real || total != stored {
             return Err(bad("sparse map disagrees with the sizes in the header").into());
+        }
+        if real - stored > MAX_SPARSE_HOLES {
+            return Err(ConvertError::unsupported(
+                path,
+                format!(
+                    "sparse file of {real} bytes with only {stored} stored: holes over {MAX_SPARSE_HOLES} bytes"
+                ),
+            )
+            .into());
         }
         Ok((real, chunks))
     }
@@ -497,6 +511,25 @@ mod tests {
                 matches!(&err, Failure::Convert(e @ ConvertError::Unsupported { reason, .. })
                     if reason.starts_with(key) && e.is_invalid_input()),
                 "{key}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sparse_holes_are_bounded() {
+        let most = 5 + MAX_SPARSE_HOLES;
+        let e = TarReader::new(&sparse(&[(0, 5)], most, 5)[..])
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.size, most);
+        for real in [most + 1, 1 << 62] {
+            let tar = sparse(&[(0, 5)], real, 5);
+            let err = TarReader::new(&tar[..]).next().err().unwrap();
+            assert!(
+                matches!(&err, Failure::Convert(e @ ConvertError::Unsupported { reason, .. })
+                    if reason.contains("holes over") && e.is_invalid_input()),
+                "{real}: {err:?}"
             );
         }
     }
