@@ -14,6 +14,7 @@ pub mod binaries;
 pub mod clb;
 pub mod cmd;
 pub mod disks;
+pub mod distro;
 pub mod fileserver;
 pub mod grubenv;
 pub mod killshim;

@@ -24,10 +24,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use clb_testsupport::{Registry, require_tool};
+use clb_testsupport::require_tool;
 use clb_vm_tests::cmd::{run, workspace};
 use clb_vm_tests::namespace::{assert_listed, assert_no_leaked_mounts, run_with_kernel_installed};
-use clb_vm_tests::{clb, kit, qemu, testos};
+use clb_vm_tests::{distro, kit};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -93,65 +93,21 @@ fn dracut_root_clb_assembles_the_slot() {
     );
     kit.initrd = initrd;
 
-    // The usual disk: busybox base, a release on top, deployed to slot a.
-    let reg = Registry::start_plain();
-    let images = testos::releases(&kit, &reg, work, &[], &[("v1", false), ("v2", false)]);
-    let disk = work.join("disk.img");
-    clb::deploy(&kit, &disk, &images[0], 96);
-
-    let b = qemu::boot_direct(&kit, &disk, work, "dracut-v1", "root=clb", TIMEOUT);
+    // v1 on slot a, v2 on trial on slot b, a boot without state (the kit's shared scenario).
+    let b = distro::boot_v1_v2_and_no_state(&kit, work, "dracut", "root=clb", TIMEOUT);
     assert!(
-        b.console.contains("clb-initrd: assembled slot a"),
-        "the hook did not assemble through dracut:\n{}",
-        b.console
-    );
-    testos::assert_test_os(
-        &b.console,
-        "CLB-TEST-OS release=v1 slot=a mode=active failure=none",
-    );
-
-    // An upgrade: v2 on trial on slot b; the hook counts the try (no bootloader here).
-    clb::mark_good(&kit, &disk);
-    clb::upgrade(&kit, &disk, &images[1], &[]);
-    let b = qemu::boot_direct(&kit, &disk, work, "dracut-v2", "root=clb", TIMEOUT);
-    assert!(
-        b.console.contains("clb-initrd: slot b not yet good"),
-        "{}",
-        b.console
-    );
-    testos::assert_test_os(
-        &b.console,
-        "CLB-TEST-OS release=v2 slot=b mode=active failure=none",
-    );
-    assert_eq!(clb::status(&kit, &disk)["active"], "b");
-
-    // No state partition: the hook's one error line, dracut dies without a shell and the
-    // machine reboots (panic=5; QEMU runs with -no-reboot and exits).
-    let b = qemu::boot_direct(
-        &kit,
-        &disk,
-        work,
-        "dracut-nostate",
-        "root=clb clb.state_label=NO_SUCH_LABEL clb.timeout=2",
-        TIMEOUT,
-    );
-    assert!(
-        b.console
-            .contains("clb-initrd: error: no partition labelled NO_SUCH_LABEL"),
-        "{}",
-        b.console
-    );
-    assert!(
-        b.console
+        b.no_state
+            .console
             .contains("Kernel panic - not syncing: Attempted to kill init"),
         "a failed assembly must end in a kernel panic (and panic=5's reboot), \
          not in dracut's emergency shell:\n{}",
-        b.console
+        b.no_state.console
     );
     assert!(
-        !b.console.contains("Dropping to debug shell") && !b.console.contains("CLB-TEST-OS"),
+        !b.no_state.console.contains("Dropping to debug shell")
+            && !b.no_state.console.contains("CLB-TEST-OS"),
         "{}",
-        b.console
+        b.no_state.console
     );
     assert_no_leaked_mounts(work);
 }

@@ -24,10 +24,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use clb_testsupport::{Registry, require_tool};
+use clb_testsupport::require_tool;
 use clb_vm_tests::cmd::{run, workspace};
 use clb_vm_tests::namespace::{assert_listed, assert_no_leaked_mounts, run_with_kernel_installed};
-use clb_vm_tests::{clb, kit, qemu, testos};
+use clb_vm_tests::{distro, kit};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -96,57 +96,22 @@ fn initramfs_tools_boot_clb_assembles_the_slot() {
     );
     kit.initrd = initrd;
 
-    // The usual disk: busybox base, a release on top, deployed to slot a.
-    let reg = Registry::start_plain();
-    let images = testos::releases(&kit, &reg, work, &[], &[("v1", false), ("v2", false)]);
-    let disk = work.join("disk.img");
-    clb::deploy(&kit, &disk, &images[0], 96);
-
-    let b = qemu::boot_direct(&kit, &disk, work, "itt-v1", "boot=clb", TIMEOUT);
+    // v1 on slot a, v2 on trial on slot b, a boot without state (the kit's shared scenario).
+    let b = distro::boot_v1_v2_and_no_state(&kit, work, "itt", "boot=clb", TIMEOUT);
     assert!(
-        b.console.contains("clb-initrd: assembled slot a"),
-        "the hook did not assemble through initramfs-tools:\n{}",
-        b.console
-    );
-    testos::assert_test_os(
-        &b.console,
-        "CLB-TEST-OS release=v1 slot=a mode=active failure=none",
-    );
-
-    // An upgrade: v2 on trial on slot b; the hook counts the try (no bootloader here).
-    clb::mark_good(&kit, &disk);
-    clb::upgrade(&kit, &disk, &images[1], &[]);
-    let b = qemu::boot_direct(&kit, &disk, work, "itt-v2", "boot=clb", TIMEOUT);
-    testos::assert_test_os(
-        &b.console,
-        "CLB-TEST-OS release=v2 slot=b mode=active failure=none",
-    );
-    let s = clb::status(&kit, &disk);
-    assert_eq!(s["active"], "b", "{s}");
-
-    // No state partition: the hook's one error line, initramfs-tools' panic() and, with
-    // panic=5, its reboot instead of a shell (QEMU runs with -no-reboot and exits).
-    let b = qemu::boot_direct(
-        &kit,
-        &disk,
-        work,
-        "itt-nostate",
-        "boot=clb clb.state_label=NO_SUCH_LABEL clb.timeout=2",
-        TIMEOUT,
-    );
-    assert!(
-        b.console
-            .contains("clb-initrd: error: no partition labelled NO_SUCH_LABEL"),
-        "{}",
-        b.console
-    );
-    assert!(
-        b.console.contains("clb-initrd could not assemble the root")
-            && b.console
+        b.no_state
+            .console
+            .contains("clb-initrd could not assemble the root")
+            && b.no_state
+                .console
                 .contains("Rebooting automatically due to panic= boot argument"),
         "a failed assembly must end in panic() and panic=5's reboot:\n{}",
-        b.console
+        b.no_state.console
     );
-    assert!(!b.console.contains("CLB-TEST-OS"), "{}", b.console);
+    assert!(
+        !b.no_state.console.contains("CLB-TEST-OS"),
+        "{}",
+        b.no_state.console
+    );
     assert_no_leaked_mounts(work);
 }
