@@ -30,8 +30,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: the outermost context, then each cause. Error types in this tree never
             // repeat their source in their own message, so every cause appears once.
-            let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-            eprintln!("clb: error: {}", chain.join(": "));
+            eprintln!("clb: error: {}", clb_command::one_line(err.as_ref()));
             ExitCode::from(clb::error::exit_code_of(err.as_ref()))
         }
     }

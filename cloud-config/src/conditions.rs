@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::ctx::{Ctx, output_of};
+use crate::ctx::Ctx;
 use crate::error::{PartError, StepError};
 use crate::schema::Step;
 
@@ -176,15 +176,42 @@ pub(crate) fn check(
             ));
             return Ok(None);
         }
-        let status = output_of(&mut ctx.shell(&step.if_))
-            .map_err(|e| PartError {
-                part: "if",
-                error: e.into(),
-            })?
-            .status;
+        // Only the exit status answers; the command's output goes nowhere.
+        let status = clb_command::status(&mut ctx.shell(&step.if_)).map_err(|e| PartError {
+            part: "if",
+            error: e.into(),
+        })?;
         if !status.success() {
             return Ok(Some(format!("if {:?} exited with {status}", step.if_)));
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `if:` is answered by the exit status alone: the command's output is not captured (it
+    /// goes to /dev/null, like its closed stdin).
+    #[test]
+    fn if_takes_only_the_exit_status() {
+        let mut ctx = Ctx::new(Path::new("/"), false);
+        let step = Step {
+            if_: r#"test "$(readlink /proc/$$/fd/1)" = /dev/null &&
+                test "$(readlink /proc/$$/fd/2)" = /dev/null"#
+                .into(),
+            ..Step::default()
+        };
+        assert_eq!(check(&step, &Facts::default(), &mut ctx).unwrap(), None);
+        let step = Step {
+            if_: "exit 1".into(),
+            ..Step::default()
+        };
+        assert_eq!(
+            check(&step, &Facts::default(), &mut ctx).unwrap(),
+            Some("if \"exit 1\" exited with exit status: 1".into())
+        );
+    }
 }

@@ -2,9 +2,7 @@
 //! changed. The step parts (`exec`) and the conditions use it; it uses neither of them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-use clb_command::CommandError;
+use std::process::Command;
 
 use crate::sources::under_root;
 
@@ -68,21 +66,4 @@ impl Ctx {
             c
         }
     }
-}
-
-/// Runs `cmd` to completion and returns its output whatever its exit status, for programs
-/// whose status is an answer rather than a failure (`systemctl is-enabled`, a user's command
-/// whose failure is reported with its last line of output, stdout included).
-pub(crate) fn output_of(cmd: &mut Command) -> Result<Output, CommandError> {
-    let child = clb_command::spawn(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )?;
-    child
-        .wait_with_output()
-        .map_err(|source| CommandError::Start {
-            program: clb_command::program_of(cmd),
-            source,
-        })
 }

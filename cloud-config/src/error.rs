@@ -2,7 +2,7 @@
 //!
 //! Messages name what was being done; the cause (an io error, a program's failure) is the
 //! error's `source()` and is not repeated in the message, so a printer that walks the chain
-//! (as the `clb` binary and [`render`] do) shows each cause once.
+//! (`clb_command::one_line`, as the `clb` binary does) shows each cause once.
 
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -176,57 +176,87 @@ impl std::error::Error for StageError {
     }
 }
 
-/// An error and its causes on one line, `a: b: c`, each once: a cause whose text is already on
-/// the line (some errors repeat their source) is left out.
-pub fn render(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = e.source();
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use clb_command::{one_line, repeated_source};
 
+    fn part(part: &'static str, error: StepError) -> PartError {
+        PartError { part, error }
+    }
+
+    /// Each error shape the engine builds, printed the way the binary prints it: every message
+    /// leaves its source out, so each cause appears once.
     #[test]
-    fn each_cause_is_rendered_once() {
-        let e = PartError {
-            part: "files",
-            error: StepError::io("write /etc/motd")(std::io::Error::from_raw_os_error(13)),
-        };
-        assert_eq!(
-            render(&e),
-            "files: write /etc/motd: Permission denied (os error 13)"
-        );
-        // CommandError::Start repeats its io error in its message: printed once.
-        let e = PartError {
-            part: "modules",
-            error: StepError::Command(CommandError::Start {
-                program: "modprobe".into(),
-                source: std::io::Error::from_raw_os_error(13),
-            }),
-        };
-        assert_eq!(
-            render(&e),
-            "modules: cannot start modprobe: Permission denied (os error 13)"
-        );
-        let e = PartError {
-            part: "systemctl",
-            error: StepError::Command(CommandError::Missing {
-                program: "systemctl".into(),
-            }),
-        };
-        assert_eq!(
-            render(&e),
-            "systemctl: systemctl: not found: install the Debian package systemd"
-        );
+    fn each_cause_is_printed_once() {
+        let denied = || std::io::Error::from_raw_os_error(13);
+        let cases: Vec<(Box<dyn std::error::Error>, &str)> = vec![
+            (
+                Box::new(part("files", StepError::io("write /etc/motd")(denied()))),
+                "files: write /etc/motd: Permission denied (os error 13)",
+            ),
+            (
+                Box::new(part(
+                    "modules",
+                    StepError::Command(CommandError::Start {
+                        program: "modprobe".into(),
+                        source: denied(),
+                    }),
+                )),
+                "modules: cannot start modprobe: Permission denied (os error 13)",
+            ),
+            (
+                Box::new(part(
+                    "systemctl",
+                    StepError::Command(CommandError::Missing {
+                        program: "systemctl".into(),
+                    }),
+                )),
+                "systemctl: systemctl: not found: install the Debian package systemd",
+            ),
+            (
+                Box::new(part(
+                    "if",
+                    StepError::Regex {
+                        pattern: "(".into(),
+                        source: regex_lite::Regex::new("(").unwrap_err(),
+                    },
+                )),
+                "if: invalid regular expression \"(\": ",
+            ),
+            (
+                Box::new(part(
+                    "downloads",
+                    StepError::from(FetchError::Io {
+                        url: "http://x/".into(),
+                        action: "connect to 10.0.0.1:80".into(),
+                        source: denied(),
+                    }),
+                )),
+                "downloads: fetch http://x/: connect to 10.0.0.1:80: Permission denied (os error 13)",
+            ),
+            (
+                Box::new(Error::io("read /oem/a.yaml", denied())),
+                "read /oem/a.yaml: Permission denied (os error 13)",
+            ),
+            (
+                Box::new(StageError::Step {
+                    stage: "boot".into(),
+                    step: "motd".into(),
+                    file: "/oem/a.yaml".into(),
+                    error: Arc::new(part("files", StepError::io("write /etc/motd")(denied()))),
+                }),
+                "stage boot: step \"motd\" (/oem/a.yaml): files: write /etc/motd: Permission denied (os error 13)",
+            ),
+        ];
+        for (error, line) in cases {
+            assert_eq!(repeated_source(error.as_ref()), None, "{error:?}");
+            assert!(
+                one_line(error.as_ref()).starts_with(line),
+                "{}",
+                one_line(error.as_ref())
+            );
+        }
     }
 }

@@ -25,7 +25,7 @@ mod run;
 mod schema;
 mod sources;
 
-pub use error::{Diagnostic, Error, PartError, Result, StageError, StepError, render};
+pub use error::{Diagnostic, Error, PartError, Result, StageError, StepError};
 pub use fetch::{FetchError, fetch, fetch_bytes};
 pub use layout::{
     Expansion, LayoutError, LayoutFailure, LayoutOptions, LayoutOutcome, LayoutPlan, PartAction,
@@ -73,7 +73,7 @@ pub fn validate_file(path: &std::path::Path) -> std::result::Result<Vec<Diagnost
             file: path.display().to_string(),
             line: 0,
             column: 0,
-            message: render(&e),
+            message: clb_command::one_line(&e),
         }),
     }
 }

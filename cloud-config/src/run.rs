@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use clb_command::one_line;
 use serde::Serialize;
 
 use crate::conditions::{self, Facts};
 use crate::ctx::Ctx;
-use crate::error::{Diagnostic, PartError, StageError, StepError, render};
+use crate::error::{Diagnostic, PartError, StageError, StepError};
 use crate::exec;
 use crate::order;
 use crate::schema::Step;
@@ -239,7 +240,7 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
                 cycle: ordered.cycle.clone(),
             },
         });
-        let msg = render(cycle.as_ref());
+        let msg = one_line(cycle.as_ref());
         tracing::error!(stage, "{msg}");
         for &i in &ordered.blocked {
             report.steps.push(StepOutcome {
@@ -270,7 +271,7 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
             Err(skipped) => (Outcome::Skipped(skipped), Vec::new()),
             Ok(errors) if errors.is_empty() => (Outcome::Ran, Vec::new()),
             Ok(errors) => {
-                let rendered: Vec<String> = errors.iter().map(|e| render(e)).collect();
+                let rendered: Vec<String> = errors.iter().map(|e| one_line(e)).collect();
                 (
                     Outcome::Failed(rendered.join("; ")),
                     errors.into_iter().map(Arc::new).collect(),

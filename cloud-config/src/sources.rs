@@ -159,8 +159,10 @@ impl Loaded {
 fn fetch_problem(e: &FetchError) -> String {
     match e {
         FetchError::Http { problem, .. } => problem.clone(),
-        FetchError::Io { action, source, .. } => format!("{action}: {source}"),
-        FetchError::Curl { source, .. } => source.to_string(),
+        FetchError::Io { action, source, .. } => {
+            format!("{action}: {}", clb_command::one_line(source))
+        }
+        FetchError::Curl { source, .. } => clb_command::one_line(source),
     }
 }
 
@@ -257,5 +259,21 @@ mod tests {
             vec!["/oem/x.yaml".to_string(), "http://h/a b".to_string()]
         );
         assert!(cmdline_setup("cos.setup= root=/dev/sda").is_empty());
+    }
+
+    #[test]
+    fn fetch_problems_keep_the_causes_of_a_program_that_did_not_start() {
+        use clb_command::CommandError;
+        let e = FetchError::Curl {
+            url: "https://h/x".into(),
+            source: CommandError::Start {
+                program: "curl".into(),
+                source: std::io::Error::from_raw_os_error(13),
+            },
+        };
+        assert_eq!(
+            fetch_problem(&e),
+            "cannot start curl: Permission denied (os error 13)"
+        );
     }
 }

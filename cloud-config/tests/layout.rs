@@ -6,14 +6,40 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use clb_cloud_config::{
-    Device, Expand, Filesystem, Layout, LayoutError, LayoutOptions, Options, Outcome, PartAction,
-    Partition, Refusal, Report, Sources, apply_layout, plan_layout, run_stage,
+    Device, Expand, Filesystem, Layout, LayoutError, LayoutOptions, LayoutOutcome, LayoutPlan,
+    Options, Outcome, PartAction, Partition, Refusal, Report, Sources,
 };
 use clb_disk::LoopDevice;
 use clb_testsupport::{require_tool, run_cmd, sha256_digest};
 
 const MIB: u64 = 1 << 20;
+
+// The engine's entry points, with every error they return checked to print each cause once.
+
+fn plan_layout(l: &Layout) -> Result<LayoutPlan, LayoutError> {
+    let r = clb_cloud_config::plan_layout(l);
+    if let Err(e) = &r {
+        common::assert_printed_once(e);
+    }
+    r
+}
+
+fn apply_layout(l: &Layout, o: &LayoutOptions) -> Result<LayoutOutcome, LayoutError> {
+    let r = clb_cloud_config::apply_layout(l, o);
+    if let Err(e) = &r {
+        common::assert_printed_once(e);
+    }
+    r
+}
+
+fn run_stage(stage: &str, sources: &Sources, options: &Options) -> Report {
+    let report = clb_cloud_config::run_stage(stage, sources, options);
+    common::assert_report_printed_once(&report);
+    report
+}
 
 fn image(dir: &Path, name: &str, mib: u64) -> PathBuf {
     let p = dir.join(name);

@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+mod common;
+
 use clb_cloud_config::{Options, Outcome, Sources, StepError, run_stage};
 use clb_command::CommandError;
 
@@ -54,6 +56,7 @@ fn with_empty_path() {
             ..Options::default()
         },
     );
+    common::assert_report_printed_once(&rep);
     let units = &rep.steps[0];
     assert!(
         matches!(

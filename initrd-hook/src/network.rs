@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use clb_command::CommandError;
@@ -147,30 +147,50 @@ fn dhcp(bb: &Path, ifname: &str, work: &Path) -> Result<(Ipv4Addr, u8, Option<Ip
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| Fatal(format!("write {}: {e}", script.display())))?;
     let script_arg = script.display().to_string();
-    let out = busybox_output(
-        bb,
-        &[
-            "udhcpc",
-            "-i",
-            ifname,
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "2",
-            "-s",
-            &script_arg,
-        ],
-    )?;
-    let text = std::fs::read_to_string(&lease).map_err(|_| {
-        Fatal(format!(
-            "netboot: no DHCP lease on {ifname} ({}); set clb.ip=ADDR/PREFIX:GATEWAY",
-            last_line(&out)
-        ))
-    })?;
+    let args = [
+        "udhcpc",
+        "-i",
+        ifname,
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "5",
+        "-T",
+        "2",
+        "-s",
+        &script_arg,
+    ];
+    // A failed udhcpc is not an error here: the missing lease is, and its message carries
+    // udhcpc's last words (busybox says "no lease, failing" on stdout, not stderr).
+    let out =
+        clb_command::output(Command::new(bb).args(args)).map_err(|e| command_failed(&args, &e))?;
+    let text = std::fs::read_to_string(&lease).map_err(|_| no_lease(ifname, &out))?;
     parse_lease(&text).ok_or_else(|| Fatal(format!("netboot: bad DHCP lease {text:?}")))
+}
+
+/// The missing lease, with what udhcpc said last on either output.
+fn no_lease(ifname: &str, out: &Output) -> Fatal {
+    let mut said: Vec<&str> = Vec::new();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    said.extend(last_line(&stdout));
+    said.extend(last_line(&stderr));
+    let said = if said.is_empty() {
+        "no output".to_string()
+    } else {
+        said.join("; ")
+    };
+    let status = if out.status.success() {
+        String::new()
+    } else {
+        format!("udhcpc failed ({}): ", out.status)
+    };
+    Fatal(format!(
+        "netboot: no DHCP lease on {ifname} ({status}{said}); set clb.ip=ADDR/PREFIX:GATEWAY"
+    ))
 }
 
 /// `ADDR MASK [ROUTER...]` as written by the udhcpc script.
@@ -186,31 +206,24 @@ fn parse_lease(text: &str) -> Option<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
     Some((addr, u8::try_from(prefix).ok()?, router))
 }
 
-fn last_line(out: &str) -> &str {
-    out.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no output")
+/// The last non-empty line of a program's output.
+fn last_line(out: &str) -> Option<&str> {
+    out.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
-/// Runs a busybox applet; Ok(stdout and stderr). A failed `udhcpc` is not an error here: the
-/// missing lease is, and its message carries udhcpc's last words.
-fn busybox_output(bb: &Path, args: &[&str]) -> Result<String, Fatal> {
-    match clb_command::run_output(Command::new(bb).args(args)) {
-        Ok(out) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            Ok(text)
-        }
-        Err(CommandError::Failed { stderr_tail, .. }) if args.first() == Some(&"udhcpc") => {
-            Ok(stderr_tail)
-        }
-        Err(e) => Err(Fatal(format!("netboot: {}: {e}", args.join(" ")))),
-    }
+fn command_failed(args: &[&str], e: &CommandError) -> Fatal {
+    Fatal(format!(
+        "netboot: {}: {}",
+        args.join(" "),
+        clb_command::one_line(e)
+    ))
 }
 
+/// Runs a busybox applet; Ok on exit 0.
 fn busybox(bb: &Path, args: &[&str]) -> Result<(), Fatal> {
-    busybox_output(bb, args).map(|_| ())
+    clb_command::run_output(Command::new(bb).args(args))
+        .map(|_| ())
+        .map_err(|e| command_failed(args, &e))
 }
 
 #[cfg(test)]
@@ -234,6 +247,57 @@ mod tests {
         );
         assert_eq!(parse_lease("10.0.2.15 255.0.255.0 x"), None);
         assert_eq!(parse_lease(""), None);
-        assert_eq!(last_line("a\nb\n\n"), "b");
+        assert_eq!(last_line("a\n b \n\n"), Some("b"));
+        assert_eq!(last_line("\n"), None);
+    }
+
+    fn output(code: i32, stdout: &str, stderr: &str) -> Output {
+        use std::os::unix::process::ExitStatusExt;
+        Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_missing_lease_says_what_udhcpc_said_on_either_output() {
+        // busybox udhcpc explains itself on stdout.
+        let out = output(
+            1,
+            "udhcpc: started, v1.36.1\nudhcpc: sending discover\nudhcpc: no lease, failing\n",
+            "",
+        );
+        assert_eq!(
+            no_lease("eth0", &out).0,
+            "netboot: no DHCP lease on eth0 (udhcpc failed (exit status: 1): udhcpc: no lease, failing); \
+             set clb.ip=ADDR/PREFIX:GATEWAY"
+        );
+        let out = output(
+            1,
+            "udhcpc: sending discover\n",
+            "udhcpc: SIOCGIFINDEX: No such device\n",
+        );
+        assert_eq!(
+            no_lease("eth0", &out).0,
+            "netboot: no DHCP lease on eth0 (udhcpc failed (exit status: 1): udhcpc: sending discover; \
+             udhcpc: SIOCGIFINDEX: No such device); set clb.ip=ADDR/PREFIX:GATEWAY"
+        );
+        assert_eq!(
+            no_lease("eth0", &output(0, "", "")).0,
+            "netboot: no DHCP lease on eth0 (no output); set clb.ip=ADDR/PREFIX:GATEWAY"
+        );
+    }
+
+    #[test]
+    fn a_program_that_did_not_start_keeps_its_cause() {
+        let e = CommandError::Start {
+            program: "busybox".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        };
+        assert_eq!(
+            command_failed(&["ip", "link"], &e).0,
+            "netboot: ip link: cannot start busybox: Permission denied (os error 13)"
+        );
     }
 }

@@ -121,12 +121,30 @@ pub fn run(cmd: &mut Command) -> Result<String, CommandError> {
 
 /// Like [`run`], but returns the whole output (stdout bytes and stderr) on success.
 pub fn run_output(cmd: &mut Command) -> Result<Output, CommandError> {
-    tracing::debug!(command = %command_line(cmd), "running");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| start_error(cmd, e))?;
+    let out = output(cmd)?;
     check(cmd, out)
+}
+
+/// Runs `cmd` to completion with stdin closed and both outputs captured, and returns its output
+/// whatever its exit status: for programs whose status is an answer rather than a failure, or
+/// whose failure the caller explains with more than the stderr tail (see [`check`] for the
+/// usual error).
+pub fn output(cmd: &mut Command) -> Result<Output, CommandError> {
+    tracing::debug!(command = %command_line(cmd), "running");
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(|e| start_error(cmd, e))
+}
+
+/// Runs `cmd` to completion with stdin closed and its outputs discarded, and returns its exit
+/// status whatever it is: for programs whose status is the whole answer (a condition).
+pub fn status(cmd: &mut Command) -> Result<ExitStatus, CommandError> {
+    tracing::debug!(command = %command_line(cmd), "running");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| start_error(cmd, e))
 }
 
 /// Runs `cmd` with its outputs passed through to ours (a user-visible tool such as a hook
@@ -175,6 +193,38 @@ pub fn wait(cmd: &Command, child: Child) -> Result<Output, CommandError> {
     check(cmd, out)
 }
 
+/// An error and its causes on one line, `a: b: c`: the error's message, then each `source()`'s
+/// message in turn, joined by ": ", nothing left out. This is how clb prints errors (the binary's
+/// `clb: error:` line, messages built from an error); since no error's message repeats its
+/// source's, each cause appears once.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        cause = e.source();
+    }
+    line
+}
+
+/// For tests of error types: the first link of `error`'s chain whose message contains its
+/// source's message (which [`one_line`] would then print twice), as (message, source's
+/// message); None when every cause appears once. A one-word source message (a part name such
+/// as `layout`) is not looked for: it can be in a message by coincidence (a step named
+/// `layout`).
+pub fn repeated_source(error: &dyn std::error::Error) -> Option<(String, String)> {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        let (text, cause) = (current.to_string(), source.to_string());
+        if cause.trim().contains(char::is_whitespace) && text.contains(&cause) {
+            return Some((text, cause));
+        }
+        current = source;
+    }
+    None
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -218,5 +268,68 @@ mod tests {
         let mut cmd = Command::new("mkfs.ext4");
         cmd.args(["-L", "COS STATE", "/dev/loop0"]);
         assert_eq!(command_line(&cmd), "mkfs.ext4 -L 'COS STATE' /dev/loop0");
+    }
+
+    #[test]
+    fn one_line_prints_every_cause_once_and_in_order() {
+        let err = CommandError::Start {
+            program: "modprobe".into(),
+            source: io::Error::from_raw_os_error(13),
+        };
+        assert_eq!(
+            one_line(&err),
+            "cannot start modprobe: Permission denied (os error 13)"
+        );
+        assert_eq!(repeated_source(&err), None);
+        // Nothing is hidden: an error that repeats its source shows it twice, and the check
+        // for tests names it.
+        #[derive(Debug, thiserror::Error)]
+        #[error("read /x: {0}")]
+        struct Repeats(#[source] io::Error);
+        let err = Repeats(io::Error::from_raw_os_error(2));
+        let cause = "No such file or directory (os error 2)";
+        assert_eq!(one_line(&err), format!("read /x: {cause}: {cause}"));
+        assert_eq!(
+            repeated_source(&err),
+            Some((format!("read /x: {cause}"), cause.to_string()))
+        );
+        // A one-word cause (a part name) may occur by coincidence: not reported.
+        #[derive(Debug, thiserror::Error)]
+        #[error("step \"layout\"")]
+        struct Step(#[source] Part);
+        #[derive(Debug, thiserror::Error)]
+        #[error("layout")]
+        struct Part;
+        assert_eq!(repeated_source(&Step(Part)), None);
+    }
+
+    #[test]
+    fn output_and_status_do_not_check_the_exit_status() {
+        let out =
+            output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 4"])).unwrap();
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        // status: the outputs go to /dev/null, stdin is closed, the exit status is the answer.
+        let script = r#"test "$(readlink /proc/$$/fd/1)" = /dev/null &&
+            test "$(readlink /proc/$$/fd/2)" = /dev/null && test "$(readlink /proc/$$/fd/0)" = /dev/null && exit 5"#;
+        assert_eq!(
+            status(Command::new("sh").args(["-c", script]))
+                .unwrap()
+                .code(),
+            Some(5)
+        );
+        assert!(matches!(
+            status_missing(),
+            Err(CommandError::Missing { .. })
+        ));
+        assert!(matches!(
+            output(&mut Command::new("/nonexistent/udhcpc")),
+            Err(CommandError::Missing { .. })
+        ));
+    }
+
+    fn status_missing() -> Result<ExitStatus, CommandError> {
+        status(&mut Command::new("/nonexistent/systemctl"))
     }
 }

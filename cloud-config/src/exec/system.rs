@@ -5,7 +5,7 @@ use std::process::Command;
 
 use super::files::{Owners, ensure_file};
 use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
-use crate::ctx::{Ctx, output_of};
+use crate::ctx::Ctx;
 use crate::error::StepError;
 use crate::schema::{Datasource, Dns};
 
@@ -46,7 +46,7 @@ pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), StepError> {
     if !ctx.act(format!("run {script:?}")) {
         return Ok(());
     }
-    let out = output_of(&mut ctx.shell(script))?;
+    let out = clb_command::output(&mut ctx.shell(script))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     tracing::debug!(command = script, %stdout, %stderr, status = %out.status, "command finished");

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use super::files::{Owners, ensure_file};
-use crate::ctx::{Ctx, output_of};
+use crate::ctx::Ctx;
 use crate::error::StepError;
 use crate::schema::Systemctl;
 
@@ -42,7 +42,7 @@ fn systemctl_cmd(ctx: &Ctx) -> Command {
 /// `is-enabled` state, e.g. "enabled", "disabled", "masked", "static"; "" if unknown. The
 /// exit status only repeats the state, so it is not a failure.
 fn state(ctx: &Ctx, unit: &str) -> Result<String, StepError> {
-    let out = output_of(systemctl_cmd(ctx).args(["is-enabled", "--", unit]))?;
+    let out = clb_command::output(systemctl_cmd(ctx).args(["is-enabled", "--", unit]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

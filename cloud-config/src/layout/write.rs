@@ -151,8 +151,17 @@ pub(crate) fn reread(dev: &Path) -> Result<(), String> {
     };
     match clb_command::run(Command::new("partx").arg("-u").arg(dev)) {
         Ok(_) => Ok(()),
-        Err(partx) => Err(format!("{blockdev}; {partx}")),
+        Err(partx) => Err(both_failed(&blockdev, &partx)),
     }
+}
+
+/// Why neither `blockdev` nor `partx` re-read the table, each error with its causes.
+fn both_failed(blockdev: &CommandError, partx: &CommandError) -> String {
+    format!(
+        "{}; {}",
+        clb_command::one_line(blockdev),
+        clb_command::one_line(partx)
+    )
 }
 
 fn command_error(dev: &Path, action: String) -> impl FnOnce(CommandError) -> LayoutError {
@@ -242,4 +251,22 @@ pub(crate) fn grow_fs(dev: &Path, x: &Expansion) -> Result<bool, LayoutError> {
     ))?;
     drop(part);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_reread_keeps_each_cause() {
+        let start = |program: &str| CommandError::Start {
+            program: program.into(),
+            source: std::io::Error::from_raw_os_error(13),
+        };
+        assert_eq!(
+            both_failed(&start("blockdev"), &start("partx")),
+            "cannot start blockdev: Permission denied (os error 13); \
+             cannot start partx: Permission denied (os error 13)"
+        );
+    }
 }
