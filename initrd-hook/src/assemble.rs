@@ -77,12 +77,7 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
         }
     }
     if decision.rolled_back() {
-        let failed = decision
-            .state
-            .as_ref()
-            .and_then(|s| s.failed)
-            .map(SlotName::as_str)
-            .unwrap_or("?");
+        let failed = decision.failed_slot().map(SlotName::as_str).unwrap_or("?");
         say(format_args!(
             "slot {failed} failed to boot: rolled back to slot {}",
             decision.slot

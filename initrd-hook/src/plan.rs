@@ -26,6 +26,11 @@ impl Decision {
     pub fn rolled_back(&self) -> bool {
         self.state.as_ref().is_some_and(|s| s.rolled_back)
     }
+
+    /// The slot whose failed boot the boot state records (the one a rollback left).
+    pub fn failed_slot(&self) -> Option<SlotName> {
+        self.state.as_ref().and_then(|s| s.failed)
+    }
 }
 
 /// Read the boot state, decide, and write a counted try back (atomically, durably) before
@@ -181,6 +186,7 @@ mod tests {
         let d = decide(&l, false).unwrap();
         assert_eq!(d.slot, SlotName::A);
         assert!(d.written && d.rolled_back());
+        assert_eq!(d.failed_slot(), Some(SlotName::B));
         let on_disk = read_state(&l);
         assert!(on_disk.rolled_back && on_disk.good);
         assert_eq!(on_disk.failed, Some(SlotName::B));
@@ -205,6 +211,7 @@ mod tests {
         let d = decide(&l, true).unwrap();
         assert_eq!(d.slot, SlotName::Recovery);
         assert!(d.state.is_none());
+        assert_eq!(d.failed_slot(), None);
         // Without a forced recovery a missing boot state is a clear error.
         let e = decide(&l, false).unwrap_err();
         assert!(e.0.contains("cannot read boot state"), "{e:?}");

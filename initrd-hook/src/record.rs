@@ -52,12 +52,7 @@ pub fn write_slot_record(
     };
     write(mode, "")?;
     if decision.rolled_back() {
-        let failed = decision
-            .state
-            .as_ref()
-            .and_then(|s| s.failed)
-            .map(SlotName::as_str)
-            .unwrap_or("");
+        let failed = decision.failed_slot().map(SlotName::as_str).unwrap_or("");
         write("upgrade_failure", &format!("{failed}\n"))?;
     }
     let (tries, good) = decision
