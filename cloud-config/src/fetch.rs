@@ -68,19 +68,47 @@ struct LimitedVec {
     limit: usize,
 }
 
+/// The write error of a [`LimitedVec`] that would grow past its limit: the fetch reports it as
+/// an unusable answer, not as a failed write.
+#[derive(Debug, thiserror::Error)]
+#[error("body larger than {0} bytes")]
+struct TooLarge(usize);
+
 impl Write for LimitedVec {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         if self.data.len() + b.len() > self.limit {
-            return Err(std::io::Error::other(format!(
-                "body larger than {} bytes",
-                self.limit
-            )));
+            return Err(std::io::Error::other(TooLarge(self.limit)));
         }
         self.data.extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A failed write of the body to the caller's sink: a full disk, or the size limit.
+fn store_err(url: &str) -> impl FnOnce(std::io::Error) -> FetchError {
+    move |e| match e.get_ref().and_then(|i| i.downcast_ref::<TooLarge>()) {
+        Some(too_large) => http_err(url, too_large.to_string()),
+        None => io_err(url, "store the body")(e),
+    }
+}
+
+/// Copies the body from `from` to `out`, telling a failed read of the response from a failed
+/// write to the sink; Ok(bytes copied).
+fn copy_body(url: &str, from: &mut dyn Read, out: &mut dyn Write) -> Result<u64, FetchError> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(url, "read the response")(e)),
+        };
+        out.write_all(&buf[..n]).map_err(store_err(url))?;
+        copied += n as u64;
     }
 }
 
@@ -119,8 +147,7 @@ fn fetch_curl(
         url: url.to_string(),
         source,
     })?;
-    out.write_all(&output.stdout)
-        .map_err(io_err(url, "store the body"))
+    out.write_all(&output.stdout).map_err(store_err(url))
 }
 
 /// One GET of `current`. Returns the redirect target on 3xx, None when the body was written.
@@ -227,7 +254,7 @@ fn get_http(
             if size == 0 {
                 break;
             }
-            let copied = std::io::copy(&mut (&mut reader).take(size), out).map_err(io)?;
+            let copied = copy_body(url, &mut (&mut reader).take(size), out)?;
             if copied != size {
                 return Err(http_err(url, "connection closed in a chunk"));
             }
@@ -235,7 +262,7 @@ fn get_http(
             reader.read_line(&mut crlf).map_err(io)?;
         }
     } else if let Some(len) = length {
-        let copied = std::io::copy(&mut reader.take(len), out).map_err(io)?;
+        let copied = copy_body(url, &mut reader.take(len), out)?;
         if copied != len {
             return Err(http_err(
                 url,
@@ -243,7 +270,7 @@ fn get_http(
             ));
         }
     } else {
-        std::io::copy(&mut reader, out).map_err(io)?;
+        copy_body(url, &mut reader, out)?;
     }
     Ok(None)
 }
@@ -270,4 +297,64 @@ pub fn fetch_to_file(url: &str, timeout: Duration, dest: &Path) -> Result<(), Fe
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Serves one answer with `body` (Content-Length) on a local port; the URL.
+    fn serve(body: &'static [u8]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
+        });
+        url
+    }
+
+    struct DiskFull;
+
+    impl Write for DiskFull {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_an_unusable_answer() {
+        let url = serve(b"0123456789");
+        let err = fetch_bytes(&url, Duration::from_secs(5), 4).unwrap_err();
+        assert!(
+            matches!(&err, FetchError::Http { problem, .. } if problem == "body larger than 4 bytes"),
+            "{err:?}"
+        );
+        let url = serve(b"0123456789");
+        assert_eq!(
+            fetch_bytes(&url, Duration::from_secs(5), 10).unwrap(),
+            b"0123456789"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_not_a_failed_read() {
+        let url = serve(b"0123456789");
+        let err = fetch(&url, Duration::from_secs(5), &mut DiskFull).unwrap_err();
+        match &err {
+            FetchError::Io { action, source, .. } => {
+                assert_eq!(action, "store the body");
+                assert_eq!(source.raw_os_error(), Some(28));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
