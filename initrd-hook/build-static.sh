@@ -7,5 +7,5 @@ target=x86_64-unknown-linux-gnu
 cd "$here"
 RUSTFLAGS='-C target-feature=+crt-static -C strip=symbols' \
     cargo build --release -p clb-initrd --target "$target" >&2
-out="$here/target/$target/release/clb-initrd"
+out="${CARGO_TARGET_DIR:-$here/target}/$target/release/clb-initrd"
 echo "$out"

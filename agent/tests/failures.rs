@@ -25,7 +25,7 @@ fn unchanged(state: &Path, before: &str, what: &str) {
 
 #[test]
 fn verification_failures_are_refused_and_change_nothing() {
-    require_tool("python3");
+    require_tool(clb_testsupport::PYTHON);
     let (fx, state, _r) = staged();
     let before = hash_tree(&state);
 
@@ -166,7 +166,7 @@ fn verification_failures_are_refused_and_change_nothing() {
 
 fn run_signer(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cosign_signer.py");
-    let out = Command::new("python3")
+    let out = Command::new(clb_testsupport::PYTHON)
         .arg(script)
         .args(args)
         .output()
@@ -248,7 +248,7 @@ fn registry_and_input_failures_change_nothing() {
 
 #[test]
 fn hostile_layer_is_refused_and_changes_nothing() {
-    require_tool("python3");
+    require_tool(clb_testsupport::PYTHON);
     require_tool("skopeo");
     let (fx, state, _r) = staged();
     let before = hash_tree(&state);
@@ -264,7 +264,10 @@ fn hostile_layer_is_refused_and_changes_nothing() {
         let py = format!(
             "import tarfile,gzip,io,sys\nb=io.BytesIO()\nt=tarfile.open(fileobj=b,mode='w')\n{script}\nt.close()\nsys.stdout.buffer.write(gzip.compress(b.getvalue()))"
         );
-        let out = Command::new("python3").args(["-c", &py]).output().unwrap();
+        let out = Command::new(clb_testsupport::PYTHON)
+            .args(["-c", &py])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         clb_testsupport::write_oci_layout(
             &layout,

@@ -25,7 +25,7 @@ fn validate(doc: &serde_json::Value, dir: &Path) -> Result<(), String> {
                   cls=jsonschema.Draft202012Validator)\n";
     // Debian's interpreter, where python3-jsonschema is installed (another python3 may come
     // first on PATH).
-    let out = Command::new("/usr/bin/python3")
+    let out = Command::new(clb_testsupport::PYTHON)
         .args(["-c", script])
         .arg(committed_schema_path())
         .arg(&instance)

@@ -35,7 +35,7 @@ fn upgrade_with(fx: &Fixture, state: &Path, creds: Option<&str>) -> std::process
 
 #[test]
 fn push_sign_and_upgrade_through_token_auth() {
-    require_tool("python3");
+    require_tool(clb_testsupport::PYTHON);
     require_tool("skopeo");
     let reg = Registry::start(RegistryOptions::plain().with_token_auth(USER, PASS))
         .unwrap_or_else(|e| panic!("start token-auth docker-registry: {e}"));

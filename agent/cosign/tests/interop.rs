@@ -20,7 +20,9 @@ fn signer() -> PathBuf {
 /// Runs the Python signer; returns (exit code, stdout). Panics if it cannot
 /// run at all or reports a missing dependency (exit 3).
 fn py(args: &[&str]) -> (i32, Vec<u8>) {
-    let out = Command::new("python3")
+    // Debian's interpreter, where python3-cryptography is installed (a pyenv python3 may come
+    // first on PATH without it).
+    let out = Command::new("/usr/bin/python3")
         .arg(signer())
         .args(args)
         .output()

@@ -60,6 +60,11 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 /// an executable on `PATH`; returns its full path otherwise.
 ///
 /// Tests call this first so that a missing tool makes them FAIL, never silently skip.
+/// Debian's interpreter, where `scripts/install-test-deps` installs python3-cryptography and
+/// python3-jsonschema. Another `python3` may come first on PATH (pyenv on the machine image)
+/// without those modules, so tests name this one.
+pub const PYTHON: &str = "/usr/bin/python3";
+
 pub fn require_tool(name: &str) -> PathBuf {
     match find_tool(name) {
         Some(p) => p,

@@ -54,14 +54,14 @@ impl TokenServer {
     /// Starts the server for `user`/`pass`, with its certificate, request log and stderr in
     /// `dir`, and waits (up to 10 s) until it listens. Needs `python3` with `cryptography`.
     pub fn start(dir: &Path, user: &str, pass: &str) -> Result<TokenServer, String> {
-        require_tool("python3");
+        require_tool(crate::PYTHON);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../token_server.py");
         let cert_path = dir.join("token-signer.crt");
         let log_path = dir.join("token-requests.jsonl");
         let stderr_path = dir.join("token-server.stderr");
         let stderr = std::fs::File::create(&stderr_path)
             .map_err(|e| format!("create {}: {e}", stderr_path.display()))?;
-        let mut child = Command::new("python3")
+        let mut child = Command::new(crate::PYTHON)
             .arg(&script)
             .args(["--user", user, "--password", pass])
             .args(["--service", TOKEN_SERVICE, "--issuer", TOKEN_ISSUER])

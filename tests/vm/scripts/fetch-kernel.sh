@@ -7,8 +7,16 @@ set -eu
 cache=${1:-/var/cache/clb-test-kernel}
 die() { echo "fetch-kernel: $*" >&2; exit 1; }
 command -v apt-cache >/dev/null || die "apt-cache missing"
-pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-      sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
+kernel_package() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | sed -n 1p
+}
+pkg=$(kernel_package)
+# An image whose package lists were cleaned knows no kernel package until apt-get update.
+if [ -z "$pkg" ]; then
+    apt-get update -qq >&2 || die "apt-get update failed"
+    pkg=$(kernel_package)
+fi
 [ -n "$pkg" ] || die "cannot find the versioned package of linux-image-amd64 (apt-get update?)"
 dir=$cache/$pkg
 if [ ! -f "$dir/.complete" ]; then

@@ -234,3 +234,14 @@ pub fn error_lines(console: &str) -> Vec<&str> {
         .filter(|l| l.contains("clb-initrd: error:"))
         .collect()
 }
+
+/// The hook's "switch_root after N ms" figure from a console; panics when it is missing.
+pub fn hook_ms(console: &str) -> u64 {
+    console
+        .lines()
+        .find_map(|l| {
+            let r = l.split("switch_root after ").nth(1)?;
+            r.strip_suffix(" ms")?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no switch_root time on the console:\n{console}"))
+}

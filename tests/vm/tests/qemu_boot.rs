@@ -75,7 +75,7 @@ fn qemu_boot_upgrade_and_rollback() {
         !c.contains("not yet good"),
         "a good slot counts no tries: {c}"
     );
-    assert!(c.contains("ms"), "switch_root time");
+    assert!(qemu::hook_ms(&c) > 0, "switch_root time");
     let s = clb::status(&kit, &disk);
     assert_eq!(s["active"], "a");
     assert_eq!(s["good"], true);

@@ -65,16 +65,6 @@ fn image_with_layers(kit: &Kit, reg: &Registry, work: &Path, n: usize) -> String
     clb::push(kit, reg, &dirs, &format!("bench:layers{n}"))
 }
 
-fn hook_ms(console: &str) -> u64 {
-    console
-        .lines()
-        .find_map(|l| {
-            let r = l.split("switch_root after ").nth(1)?;
-            r.strip_suffix(" ms")?.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no switch_root time on the console:\n{console}"))
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -112,7 +102,7 @@ fn qemu_boot_figures() {
                 line.starts_with(&format!("CLB-TEST-OS release=layers{n} slot=a mode=active")),
                 "{line}"
             );
-            hook.push(hook_ms(&b.console) as f64);
+            hook.push(qemu::hook_ms(&b.console) as f64);
             wall.push(b.elapsed.as_secs_f64());
             let up: f64 = line
                 .rsplit("uptime=")

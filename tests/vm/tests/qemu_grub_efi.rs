@@ -48,7 +48,7 @@ fn grub_efi_boots_counts_tries_and_falls_back() {
         420,
         &["--esp-size", "32", "--state-size", "240"],
     );
-    let _ = clb::on_disk(&kit, &disk, &["status"]);
+    assert_eq!(clb::status(&kit, &disk)["active"], "a");
     let c = boot_uefi(&disk, work, "v1", TIMEOUT).console;
     testos::assert_test_os(&c, "CLB-TEST-OS release=v1 slot=a");
     clb::mark_good(&kit, &disk);
