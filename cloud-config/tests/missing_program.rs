@@ -45,7 +45,7 @@ fn with_empty_path() {
     std::fs::create_dir_all(r.join("oem")).unwrap();
     std::fs::write(
         r.join("oem/x.yaml"),
-        "stages:\n  boot:\n    - name: units\n      systemctl: {enable: [foo]}\n    - name: cmd\n      commands: [\"true\"]\n",
+        "stages:\n  boot:\n    - name: units\n      systemctl: {enable: [foo, bar], disable: [baz], mask: [qux]}\n    - name: cmd\n      commands: [\"true\"]\n",
     )
     .unwrap();
     let rep = run_stage(
@@ -58,6 +58,8 @@ fn with_empty_path() {
     );
     common::assert_report_printed_once(&rep);
     let units = &rep.steps[0];
+    // One error: every further unit would fail the same way.
+    assert_eq!(units.errors.len(), 1, "{units:?}");
     assert!(
         matches!(
             &units.errors[0].error,

@@ -41,12 +41,18 @@ fn systemctl_cmd(ctx: &Ctx) -> Command {
 
 /// `is-enabled` state, e.g. "enabled", "disabled", "masked", "static"; "" if unknown. The
 /// exit status only repeats the state, so it is not a failure.
-fn state(ctx: &Ctx, unit: &str) -> Result<String, StepError> {
+fn state(ctx: &Ctx, unit: &str) -> Result<String, clb_command::CommandError> {
     let out = clb_command::output(systemctl_cmd(ctx).args(["is-enabled", "--", unit]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// A missing systemctl: every further unit would fail the same way, so the part stops at it.
+fn missing(e: &clb_command::CommandError) -> bool {
+    matches!(e, clb_command::CommandError::Missing { .. })
+}
+
 /// Every override and unit is handled even when another fails; the errors of all of them.
+/// A missing systemctl is reported once: the part stops there.
 pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Vec<StepError> {
     let mut errors = Vec::new();
     let mut changed_overrides = false;
@@ -83,7 +89,11 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Vec<StepError> {
         && ctx.act("systemctl daemon-reload")
         && let Err(e) = clb_command::run(Command::new("systemctl").arg("daemon-reload"))
     {
+        let stop = missing(&e);
         errors.push(e.into());
+        if stop {
+            return errors;
+        }
     }
     let verbs: [(&str, &Vec<String>, &[&str]); 3] = [
         ("mask", &s.mask, &["masked", "masked-runtime"]),
@@ -112,7 +122,11 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Vec<StepError> {
                 Ok(s) if done_states.contains(&s.as_str()) => continue,
                 Ok(_) => {}
                 Err(e) => {
-                    errors.push(e);
+                    let stop = missing(&e);
+                    errors.push(e.into());
+                    if stop {
+                        return errors;
+                    }
                     continue;
                 }
             }
@@ -124,7 +138,11 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Vec<StepError> {
             if ctx.act(shown)
                 && let Err(e) = clb_command::run(systemctl_cmd(ctx).args([verb, "--", &unit]))
             {
+                let stop = missing(&e);
                 errors.push(e.into());
+                if stop {
+                    return errors;
+                }
             }
         }
     }
@@ -140,7 +158,11 @@ pub(crate) fn systemctl(ctx: &mut Ctx, s: &Systemctl) -> Vec<StepError> {
         if ctx.act(format!("systemctl start {unit}"))
             && let Err(e) = clb_command::run(Command::new("systemctl").args(["start", "--", &unit]))
         {
+            let stop = missing(&e);
             errors.push(e.into());
+            if stop {
+                return errors;
+            }
         }
     }
     errors
