@@ -97,6 +97,28 @@ pub enum StepError {
     /// with another uid, a bad line in `/etc/passwd`, a file where a directory should be.
     #[error("{0}")]
     Conflict(String),
+    /// A program ran and succeeded but printed something unusable (`openssl passwd` without a
+    /// crypt hash).
+    #[error("{program} printed no {wanted}: {output:?}")]
+    Output {
+        program: String,
+        wanted: &'static str,
+        output: String,
+    },
+    /// A value could not be encoded to be written (the datasource as JSON).
+    #[error("encode {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A part that handles several users (`authorized_keys`): the user whose part failed.
+    #[error("{user}")]
+    User {
+        user: String,
+        #[source]
+        error: Box<StepError>,
+    },
     /// A condition's regular expression does not compile.
     #[error("invalid regular expression {pattern:?}")]
     Regex {
@@ -235,6 +257,39 @@ mod tests {
                     }),
                 )),
                 "downloads: fetch http://x/: connect to 10.0.0.1:80: Permission denied (os error 13)",
+            ),
+            (
+                Box::new(part(
+                    "authorized_keys",
+                    StepError::User {
+                        user: "root".into(),
+                        error: Box::new(
+                            StepError::io("write /root/.ssh/authorized_keys")(denied()),
+                        ),
+                    },
+                )),
+                "authorized_keys: root: write /root/.ssh/authorized_keys: Permission denied (os error 13)",
+            ),
+            (
+                Box::new(part(
+                    "datasource",
+                    StepError::Encode {
+                        what: "the datasource",
+                        source: serde_json::from_str::<u8>("x").unwrap_err(),
+                    },
+                )),
+                "datasource: encode the datasource: expected value",
+            ),
+            (
+                Box::new(part(
+                    "users",
+                    StepError::Output {
+                        program: "openssl passwd".into(),
+                        wanted: "crypt hash",
+                        output: "".into(),
+                    },
+                )),
+                "users: openssl passwd printed no crypt hash: \"\"",
             ),
             (
                 Box::new(Error::io("read /oem/a.yaml", denied())),

@@ -459,11 +459,20 @@ fn users_groups_passwords_and_keys() {
     cfg(
         r,
         "/oem/v.yaml",
-        "stages:\n  boot:\n    - name: nokeys\n      authorized_keys:\n        ghost: [k]\n    - name: taken\n      users:\n        carol:\n          uid: 0\n",
+        "stages:\n  boot:\n    - name: nokeys\n      authorized_keys:\n        ghost: [k]\n        root: [\"github:me\"]\n    - name: taken\n      users:\n        carol:\n          uid: 0\n",
     );
     let rep = run(r, "boot");
     let o = outcomes(&rep);
-    assert!(o.iter().any(|(n, oc)| n == "nokeys" && matches!(oc, Outcome::Failed(m) if m.contains("ghost"))), "{o:?}");
+    // Each user's failure names the user.
+    let nokeys = o.iter().find(|(n, _)| n == "nokeys").unwrap();
+    assert_eq!(
+        nokeys.1,
+        Outcome::Failed(
+            "authorized_keys: ghost: not in /etc/passwd; authorized_keys: root: \"github:me\": \
+             fetching keys from GitHub/GitLab is not supported; paste the key"
+                .into()
+        )
+    );
     assert!(
         o.iter()
             .any(|(n, oc)| n == "taken" && matches!(oc, Outcome::Failed(m) if m.contains("taken"))),

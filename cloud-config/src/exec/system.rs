@@ -198,9 +198,10 @@ pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Resul
 
 /// Datasources are recorded, not fetched: clb's deploy reads this file (see the docs).
 pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), StepError> {
-    let json = serde_json::to_string_pretty(ds)
-        .map_err(|e| StepError::io("serialize the datasource")(e.into()))?
-        + "\n";
+    let json = serde_json::to_string_pretty(ds).map_err(|source| StepError::Encode {
+        what: "the datasource",
+        source,
+    })? + "\n";
     ensure_file(
         ctx,
         DATASOURCE_FILE,

@@ -269,11 +269,18 @@ fn sha512_crypt(plain: &str, salt: Option<&str>) -> Result<String, StepError> {
             .map_err(StepError::io("pass the password to openssl passwd"))?;
     }
     let out = clb_command::wait(&cmd, child)?;
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    hash_of(&out.stdout)
+}
+
+/// The crypt hash `openssl passwd` printed.
+fn hash_of(stdout: &[u8]) -> Result<String, StepError> {
+    let hash = String::from_utf8_lossy(stdout).trim().to_string();
     if !is_hashed(&hash) {
-        return Err(StepError::Conflict(format!(
-            "openssl passwd printed no crypt hash: {hash:?}"
-        )));
+        return Err(StepError::Output {
+            program: "openssl passwd".into(),
+            wanted: "crypt hash",
+            output: hash,
+        });
     }
     Ok(hash)
 }
@@ -526,11 +533,33 @@ pub(crate) fn authorized_keys(
     for (user, list) in keys {
         let result = match lookup(&dbs, user) {
             Some((home, uid, gid)) => write_keys(ctx, &home, uid, gid, list),
-            None => Err(StepError::Conflict(format!(
-                "no user {user:?} in /etc/passwd"
-            ))),
+            None => Err(StepError::Conflict("not in /etc/passwd".to_string())),
         };
-        errors.extend(result.err());
+        // Several users' keys fail separately: each error names its user.
+        errors.extend(result.err().map(|e| StepError::User {
+            user: user.clone(),
+            error: Box::new(e),
+        }));
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn openssl_without_a_hash_is_unusable_output() {
+        assert_eq!(hash_of(b"$6$salt$abc\n").unwrap(), "$6$salt$abc");
+        match hash_of(b"usage: passwd\n").unwrap_err() {
+            StepError::Output {
+                program, output, ..
+            } => assert_eq!(
+                (program.as_str(), output.as_str()),
+                ("openssl passwd", "usage: passwd")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -130,10 +130,16 @@ fn new_guid(dev: &Path) -> Result<uuid::Uuid, LayoutError> {
         dev,
         format!("read a partition GUID from {SOURCE}"),
     ))?;
-    uuid::Uuid::parse_str(s.trim()).map_err(|e| {
-        io_error(dev, format!("read a partition GUID from {SOURCE}"))(std::io::Error::new(
+    parse_guid(dev, SOURCE, &s)
+}
+
+/// The GUID `source` gave; a bad one is an io error (the kernel's answer is unusable) whose
+/// inner error is the typed `uuid::Error`.
+fn parse_guid(dev: &Path, source: &str, text: &str) -> Result<uuid::Uuid, LayoutError> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|e| {
+        io_error(dev, format!("read a partition GUID from {source}"))(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            e.to_string(),
+            e,
         ))
     })
 }
@@ -256,6 +262,23 @@ pub(crate) fn grow_fs(dev: &Path, x: &Expansion) -> Result<bool, LayoutError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_guid_keeps_the_uuid_error() {
+        let dev = Path::new("/dev/vda");
+        match parse_guid(dev, "/proc/x", "not-a-guid\n") {
+            Err(LayoutError::Io { source, .. }) => {
+                assert!(
+                    source
+                        .get_ref()
+                        .is_some_and(|e| e.downcast_ref::<uuid::Error>().is_some()),
+                    "{source:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_guid(dev, "/proc/x", "2c1a7e6b-8d55-4c4a-9a43-6c1f1a2e3b4d\n").is_ok());
+    }
 
     #[test]
     fn a_failed_reread_keeps_each_cause() {
