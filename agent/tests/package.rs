@@ -17,10 +17,7 @@ use clb_testsupport::{require_tool, run_cmd};
 const HOOK: &str = "/usr/lib/clb/clb-initrd";
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    clb_testsupport::workspace_root()
 }
 
 fn text(out: &Output) -> String {

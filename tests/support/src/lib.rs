@@ -60,6 +60,14 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 /// an executable on `PATH`; returns its full path otherwise.
 ///
 /// Tests call this first so that a missing tool makes them FAIL, never silently skip.
+/// The workspace root (this crate lives in `tests/support`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("workspace root above tests/support: {e}"))
+}
+
 /// Debian's interpreter, where `scripts/install-test-deps` installs python3-cryptography and
 /// python3-jsonschema. Another `python3` may come first on PATH (pyenv on the machine image)
 /// without those modules, so tests name this one.

@@ -1,18 +1,11 @@
 //! Running host commands and finding the workspace.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use clb_testsupport::run_cmd;
 
-/// The workspace root (this crate lives in `tests/vm`).
-pub fn workspace() -> PathBuf {
-    kit_dir()
-        .ancestors()
-        .nth(2)
-        .expect("workspace root above tests/vm")
-        .to_path_buf()
-}
+pub use clb_testsupport::workspace_root as workspace;
 
 /// This crate's directory: the helper scripts (`scripts/`) and the kill shim's C source.
 pub fn kit_dir() -> &'static Path {
