@@ -20,13 +20,16 @@ pub enum ConvertError {
     /// Options that `tar2sqfs` would reject anyway, caught before starting it.
     #[error("invalid conversion options: {0}")]
     InvalidOptions(String),
-    /// `tar2sqfs` producing no usable output.
+    /// `tar2sqfs` ran without failing but produced no usable output (an empty image, an exit
+    /// before reading the whole layer), or could not be given its input (no stdin pipe). A
+    /// non-zero exit is `Command`.
     #[error("tar2sqfs: {0}")]
     Tool(String),
     /// ENOSPC (or EDQUOT) while writing the image or the archive.
     #[error("no space left on device: {0}")]
     NoSpace(String),
-    /// `tar2sqfs` could not be started, or failed (its stderr tail is kept).
+    /// `tar2sqfs` could not be started (`Missing` names the Debian package), or exited
+    /// non-zero (`Failed`, its stderr tail kept; `says_no_space` when it names ENOSPC).
     #[error(transparent)]
     Command(#[from] clb_command::CommandError),
     // The source is printed by the caller's error chain, so the message names only the action.

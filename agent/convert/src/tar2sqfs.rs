@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 
 use crate::{Compressor, ConvertError, ConvertOptions};
@@ -13,6 +13,8 @@ const STDERR_KEEP: usize = 16 * 1024;
 
 pub(crate) struct Tar2Sqfs {
     child: Child,
+    /// The command line, for `CommandError::Failed`.
+    command: String,
     stderr: Option<JoinHandle<Vec<u8>>>,
     out: PathBuf,
 }
@@ -63,6 +65,7 @@ impl Tar2Sqfs {
         let stderr = child.stderr.take();
         let mut this = Self {
             child,
+            command: clb_command::command_line(&cmd),
             stderr: None,
             out: out.to_path_buf(),
         };
@@ -92,19 +95,17 @@ impl Tar2Sqfs {
         }
     }
 
-    fn stderr_text(&mut self) -> String {
-        let raw = self
-            .stderr
+    fn stderr(&mut self) -> Vec<u8> {
+        self.stderr
             .take()
             .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        String::from_utf8_lossy(&raw).into_owned()
+            .unwrap_or_default()
     }
 
     /// Waits for a clean exit (stdin must already be closed).
     pub fn finish(mut self) -> Result<(), ConvertError> {
         let status = self.child.wait();
-        let stderr = self.stderr_text();
+        let stderr = self.stderr();
         let status = match status {
             Ok(s) => s,
             Err(e) => {
@@ -115,23 +116,44 @@ impl Tar2Sqfs {
         if status.success() {
             return Ok(());
         }
-        let full = disk_full(&self.out);
-        remove(&self.out);
-        Err(tool_failure(&stderr, &status.to_string(), full))
+        Err(self.failure(status, &stderr))
     }
 
     /// The child stopped reading (broken pipe): reap it and report why it died.
     pub fn failed(mut self) -> ConvertError {
         let status = self.child.wait();
-        let stderr = self.stderr_text();
+        let stderr = self.stderr();
+        match status {
+            Ok(status) if status.success() => {
+                remove(&self.out);
+                ConvertError::Tool(format!(
+                    "exited with status 0 before reading the whole layer (stderr: {})",
+                    clb_command::stderr_tail(&stderr)
+                ))
+            }
+            Ok(status) => self.failure(status, &stderr),
+            Err(e) => {
+                remove(&self.out);
+                ConvertError::io("waiting for tar2sqfs", e)
+            }
+        }
+    }
+
+    /// A non-zero exit: `NoSpace` if the output filesystem is full (looked at before the
+    /// partial image is removed), else `Command(Failed)` with the stderr tail, whose
+    /// `says_no_space` covers a tool that does name ENOSPC.
+    fn failure(&self, status: ExitStatus, stderr: &[u8]) -> ConvertError {
         let full = disk_full(&self.out);
         remove(&self.out);
-        let status = match status {
-            Ok(s) if s.success() => "exited early".to_string(),
-            Ok(s) => s.to_string(),
-            Err(e) => e.to_string(),
-        };
-        tool_failure(&stderr, &status, full)
+        if full {
+            return ConvertError::NoSpace("writing SquashFS image".into());
+        }
+        ConvertError::Command(clb_command::CommandError::Failed {
+            program: "tar2sqfs".into(),
+            command: self.command.clone(),
+            status,
+            stderr_tail: clb_command::stderr_tail(stderr),
+        })
     }
 
     /// Kills and reaps the child and removes any partial output.
@@ -139,7 +161,7 @@ impl Tar2Sqfs {
         // Errors only mean it is already gone; we reap it either way.
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.stderr_text();
+        let _ = self.stderr();
         remove(&self.out);
     }
 }
@@ -158,16 +180,6 @@ fn disk_full(out: &Path) -> bool {
         }
         Err(_) => false,
     }
-}
-
-fn tool_failure(stderr: &str, status: &str, disk_full: bool) -> ConvertError {
-    if disk_full || stderr.contains("No space left on device") {
-        return ConvertError::NoSpace("writing SquashFS image".into());
-    }
-    ConvertError::Tool(format!(
-        "{status}: {}",
-        clb_command::stderr_tail(stderr.as_bytes())
-    ))
 }
 
 pub(crate) fn remove(path: &Path) {

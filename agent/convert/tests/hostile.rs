@@ -155,12 +155,20 @@ fn tool_failure_is_reported_and_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.sqfs");
     let err = convert(&t.finish(), &out).unwrap_err();
-    assert!(matches!(err, ConvertError::Tool(_)), "{err:?}");
+    assert!(is_failed_tar2sqfs(&err), "{err:?}");
     assert!(!out.exists());
 
     let missing_dir = dir.path().join("no/such/dir/out.sqfs");
     let err = convert(&common::zstd(&big_layer()), &missing_dir).unwrap_err();
-    assert!(matches!(err, ConvertError::Tool(_)), "{err:?}");
+    assert!(is_failed_tar2sqfs(&err), "{err:?}");
+    assert!(!err.is_invalid_input());
+}
+
+/// A non-zero tar2sqfs exit is the shared `CommandError::Failed`, so callers' `says_no_space`
+/// and exit-code mapping apply to it like to any other program.
+fn is_failed_tar2sqfs(err: &ConvertError) -> bool {
+    matches!(err, ConvertError::Command(c @ clb_command::CommandError::Failed { program, command, .. })
+        if program == "tar2sqfs" && command.starts_with("tar2sqfs -q -f --no-skip") && !c.says_no_space())
 }
 
 #[test]
@@ -225,8 +233,11 @@ fn tool_error_carries_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let err = convert(&t.finish(), &dir.path().join("o")).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("tar2sqfs: exit status: 1: "), "{msg}");
-    assert!(msg.len() > "tar2sqfs: exit status: 1: ".len() + 5, "{msg}");
+    let prefix = "tar2sqfs failed (exit status: 1): ";
+    assert!(msg.starts_with(prefix), "{msg}");
+    assert!(msg.len() > prefix.len() + 5, "{msg}");
+    assert!(!msg.contains("no error output"), "{msg}");
+    assert!(std::error::Error::source(&err).is_none());
 }
 
 #[test]
