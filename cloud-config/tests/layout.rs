@@ -196,6 +196,20 @@ fn creates_partitions_and_filesystems_then_rerun_is_a_noop() {
     );
     let mut l = l;
     l.add_partitions.pop();
+    // A size no disk can hold (its bytes overflow 64 bits) is refused, not wrapped around.
+    let mut huge = l.clone();
+    huge.add_partitions[1].size = u64::MAX / 1024;
+    assert!(
+        matches!(
+            plan_layout(&huge),
+            Err(LayoutError::Refused {
+                problem: Refusal::SizeTooLarge { name: Some(n), .. },
+                ..
+            }) if n == "oem"
+        ),
+        "{:?}",
+        plan_layout(&huge)
+    );
     let plan = plan_layout(&l).unwrap();
     assert!(plan.new_table);
     assert!(
@@ -375,6 +389,22 @@ fn expand_partition_grows_the_last_partition_and_its_ext4() {
             )
         )
         .success()
+    );
+    let huge = layout(
+        &img,
+        vec![part("C_DATA", 8, "data", "ext4")],
+        Some(u64::MAX / 1024),
+    );
+    assert!(
+        matches!(
+            plan_layout(&huge),
+            Err(LayoutError::Refused {
+                problem: Refusal::SizeTooLarge { name: None, .. },
+                ..
+            })
+        ),
+        "{:?}",
+        plan_layout(&huge)
     );
     let fs_bytes = |first: u64, last: u64| {
         let lo =

@@ -84,6 +84,9 @@ pub enum Refusal {
     NameTooLong { name: String },
     /// Two entries of `add_partitions` have the same name.
     Duplicate { name: String },
+    /// A size (of an entry, or of `expand_partition` when `name` is None) that no disk can
+    /// hold: it does not fit in 64 bits of bytes.
+    SizeTooLarge { name: Option<String>, size_mib: u64 },
     /// `size: 0` (the rest of the disk) on an entry that is not the last.
     RestNotLast { name: String },
     /// More than one partition on the disk matches an entry.
@@ -172,6 +175,14 @@ impl fmt::Display for Refusal {
                 write!(f, "pLabel {name:?} is too long (at most 36 characters)")
             }
             Refusal::Duplicate { name } => write!(f, "add_partitions lists {name:?} twice"),
+            Refusal::SizeTooLarge {
+                name: Some(name),
+                size_mib,
+            } => write!(f, "partition {name:?}: size {size_mib} MiB is too large"),
+            Refusal::SizeTooLarge {
+                name: None,
+                size_mib,
+            } => write!(f, "expand_partition: size {size_mib} MiB is too large"),
             Refusal::RestNotLast { name } => write!(
                 f,
                 "only the last partition may take the rest of the disk (size 0), not {name:?}"

@@ -308,6 +308,21 @@ fn read_state(device: &Path) -> Result<DiskState, LayoutError> {
 struct Wanted<'a> {
     part: &'a Partition,
     gpt_name: String,
+    /// `part.size` in bytes (0: the rest of the disk).
+    size_bytes: u64,
+}
+
+/// `mib` MiB in bytes; a size from the config that overflows is refused.
+fn mib_bytes(device: &Path, mib: u64, name: Option<&str>) -> Result<u64, LayoutError> {
+    mib.checked_mul(MIB).ok_or_else(|| {
+        refused(
+            device,
+            Refusal::SizeTooLarge {
+                name: name.map(str::to_string),
+                size_mib: mib,
+            },
+        )
+    })
 }
 
 fn check_wanted<'a>(device: &Path, layout: &'a Layout) -> Result<Vec<Wanted<'a>>, LayoutError> {
@@ -340,7 +355,12 @@ fn check_wanted<'a>(device: &Path, layout: &'a Layout) -> Result<Vec<Wanted<'a>>
         }) {
             return Err(refused(device, Refusal::Duplicate { name: gpt_name }));
         }
-        wanted.push(Wanted { part: p, gpt_name });
+        let size_bytes = mib_bytes(device, p.size, Some(&gpt_name))?;
+        wanted.push(Wanted {
+            part: p,
+            gpt_name,
+            size_bytes,
+        });
     }
     if let Some(w) = wanted.iter().rev().skip(1).find(|w| w.part.size == 0) {
         return Err(refused(
@@ -424,7 +444,7 @@ fn plan_for(device: &Path, layout: &Layout, state: &DiskState) -> Result<LayoutP
                 },
             ));
         }
-        if w.part.size != 0 && size != w.part.size * MIB {
+        if w.part.size != 0 && size != w.size_bytes {
             return Err(refused(
                 device,
                 Refusal::Resized {
@@ -480,7 +500,7 @@ fn plan_for(device: &Path, layout: &Layout, state: &DiskState) -> Result<LayoutP
         let target = if x.size == 0 {
             limit
         } else {
-            e.first_lba + x.size * MIB / lb - 1
+            e.first_lba + mib_bytes(device, x.size, None)? / lb - 1
         };
         if target > limit {
             return Err(refused(
@@ -513,7 +533,7 @@ fn plan_for(device: &Path, layout: &Layout, state: &DiskState) -> Result<LayoutP
         let last = if w.part.size == 0 {
             state.last_usable
         } else {
-            start + w.part.size * MIB / lb - 1
+            start + w.size_bytes / lb - 1
         };
         if last > state.last_usable || last < start + align - 1 {
             return Err(refused(
