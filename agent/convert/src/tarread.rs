@@ -97,7 +97,9 @@ impl<R: Read> TarReader<R> {
                 tar::EntryType::GNULongLink => &mut long_link,
                 _ => {
                     let pax = pax.unwrap_or_default();
-                    return self.member(&header, pax, long_name, long_link).map(Some);
+                    return self
+                        .member(&header, stored, pax, long_name, long_link)
+                        .map(Some);
                 }
             };
             let mut body = self.body(stored, "GNU long name")?;
@@ -118,9 +120,11 @@ impl<R: Read> TarReader<R> {
         self.inner
     }
 
+    /// `header_size` is the header's size field, already parsed by `next`.
     fn member(
         &mut self,
         header: &tar::Header,
+        header_size: u64,
         pax: Pax,
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
@@ -160,17 +164,20 @@ impl<R: Read> TarReader<R> {
         } else {
             (0, 0)
         };
-        let stored = match pax.size {
-            Some(size) => size,
-            None => header.entry_size().map_err(field("size"))?,
-        };
-        let (size, chunks) = if ty.is_gnu_sparse() {
-            self.sparse_map(header, stored, &path)?
+        let stored = pax.size.unwrap_or(header_size);
+        // The chunk list is reused from entry to entry: most entries need one chunk.
+        let mut chunks = std::mem::take(&mut self.chunks);
+        chunks.clear();
+        let size = if ty.is_gnu_sparse() {
+            let real = self.sparse_map(header, stored, &path, &mut chunks);
+            self.chunks = chunks;
+            real?
         } else {
-            (stored, vec![(0, stored)])
+            chunks.push((0, stored));
+            self.chunks = chunks;
+            stored
         };
         self.left = padded(stored)?;
-        self.chunks = chunks;
         self.chunk = 0;
         self.pos = 0;
         self.size = size;
@@ -191,19 +198,20 @@ impl<R: Read> TarReader<R> {
 
     /// Old GNU sparse format: up to four chunks in the header, more in 512-byte extension
     /// blocks right after it; the stored data is the chunks back to back.
+    /// Fills `chunks` (empty on entry) with the map and returns the real size.
     fn sparse_map(
         &mut self,
         header: &tar::Header,
         stored: u64,
         path: &[u8],
-    ) -> Result<(u64, Vec<(u64, u64)>), Failure> {
+        chunks: &mut Vec<(u64, u64)>,
+    ) -> Result<u64, Failure> {
         let bad =
             |why: &str| ConvertError::Corrupt(format!("{}: {why}", String::from_utf8_lossy(path)));
         let gnu = header
             .as_gnu()
             .ok_or_else(|| bad("sparse entry without a GNU header"))?;
         let real = gnu.real_size().map_err(|_| bad("unreadable sparse size"))?;
-        let mut chunks = Vec::new();
         let mut add = |blocks: &[tar::GnuSparseHeader]| -> Result<(), ConvertError> {
             for b in blocks.iter().filter(|b| !b.is_empty()) {
                 let off = b.offset().map_err(|_| bad("unreadable sparse map"))?;
@@ -227,7 +235,7 @@ impl<R: Read> TarReader<R> {
         }
         let mut end = 0u64;
         let mut total = 0u64;
-        for &(off, len) in &chunks {
+        for &(off, len) in chunks.iter() {
             if off < end {
                 return Err(bad("sparse chunks overlap or are out of order").into());
             }
@@ -250,7 +258,7 @@ impl<R: Read> TarReader<R> {
             )
             .into());
         }
-        Ok((real, chunks))
+        Ok(real)
     }
 
     /// Reads the next header block; `None` for the end-of-archive (all-zero) block.
@@ -415,16 +423,22 @@ fn corrupt(msg: impl Into<String>) -> Failure {
 mod tests {
     use super::*;
 
-    /// A GNU sparse member with the given chunks and sizes, its data, and the end block.
-    fn sparse(chunks: &[(u64, u64)], real: u64, stored: u64) -> Vec<u8> {
-        let mut h = tar::Header::new_gnu();
-        h.set_path("s").unwrap();
-        h.set_entry_type(tar::EntryType::GNUSparse);
+    /// A header for `path`, mode 0644, owned by root, mtime 0; the checksum is left to set.
+    fn header(mut h: tar::Header, ty: tar::EntryType, path: &str, size: u64) -> tar::Header {
+        h.set_path(path).unwrap();
+        h.set_entry_type(ty);
         h.set_mode(0o644);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
-        h.set_size(stored);
+        h.set_size(size);
+        h
+    }
+
+    /// A GNU sparse member with the given chunks and sizes, its data, and the end block.
+    fn sparse(chunks: &[(u64, u64)], real: u64, stored: u64) -> Vec<u8> {
+        let gnu_header = tar::Header::new_gnu();
+        let mut h = header(gnu_header, tar::EntryType::GNUSparse, "s", stored);
         let gnu = h.as_gnu_mut().unwrap();
         gnu.set_real_size(real);
         for (slot, &(off, len)) in gnu.sparse.iter_mut().zip(chunks) {
@@ -472,19 +486,15 @@ mod tests {
         for (k, v) in records {
             pax::record(&mut body, k.as_bytes(), v);
         }
-        let mut x = tar::Header::new_ustar();
-        x.set_path("PaxHeader").unwrap();
-        x.set_entry_type(tar::EntryType::XHeader);
-        x.set_size(body.len() as u64);
+        let ustar = tar::Header::new_ustar;
+        let mut x = header(
+            ustar(),
+            tar::EntryType::XHeader,
+            "PaxHeader",
+            body.len() as u64,
+        );
         x.set_cksum();
-        let mut h = tar::Header::new_ustar();
-        h.set_path("f").unwrap();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(data.len() as u64);
+        let mut h = header(ustar(), tar::EntryType::Regular, "f", data.len() as u64);
         h.set_cksum();
         let mut tar = x.as_bytes().to_vec();
         tar.extend(&body);
@@ -494,6 +504,26 @@ mod tests {
         tar.resize(tar.len().next_multiple_of(BLOCK as usize), 0);
         tar.extend([0u8; 1024]);
         tar
+    }
+
+    #[test]
+    fn chunk_list_is_reused_not_carried_over() {
+        // sparse, plain, sparse: each entry reads with its own map.
+        let s1 = sparse(&[(2, 3), (10, 2)], 14, 5);
+        let plain = with_pax(&[("path", b"p")], b"plain data");
+        let s2 = sparse(&[(1, 1)], 3, 1);
+        let member = |t: &[u8]| t[..t.len() - 1024].to_vec();
+        let tar = [member(&s1), member(&plain), s2].concat();
+        let mut r = TarReader::new(&tar[..]);
+        let mut got = Vec::new();
+        while let Some(e) = r.next().unwrap() {
+            let mut data = Vec::new();
+            r.data().read_to_end(&mut data).unwrap();
+            assert_eq!(data.len() as u64, e.size);
+            got.push(data);
+        }
+        let want: [&[u8]; 3] = [b"\0\0ddd\0\0\0\0\0dd\0\0", b"plain data", b"\0d\0"];
+        assert_eq!(got, want);
     }
 
     #[test]

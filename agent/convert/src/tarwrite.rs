@@ -10,7 +10,7 @@ const USTAR_ID_MAX: u64 = 0o7_777_777;
 const USTAR_SIZE_MAX: u64 = 0o77_777_777_777;
 
 /// Ownership, permission bits and modification time of one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Meta {
     pub mode: u32,
     pub uid: u64,
@@ -48,11 +48,19 @@ pub(crate) enum AppendError {
 pub(crate) struct TarWriter<W: Write> {
     out: W,
     max_pax: Option<usize>,
+    /// File data passes through here; one buffer for the whole archive, made on first use.
+    buf: Vec<u8>,
 }
+
+const COPY_BUF: usize = 64 * 1024;
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, max_pax: None }
+        Self {
+            out,
+            max_pax: None,
+            buf: Vec::new(),
+        }
     }
 
     /// A writer that refuses entries whose PAX header body exceeds `max` bytes.
@@ -60,6 +68,7 @@ impl<W: Write> TarWriter<W> {
         Self {
             out,
             max_pax: Some(max),
+            buf: Vec::new(),
         }
     }
 
@@ -187,7 +196,10 @@ impl<W: Write> TarWriter<W> {
     }
 
     fn copy_data(&mut self, data: &mut dyn Read, size: u64) -> Result<(), AppendError> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let Self { out, buf, .. } = self;
+        if buf.is_empty() {
+            buf.resize(COPY_BUF, 0);
+        }
         let mut left = size;
         while left > 0 {
             let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
@@ -202,7 +214,7 @@ impl<W: Write> TarWriter<W> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(AppendError::Read(e)),
             };
-            self.out.write_all(&buf[..n]).map_err(AppendError::Write)?;
+            out.write_all(&buf[..n]).map_err(AppendError::Write)?;
             left -= n as u64;
         }
         self.pad(size).map_err(AppendError::Write)
@@ -230,6 +242,36 @@ impl<W: Write> TarWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_copy_buffer_for_all_files() {
+        let mut w = TarWriter::new(Vec::new());
+        let meta = Meta {
+            mode: 0o644,
+            ..Meta::default()
+        };
+        let files: [&[u8]; 3] = [&[b'a'; 70_000], b"bb", &[b'c'; 600]];
+        let mut first = None;
+        for (i, data) in files.iter().enumerate() {
+            let mut src = *data;
+            let kind = Kind::File {
+                size: data.len() as u64,
+            };
+            w.append(format!("f{i}").as_bytes(), kind, &meta, &[], Some(&mut src))
+                .map_err(|e| format!("{e:?}"))
+                .unwrap();
+            assert_eq!(*first.get_or_insert(w.buf.as_ptr()), w.buf.as_ptr());
+            assert_eq!(w.buf.len(), COPY_BUF);
+        }
+        w.finish().unwrap();
+        let bytes = w.into_inner();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        for (e, want) in ar.entries().unwrap().zip(files) {
+            let mut got = Vec::new();
+            e.unwrap().read_to_end(&mut got).unwrap();
+            assert!(got == want);
+        }
+    }
 
     #[test]
     fn pax_roundtrip_through_tar_crate() {
