@@ -375,6 +375,18 @@ mod tests {
     }
 
     #[test]
+    fn empty_values() {
+        let pax = parse(&body(&[
+            ("path", b"p"),
+            ("path", b""),
+            ("SCHILY.xattr.user.empty", b""),
+        ]))
+        .unwrap();
+        assert_eq!(pax.path, None);
+        assert_eq!(pax.xattrs, [(b"user.empty".to_vec(), Vec::new())]);
+    }
+
+    #[test]
     fn times() {
         assert_eq!(parse_time(b"1700000000.123"), Some(1_700_000_000));
         assert_eq!(parse_time(b"-1.5"), Some(-2));
