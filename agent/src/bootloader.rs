@@ -48,9 +48,21 @@ fn tool(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Installs GRUB into the ESP of `disk` (an image or a whole block device).
-pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
-    let part = clb_disk::find_by_label(disk, ESP_LABEL).map_err(ClbError::from)?;
+/// The mtools image spec (`-i`) of the ESP of `disk` (an image or a whole block device), or
+/// of the host's disks when `disk` is `None`; `None` when there is no ESP labelled COS_GRUB.
+pub fn esp_target(disk: Option<&Path>) -> Result<Option<String>> {
+    let Some(disk) = disk else {
+        return match clb_disk::host_partition_by_label(ESP_LABEL) {
+            Ok(dev) => Ok(Some(dev.display().to_string())),
+            Err(clb_disk::DiskError::LabelNotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+    };
+    let part = match clb_disk::find_by_label(disk, ESP_LABEL) {
+        Ok(p) => p,
+        Err(clb_disk::DiskError::LabelNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     // mtools reads an image at an offset directly; a block device's partition node is used as is.
     let target = match clb_disk::PartitionDevice::open(
         disk,
@@ -67,6 +79,18 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
             format!("{}@@{}", disk.display(), part.start_bytes)
         }
     };
+    Ok(Some(target))
+}
+
+/// Installs GRUB into the ESP of `disk` (an image or a whole block device).
+pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
+    crate::kernelargs::check_args(kernel_args)?;
+    let target = esp_target(Some(disk))?.ok_or_else(|| {
+        ClbError::State(format!(
+            "{}: no partition labelled {ESP_LABEL}",
+            disk.display()
+        ))
+    })?;
     let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
     let efi = work.path().join("BOOTX64.EFI");
     tool(
@@ -98,7 +122,7 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
                 .arg(format!("::/EFI/BOOT/{name}")),
         )?;
     }
-    tracing::info!(disk = %disk.display(), esp = part.number, "GRUB (x86_64-efi) installed");
+    tracing::info!(disk = %disk.display(), esp = %target, "GRUB (x86_64-efi) installed");
     Ok(())
 }
 
@@ -137,6 +161,7 @@ const CORE_LBA: u64 = 34;
 /// Installs GRUB for BIOS (i386-pc) on `disk` (an image or a whole block device).
 pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
+    crate::kernelargs::check_args(kernel_args)?;
     let boot_img = Path::new(BIOS_GRUB_DIR).join("boot.img");
     if !boot_img.exists() {
         return Err(ClbError::State(format!(

@@ -20,6 +20,7 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 10;
     pub const STATE: u8 = 11;
     pub const HOOK_FAILED: u8 = 12;
+    pub const UNHEALTHY: u8 = 13;
 
     /// One documented exit code. [`TABLE`] is the only place the codes are described:
     /// `clb --help`, the man page and `docs/cli.md` are generated from it.
@@ -115,6 +116,13 @@ pub mod exit {
             examples: "a `before-upgrade`/`before-install` hook or a hook shipped in the new image \
                        failed",
         },
+        ExitCodeInfo {
+            code: UNHEALTHY,
+            name: "unhealthy",
+            meaning: "health check failed",
+            examples: "`clb health-check`: the default target is not active, a unit failed, a \
+                       `/etc/clb/health.d` script failed",
+        },
     ];
 }
 
@@ -151,6 +159,8 @@ pub enum ClbError {
     State(String),
     #[error("hook failed: {0}")]
     Hook(String),
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
     /// A signature at `location` that does not verify or cannot be read.
     #[error("signature verification failed for {location}")]
     Signature {
@@ -223,6 +233,7 @@ impl ClbError {
             ClbError::Invalid(_) => exit::INVALID_INPUT,
             ClbError::State(_) => exit::STATE,
             ClbError::Hook(_) => exit::HOOK_FAILED,
+            ClbError::Unhealthy(_) => exit::UNHEALTHY,
             ClbError::Signature { .. } => exit::VERIFICATION_FAILED,
             ClbError::Key { .. } | ClbError::SignatureData { .. } => exit::INVALID_INPUT,
             ClbError::Signing { .. } => exit::FAILURE,

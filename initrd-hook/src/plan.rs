@@ -50,7 +50,7 @@ pub fn decide(state: &StateLayout, force_recovery: bool) -> Result<Decision, Fat
         .map_err(|e| Fatal(format!("boot state {}: {e}", path.display())))?;
     let decision = boot.decide_boot();
     let (slot, counted) = match decision {
-        BootDecision::Boot { slot, counted } => (slot, counted),
+        BootDecision::Boot(slot) => (slot, true),
         BootDecision::Recovery => (SlotName::Recovery, false),
     };
     if counted {
@@ -154,15 +154,18 @@ mod tests {
     }
 
     #[test]
-    fn good_slot_boots_without_writing() {
+    fn good_slot_boots_and_counts_too() {
         let dir = tempfile::tempdir().unwrap();
         let l = fake_state(dir.path());
         let block = BootState::new(SlotName::A, 3).to_block().unwrap();
         std::fs::write(l.bootstate(), &block).unwrap();
         let d = decide(&l, false).unwrap();
         assert_eq!(d.slot, SlotName::A);
-        assert!(!d.written && !d.rolled_back());
-        assert_eq!(std::fs::read(l.bootstate()).unwrap(), block);
+        assert!(d.written && !d.rolled_back());
+        // A good slot spends a try as well: mark-good refills it after a healthy boot.
+        let on_disk = read_state(&l);
+        assert!(on_disk.good);
+        assert_eq!(on_disk.tries_left, 2);
         let plan = load_slot(&l, d.slot).unwrap();
         assert_eq!(plan.layers.len(), 1);
         assert!(plan.layers[0].exists());
@@ -191,11 +194,17 @@ mod tests {
         assert!(on_disk.rolled_back && on_disk.good);
         assert_eq!(on_disk.failed, Some(SlotName::B));
         assert_eq!(on_disk.active, SlotName::A);
-        // And from then on A boots without counting.
+        // The fallback boot was A's first try: one left (max 2); A counts like any slot.
+        assert_eq!(on_disk.tries_left, 1);
         let d = decide(&l, false).unwrap();
         assert_eq!(d.slot, SlotName::A);
-        assert!(!d.written);
+        assert!(d.written);
         assert!(d.rolled_back(), "the flag stays until the next upgrade");
+        assert_eq!(read_state(&l).tries_left, 0);
+        // Nobody marked A good either: recovery, and the state stays as it was.
+        let before = std::fs::read(l.bootstate()).unwrap();
+        assert_eq!(decide(&l, false).unwrap().slot, SlotName::Recovery);
+        assert_eq!(std::fs::read(l.bootstate()).unwrap(), before);
     }
 
     #[test]

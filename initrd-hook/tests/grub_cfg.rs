@@ -121,6 +121,7 @@ fn grub_writes_what_decide_boot_changes() {
         "clb_active",
         "clb_fallback",
         "clb_tries",
+        "clb_max_tries",
         "clb_good",
         "clb_rolled_back",
         "clb_failed",
@@ -141,20 +142,15 @@ fn grub_writes_what_decide_boot_changes() {
         let changed = changed_keys(&before, &after);
         std::fs::write(&env, before.to_block().unwrap()).unwrap();
         match decision {
-            BootDecision::Boot {
-                slot: SlotName::B,
-                counted: true,
-            } => {
+            BootDecision::Boot(SlotName::B) => {
                 assert_eq!(&changed, count_keys, "tries {tries}");
                 // GRUB's clb_dec: tries - 1.
                 editenv(&env, &["set".into(), format!("clb_tries={}", tries - 1)]);
             }
-            BootDecision::Boot {
-                slot: SlotName::A,
-                counted: true,
-            } => {
+            BootDecision::Boot(SlotName::A) => {
                 assert_eq!(tries, 0);
                 assert_eq!(&changed, fallback_keys);
+                // GRUB's clb_dec of clb_max_tries (3): the fallback boot is its first try.
                 editenv(
                     &env,
                     &[
@@ -162,6 +158,7 @@ fn grub_writes_what_decide_boot_changes() {
                         "clb_failed=b".into(),
                         "clb_active=a".into(),
                         "clb_fallback=".into(),
+                        "clb_tries=2".into(),
                         "clb_good=1".into(),
                         "clb_rolled_back=1".into(),
                     ],
@@ -175,17 +172,12 @@ fn grub_writes_what_decide_boot_changes() {
         assert_eq!(parsed, after, "tries {tries}");
     }
 
-    // Good: nothing written. Spent without fallback: recovery, nothing written.
+    // A good slot counts exactly like one on trial: only clb_tries changes.
     let mut good = BootState::new(SlotName::A, 3);
     let g0 = good.clone();
-    assert_eq!(
-        good.decide_boot(),
-        BootDecision::Boot {
-            slot: SlotName::A,
-            counted: false
-        }
-    );
-    assert_eq!(good, g0);
+    assert_eq!(good.decide_boot(), BootDecision::Boot(SlotName::A));
+    assert_eq!(&changed_keys(&g0, &good), count_keys);
+    // Spent without fallback: recovery, nothing written.
     let mut spent = BootState::new(SlotName::A, 3);
     spent.good = false;
     spent.tries_left = 0;

@@ -29,6 +29,13 @@ pub enum CommandError {
         #[source]
         source: io::Error,
     },
+    /// The program ran longer than it was given and was killed.
+    #[error("{program} did not finish within {} s (killed)", after.as_secs())]
+    TimedOut {
+        program: String,
+        command: String,
+        after: std::time::Duration,
+    },
     /// The program ran and failed.
     #[error("{program} failed ({status}): {stderr_tail}")]
     Failed {
@@ -176,6 +183,76 @@ pub fn check(cmd: &Command, out: Output) -> Result<Output, CommandError> {
     };
     tracing::debug!(command = %command_line(cmd), error = %err, "failed");
     Err(err)
+}
+
+/// Like [`output`], but kills the program (and the process group it leads) when it runs past
+/// `timeout`: for programs clb does not control, such as a user's health-check script.
+pub fn output_within(
+    cmd: &mut Command,
+    timeout: std::time::Duration,
+) -> Result<Output, CommandError> {
+    use std::os::unix::process::CommandExt;
+    tracing::debug!(command = %command_line(cmd), ?timeout, "running");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a script's children die with it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| start_error(cmd, e))?;
+    // Readers drain the pipes while we wait, so a chatty program cannot block on a full pipe.
+    let out_reader = drain(child.stdout.take());
+    let err_reader = drain(child.stderr.take());
+    let start = std::time::Instant::now();
+    let waited = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if start.elapsed() < timeout => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => break Err(None),
+            Err(e) => break Err(Some(e)),
+        }
+    };
+    let status = match waited {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = rustix::process::kill_process_group(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::KILL,
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(match e {
+                Some(source) => CommandError::Start {
+                    program: program_of(cmd),
+                    source,
+                },
+                None => CommandError::TimedOut {
+                    program: program_of(cmd),
+                    command: command_line(cmd),
+                    after: timeout,
+                },
+            });
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
 
 /// Starts `cmd` (for programs fed or read as streams); the caller waits for it.

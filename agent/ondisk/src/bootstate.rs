@@ -50,10 +50,13 @@ pub struct BootState {
     pub active: SlotName,
     /// Slot booted when `active` runs out of tries.
     pub fallback: Option<SlotName>,
-    /// Boots left for `active` before falling back (only counts while `!good`).
+    /// Boots left for `active` before falling back. Every boot spends one, good slot or
+    /// not; `mark_good` refills it. So a slot that stops booting (or never proves its health)
+    /// falls back after `max_tries` boots in a row whether it was ever good or not.
     pub tries_left: u32,
     pub max_tries: u32,
-    /// `active` reached "boot good" (`clb mark-good`).
+    /// `active` was committed: it reached "boot good" (`clb mark-good`) at least once. A slot
+    /// not yet good is on trial; both count their boots.
     pub good: bool,
     /// The last boot fell back because `failed` ran out of tries (or was marked bad).
     pub rolled_back: bool,
@@ -65,8 +68,8 @@ pub struct BootState {
 /// What the boot-time logic decided for this boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootDecision {
-    /// Boot this slot; `counted` says a try was used up (the state must be written back first).
-    Boot { slot: SlotName, counted: bool },
+    /// Boot this slot. A try was used up: the state must be written back first.
+    Boot(SlotName),
     /// Tries are spent and there is no fallback: boot recovery.
     Recovery,
 }
@@ -169,35 +172,32 @@ impl BootState {
         }
     }
 
-    /// Boot-time decision, used by the initrd hook (and mirrored by the GRUB config).
+    /// Boot-time decision, used by the initrd hook (and mirrored by the GRUB config). Every
+    /// boot spends a try; when they are spent the fallback boots (with a fresh count, this boot
+    /// being its first), and when there is none, recovery.
     pub fn decide_boot(&mut self) -> BootDecision {
-        if self.good {
-            return BootDecision::Boot {
-                slot: self.active,
-                counted: false,
-            };
-        }
         if self.tries_left > 0 {
             self.tries_left -= 1;
-            return BootDecision::Boot {
-                slot: self.active,
-                counted: true,
-            };
+            return BootDecision::Boot(self.active);
         }
         match self.fallback {
             Some(fallback) => {
-                self.failed = Some(self.active);
-                self.active = fallback;
-                self.fallback = None;
-                self.good = true;
-                self.rolled_back = true;
-                BootDecision::Boot {
-                    slot: fallback,
-                    counted: true,
-                }
+                self.fall_back_to(fallback);
+                self.tries_left = self.max_tries.saturating_sub(1);
+                BootDecision::Boot(fallback)
             }
             None => BootDecision::Recovery,
         }
+    }
+
+    /// `active` failed: `fallback` (a slot that was good before) becomes active, nothing is
+    /// left to fall back to, and the failure is on record until the next staging.
+    fn fall_back_to(&mut self, fallback: SlotName) {
+        self.failed = Some(self.active);
+        self.active = fallback;
+        self.fallback = None;
+        self.good = true;
+        self.rolled_back = true;
     }
 
     /// The booted slot reached "boot good".
@@ -206,16 +206,13 @@ impl BootState {
         self.tries_left = self.max_tries;
     }
 
-    /// The booted slot is bad: boot the fallback next time.
+    /// The booted slot is bad: boot the fallback next time, with a full count of tries.
     pub fn mark_bad(&mut self) -> Result<(), BootStateError> {
         let fallback = self
             .fallback
             .ok_or(BootStateError::NoOtherSlot(self.active))?;
-        self.failed = Some(self.active);
-        self.fallback = None;
-        self.active = fallback;
-        self.good = true;
-        self.rolled_back = true;
+        self.fall_back_to(fallback);
+        self.tries_left = self.max_tries;
         Ok(())
     }
 
@@ -266,33 +263,63 @@ mod tests {
     fn counts_tries_then_falls_back() {
         let mut s = BootState::new(SlotName::A, 2);
         s.stage(SlotName::B);
-        assert_eq!(
-            s.decide_boot(),
-            BootDecision::Boot {
-                slot: SlotName::B,
-                counted: true
-            }
-        );
+        assert_eq!(s.decide_boot(), BootDecision::Boot(SlotName::B));
         assert_eq!(s.tries_left, 1);
         s.decide_boot();
         assert_eq!(s.tries_left, 0);
-        assert_eq!(
-            s.decide_boot(),
-            BootDecision::Boot {
-                slot: SlotName::A,
-                counted: true
-            }
-        );
+        assert_eq!(s.decide_boot(), BootDecision::Boot(SlotName::A));
         assert!(s.rolled_back && s.good);
         assert_eq!(s.failed, Some(SlotName::B));
-        // Once rolled back, the fallback slot boots forever without counting.
+        // The fallback's first boot was this one; it counts like any other slot.
+        assert_eq!(s.tries_left, 1);
+        assert_eq!(s.decide_boot(), BootDecision::Boot(SlotName::A));
+        assert_eq!(s.tries_left, 0);
+        // Nothing left to fall back to: recovery, state unchanged.
+        let before = s.clone();
+        assert_eq!(s.decide_boot(), BootDecision::Recovery);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_good_slot_that_stops_booting_falls_back_then_recovery() {
+        let mut s = BootState::new(SlotName::A, 3);
+        s.stage(SlotName::B);
+        s.decide_boot();
+        s.mark_good();
+        // Healthy boots: each spends a try, mark-good refills the count each time.
+        for _ in 0..10 {
+            assert_eq!(s.decide_boot(), BootDecision::Boot(SlotName::B));
+            assert_eq!(s.tries_left, 2);
+            s.mark_good();
+            assert_eq!(s.tries_left, 3);
+        }
+        // Now b stops coming up (nobody marks it good): three boots, then a.
+        for left in [2, 1, 0] {
+            assert_eq!(s.decide_boot(), BootDecision::Boot(SlotName::B));
+            assert_eq!(s.tries_left, left);
+        }
+        assert_eq!(s.decide_boot(), BootDecision::Boot(SlotName::A));
+        assert!(s.rolled_back && s.good && s.fallback.is_none());
+        assert_eq!(s.failed, Some(SlotName::B));
+        // a fails too: after its three boots, recovery.
+        s.decide_boot();
+        s.decide_boot();
+        assert_eq!(s.decide_boot(), BootDecision::Recovery);
+    }
+
+    #[test]
+    fn mark_bad_falls_back_with_a_full_count() {
+        let mut s = BootState::new(SlotName::A, 3);
+        assert_eq!(s.mark_bad(), Err(BootStateError::NoOtherSlot(SlotName::A)));
+        s.stage(SlotName::B);
+        s.decide_boot();
+        s.mark_bad().unwrap();
         assert_eq!(
-            s.decide_boot(),
-            BootDecision::Boot {
-                slot: SlotName::A,
-                counted: false
-            }
+            (s.active, s.fallback, s.failed),
+            (SlotName::A, None, Some(SlotName::B))
         );
+        assert!(s.good && s.rolled_back);
+        assert_eq!(s.tries_left, 3);
     }
 
     #[test]

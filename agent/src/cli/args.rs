@@ -51,7 +51,7 @@ pub enum Command {
         #[arg(long)]
         reboot: bool,
     },
-    /// Mark the booted slot good: stop counting tries (run after boot-complete.target).
+    /// Mark the booted slot good: refill its boot count (run after boot-complete.target).
     MarkGood,
     /// Mark the booted slot bad: the next boot falls back.
     MarkBad,
@@ -98,6 +98,45 @@ pub enum Command {
     /// Cloud-config file tools.
     #[command(subcommand)]
     CloudConfig(CloudConfigCommand),
+    /// Check this boot's health: default target reached, no failed unit, health.d scripts.
+    ///
+    /// Run by clb-health-check.service before boot-complete.target, so only a healthy boot is
+    /// marked good. On failure it does what `on_failure` in the config says: mark the slot bad
+    /// and reboot into the fallback (default), only mark it bad, or nothing.
+    HealthCheck {
+        /// The configuration (YAML; a missing file means the defaults).
+        #[arg(long, default_value = clb::health::CONFIG_FILE, value_name = "FILE")]
+        config: PathBuf,
+        /// Only report: never mark bad or reboot, whatever the config says.
+        #[arg(long)]
+        report_only: bool,
+    },
+    /// Read or change the kernel arguments GRUB passes on this machine (or on --disk).
+    #[command(subcommand)]
+    Bootloader(BootloaderCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BootloaderCommand {
+    /// Show the kernel arguments, where they are stored and the whole command line GRUB builds.
+    Show,
+    /// Replace the kernel arguments ("" clears them).
+    SetArgs {
+        /// All the arguments as one string, e.g. "console=ttyS0,115200 quiet".
+        args: String,
+    },
+    /// Add kernel arguments; one whose key is already there replaces it.
+    AddArgs {
+        /// Arguments to add, e.g. console=ttyS0,115200 quiet.
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Remove kernel arguments: KEY removes every KEY or KEY=..., KEY=VALUE only that one.
+    RemoveArgs {
+        /// Arguments (or bare keys) to remove.
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -189,9 +228,13 @@ pub struct DeployArgs {
     /// Size of COS_OEM in MiB.
     #[arg(long, default_value_t = 64)]
     pub oem_size: u64,
-    /// Size of COS_RECOVERY in MiB (0: no recovery partition).
+    /// Size of COS_RECOVERY in MiB (0: no recovery partition). It is filled with the
+    /// recovery slot: --recovery-image, or the image deployed to slot a.
     #[arg(long, default_value_t = 4096)]
     pub recovery_size: u64,
+    /// Image for the recovery slot on COS_RECOVERY (default: the -d IMAGE of slot a).
+    #[arg(long, value_name = "IMAGE")]
+    pub recovery_image: Option<String>,
     /// Size of COS_STATE in MiB.
     #[arg(long, default_value_t = 8192)]
     pub state_size: u64,
@@ -248,7 +291,8 @@ pub struct BootloaderArgs {
     /// Size of the ESP in MiB (with --bootloader efi).
     #[arg(long, default_value_t = 64)]
     pub esp_size: u64,
-    /// Kernel arguments GRUB adds on this machine (e.g. "console=ttyS0").
+    /// Kernel arguments GRUB adds on this machine (e.g. "console=ttyS0"); change them later
+    /// with `clb bootloader`. GRUB passes root=clb boot=clb itself, whatever the initrd.
     #[arg(long, default_value = "", value_name = "ARGS")]
     pub kernel_args: String,
 }

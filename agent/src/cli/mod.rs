@@ -1,7 +1,8 @@
 //! Command-line dispatch: parse, call the library, print. Definitions live in `args`,
-//! the disk and image commands in `system`.
+//! the disk and image commands in `system`, the boot health and kernel arguments in `boot`.
 
 mod args;
+mod boot;
 mod system;
 
 use std::io::IsTerminal;
@@ -189,6 +190,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::CloudConfig(CloudConfigCommand::Validate { files }) => {
             system::validate(&cli, files)?
         }
+        Command::HealthCheck {
+            config,
+            report_only,
+        } => boot::health_check(&cli, config, *report_only).await?,
+        Command::Bootloader(cmd) => boot::bootloader(&cli, cmd)?,
         Command::Status => {
             let target = open(&cli, false)?;
             let s = status::status(target.store(), target.booted())?;

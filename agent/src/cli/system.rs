@@ -67,13 +67,55 @@ pub(super) async fn deploy(cli: &Cli, a: &DeployArgs) -> Result<()> {
         let report = clb::deploy::install(&store, &registry, &request, &progress)
             .await
             .with_context(|| format!("deploying {}", request.image))?;
-        print_stage_report(cli, &report)?;
+        let recovery = if a.recovery_size > 0 && !a.from_recovery {
+            Some(install_recovery(a, &disk, &registry, request, &progress).await?)
+        } else {
+            None
+        };
+        match (&recovery, cli.json) {
+            (Some(rec), true) => {
+                let mut doc = serde_json::to_value(&report)?;
+                doc["recovery"] = serde_json::to_value(rec)?;
+                print_json(&doc)?;
+            }
+            (Some(rec), false) => {
+                print_stage_report(cli, &report)?;
+                if !cli.quiet {
+                    println!(
+                        "recovery slot on COS_RECOVERY: {} ({})",
+                        rec.image, rec.digest
+                    );
+                }
+            }
+            (None, _) => print_stage_report(cli, &report)?,
+        }
     }
     if a.from_recovery && host && !a.no_reboot {
         drop(store);
         clb::reboot::reboot().await.context("rebooting")?;
     }
     Ok(())
+}
+
+/// Fills COS_RECOVERY with the recovery slot: `--recovery-image`, or the image just deployed
+/// (so a fresh machine can always boot recovery and reset). Hooks ran for slot a already.
+async fn install_recovery(
+    a: &DeployArgs,
+    disk: &std::path::Path,
+    registry: &clb::registry::Registry,
+    mut request: clb::upgrade::UpgradeRequest,
+    progress: &Progress,
+) -> Result<clb::upgrade::UpgradeReport> {
+    if let Some(image) = &a.recovery_image {
+        request.image = image.clone();
+    }
+    request.recovery = true;
+    request.hooks.host = None;
+    request.hooks.image = false;
+    let (_rec_disk, recovery) = clb::target::open_store(disk, partitions::RECOVERY_LABEL, true)?;
+    upgrade::upgrade(&recovery, registry, &request, None, progress)
+        .await
+        .with_context(|| format!("installing the recovery slot from {}", request.image))
 }
 
 pub(super) async fn build_disk(cli: &Cli, a: &BuildDiskArgs) -> Result<()> {

@@ -237,3 +237,35 @@ pub fn wait_loop_released(dev: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Makes `slot` of `disk` unbootable the way a failing disk would: its top layer file on
+/// COS_STATE grows by one byte, so the hook's size check refuses it at every boot (and the
+/// kernel panics). Returns the layer file changed.
+pub fn break_slot(disk: &Path, work: &Path, slot: &str) -> PathBuf {
+    let dir = work.join(format!("break-{slot}"));
+    let state = PartitionMount::state(disk, &dir, true);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.path().join(format!("slots/{slot}.json"))).unwrap(),
+    )
+    .unwrap();
+    let top = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["digest"].as_str())
+        .unwrap()
+        .to_string();
+    let hex = top.trim_start_matches("sha256:");
+    let layer = std::fs::read_dir(state.path().join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(hex))
+        .unwrap_or_else(|| panic!("no layer file for {top}"));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&layer)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"x").unwrap();
+    f.sync_all().unwrap();
+    layer
+}

@@ -50,7 +50,8 @@ pub fn boot_v1_v2_and_no_state(
     clb::upgrade(kit, &disk, &images[1], &[]);
     let v2 = qemu::boot_direct(kit, &disk, work, &format!("{name}-v2"), cmdline, timeout);
     assert!(
-        v2.console.contains("clb-initrd: slot b not yet good"),
+        v2.console
+            .contains("clb-initrd: slot b (on trial): 2 boots left unless it is marked good"),
         "{}",
         v2.console
     );

@@ -3,7 +3,7 @@
 //! and `packaging/grub/grub.cfg` in COS_OEM's /grub (agent/src/bootloader.rs); the slots carry
 //! their own kernel and initrd (copied out of the image's /boot at staging). GRUB reads and
 //! writes the same `grubenv` as the hook, checked after each boot with `grub-editenv`:
-//! v1 boots (good: nothing written); v2 on trial with 12 tries: GRUB writes 11 (a two-digit
+//! v1 boots (good, and counted all the same: only clb_tries changes, 3 -> 2); v2 on trial with 12 tries: GRUB writes 11 (a two-digit
 //! decrement) and the hook counts none; a broken v3 with one try: GRUB writes 0, v3 panics,
 //! and the next boot GRUB writes the rollback and boots v2, which sees passive_mode and
 //! upgrade_failure. (UEFI: qemu_grub_efi.rs.)
@@ -43,20 +43,24 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     );
     let on_disk = |args: &[&str]| clb::on_disk(&kit, &disk, args);
 
-    // v1, good: GRUB boots it without clb.slot and writes nothing.
+    // v1, good: GRUB counts its boot too (3 -> 2), and only clb_tries changes.
     let before = grubenv::grubenv(&disk, work);
     let b = qemu::boot_bios(&disk, work, "v1", TIMEOUT);
     assert!(
-        b.console.contains("clb-grub: booting slot a from"),
+        b.console
+            .contains("clb-grub: slot a: 2 boots left unless it is marked good"),
         "{}",
         b.console
     );
     testos::assert_test_os(&b.console, "CLB-TEST-OS release=v1 slot=a mode=active");
+    let after = grubenv::grubenv(&disk, work);
+    let changed: Vec<_> = after.iter().filter(|kv| !before.contains(kv)).collect();
     assert_eq!(
-        grubenv::grubenv(&disk, work),
-        before,
-        "a good boot writes nothing"
+        changed,
+        [&("clb_tries".to_string(), "2".to_string())],
+        "a good boot spends a try, nothing else"
     );
+    on_disk(&["mark-good"]);
 
     // v2 on trial with 12 tries: GRUB spends one (12 -> 11), the hook (clb.slot=b) none.
     on_disk(&[
@@ -71,13 +75,13 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     let b = qemu::boot_bios(&disk, work, "v2", TIMEOUT);
     assert!(
         b.console
-            .contains("clb-grub: slot b on trial: 11 tries left after this boot"),
+            .contains("clb-grub: slot b: 11 boots left unless it is marked good"),
         "{}",
         b.console
     );
     assert!(b.console.contains("clb.slot=b"), "{}", b.console);
     assert!(
-        !b.console.contains("clb-initrd: slot b not yet good"),
+        !b.console.contains("clb-initrd: slot b"),
         "the hook must not count when GRUB counted:\n{}",
         b.console
     );
@@ -103,7 +107,7 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     let b = qemu::boot_bios(&disk, work, "v3", TIMEOUT);
     assert!(
         b.console
-            .contains("clb-grub: slot a on trial: 0 tries left after this boot"),
+            .contains("clb-grub: slot a: 0 boots left unless it is marked good"),
         "{}",
         b.console
     );
@@ -137,6 +141,8 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
         ("clb_good", "1"),
         ("clb_rolled_back", "1"),
         ("clb_failed", "a"),
+        // --max-tries 1: the fallback boot was b's first and last try until mark-good.
+        ("clb_tries", "0"),
     ] {
         assert_eq!(get(&env, k), want, "{k}: {env:?}");
     }
