@@ -37,9 +37,13 @@ fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
         args.extend(extra.iter().map(|s| s.to_string()));
         clb_owned(&args)
     };
-    let out = deploy(&[]);
+    let out = deploy(&["--kernel-args", "console=ttyS0 quiet"]);
     assert_ok(&out);
-    assert_eq!(json(&out)["slot"], "a");
+    let report = json(&out);
+    assert_eq!(report["slot"], "a");
+    // COS_RECOVERY holds the recovery slot of the same image (issue 8: it was left empty).
+    assert_eq!(report["recovery"]["slot"], "recovery", "{report}");
+    assert_eq!(report["recovery"]["digest"], report["digest"], "{report}");
 
     // sgdisk sees the four partitions with our names, sizes in order.
     let table = sh(&format!("sgdisk -p {disk}"));
@@ -73,6 +77,68 @@ fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
     assert_eq!(s["active"], "a");
     assert_eq!(s["good"], true);
     assert_eq!(s["slots"]["a"]["verified"], true);
+
+    // The recovery slot, read with an independent mount of COS_RECOVERY (partition 3).
+    let (off, size) = partition_range(&disk, 3);
+    let mnt = fx.work.path().join("recovery");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(&format!(
+        "mount -o loop,ro,offset={off},sizelimit={size} {disk} {}",
+        mnt.display()
+    ));
+    let manifest = std::fs::read_to_string(mnt.join("slots/recovery.json"));
+    sh(&format!("umount {}", mnt.display()));
+    let manifest: serde_json::Value = serde_json::from_str(&manifest.unwrap()).unwrap();
+    assert_eq!(manifest["image"], fx.image("os:v1"));
+
+    // `clb bootloader`: the machine's kernel arguments, read and changed on the ESP; each
+    // change checked with mtools + grub-editenv, independently of clb.
+    let esp_env = || {
+        let (esp, _) = partition_range(&disk, 1);
+        let copy = fx.work.path().join("clb.env");
+        let _ = std::fs::remove_file(&copy);
+        sh(&format!(
+            "MTOOLS_SKIP_CHECK=1 mcopy -i {disk}@@{esp} ::/EFI/BOOT/clb.env {}",
+            copy.display()
+        ));
+        sh(&format!("grub-editenv {} list", copy.display()))
+    };
+    let boot = |args: &[&str]| {
+        let mut all = vec!["--json", "--disk", &disk, "bootloader"];
+        all.extend(args);
+        clb(&all)
+    };
+    let out = boot(&["show"]);
+    assert_ok(&out);
+    let shown = json(&out);
+    assert_eq!(shown["kernel_args"], "console=ttyS0 quiet");
+    assert_eq!(
+        shown["command_line"],
+        "root=clb boot=clb panic=5 console=ttyS0 quiet"
+    );
+    assert_ok(&boot(&["add-args", "console=ttyS0,115200", "loglevel=3"]));
+    assert!(
+        esp_env().contains("clb_cmdline=quiet console=ttyS0,115200 loglevel=3"),
+        "{}",
+        esp_env()
+    );
+    assert_ok(&boot(&["remove-args", "quiet", "loglevel=4"]));
+    assert!(esp_env().contains("clb_cmdline=console=ttyS0,115200 loglevel=3"));
+    assert_ok(&boot(&["set-args", ""]));
+    assert!(
+        esp_env().lines().any(|l| l == "clb_cmdline="),
+        "{}",
+        esp_env()
+    );
+    // A root= of one's own would take the boot away from the image's initrd: refused, exit
+    // 3, nothing written.
+    let before = esp_env();
+    assert_fails(
+        &boot(&["add-args", "root=/dev/sda2"]),
+        3,
+        "GRUB passes root=",
+    );
+    assert_eq!(esp_env(), before);
 
     // Deploying again is refused (the layout step itself is a no-op), nothing changes.
     // (The ext4 superblock's mount count changes with any read-write mount; the partition
