@@ -91,6 +91,8 @@ fn file_list_is_complete(deb: &Path) {
     ];
     let data = [
         "/usr/lib/systemd/system/clb-mark-good.service",
+        "/usr/lib/systemd/system/clb-health-check.service",
+        "/usr/share/doc/clb/health.md",
         "/usr/share/initramfs-tools/scripts/clb",
         "/usr/share/clb/grub.cfg",
         "/usr/share/man/man1/clb.1.gz",
@@ -143,6 +145,25 @@ fn file_list_is_complete(deb: &Path) {
 /// file names update-initramfs, which nothing in DIR is interested in, so no trigger runs.
 /// `--force-depends`: DIR holds none of clb's dependencies (the binaries run with the
 /// host's libc); `--force-not-root` for runs without root (CI is root).
+/// The health check and mark-good are enabled by vendor links (no postinst), and on-host
+/// upgrades have their converter (issue 8: the .deb must bring squashfs-tools-ng).
+fn units_are_enabled_and_dependencies_declared(deb: &Path) {
+    let listing = ok(Command::new("dpkg-deb").arg("-c").arg(deb));
+    for link in [
+        "./usr/lib/systemd/system/multi-user.target.wants/clb-mark-good.service -> ../clb-mark-good.service",
+        "./usr/lib/systemd/system/boot-complete.target.requires/clb-health-check.service -> ../clb-health-check.service",
+    ] {
+        assert!(listing.contains(link), "{link} missing:\n{listing}");
+    }
+    let depends = ok(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"));
+    for dep in ["squashfs-tools-ng", "e2fsprogs", "mount"] {
+        assert!(
+            depends.split(',').any(|d| d.trim().starts_with(dep)),
+            "Depends lacks {dep}: {depends}"
+        );
+    }
+}
+
 fn dpkg_root(dir: &Path) -> Command {
     let mut cmd = Command::new("dpkg");
     cmd.arg(format!("--root={}", dir.display()))
@@ -304,6 +325,7 @@ fn debian_package_builds_lints_installs_and_runs() {
     let deb = build_package();
     lintian_has_no_errors(&deb);
     file_list_is_complete(&deb);
+    units_are_enabled_and_dependencies_declared(&deb);
     let root = tempfile::tempdir().unwrap();
     install(&deb, root.path());
     installed_programs_work(root.path());
