@@ -100,7 +100,7 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
         plan::load_slot(&state, decision.slot)?
     };
     stack_layers(cfg, &slot_plan.layers, sysroot)?;
-    mount_oem_and_persistent(cfg, sysroot)?;
+    mount_oem_and_persistent(cfg, sysroot, decision.slot == SlotName::Recovery)?;
 
     write_slot_record(
         Path::new(RECORD_DIR),

@@ -7,17 +7,7 @@ use std::time::Duration;
 use clb_ondisk::SlotName;
 
 use crate::http::Url;
-
-/// The persistent paths bound from `COS_PERSISTENT` when `clb.persistent_paths` is not given
-/// (cOS-toolkit's defaults).
-pub const DEFAULT_PERSISTENT_PATHS: [&str; 6] = [
-    "/etc/ssh",
-    "/home",
-    "/opt",
-    "/root",
-    "/var/log",
-    "/usr/local",
-];
+use crate::persist;
 
 /// Everything the hook reads from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +22,9 @@ pub struct Config {
     pub timeout: Duration,
     /// `size=` of the tmpfs holding the overlay's upper and work directories.
     pub overlay_size: String,
-    /// Absolute paths of the new root bound from `COS_PERSISTENT`.
-    pub persistent_paths: Vec<PathBuf>,
+    /// `clb.persistent_paths=`: the persistent paths, over any `persistent.env` (`None`: not
+    /// given, the files or the defaults of `persist.rs` decide).
+    pub persistent_paths: Option<Vec<PathBuf>>,
     pub debug: bool,
     /// `init=`: the program to exec in the new root.
     pub init: PathBuf,
@@ -95,7 +86,7 @@ impl Default for Config {
             recovery: false,
             timeout: Duration::from_secs(30),
             overlay_size: "25%".into(),
-            persistent_paths: DEFAULT_PERSISTENT_PATHS.iter().map(PathBuf::from).collect(),
+            persistent_paths: None,
             debug: false,
             init: PathBuf::from("/sbin/init"),
             slot: None,
@@ -170,17 +161,9 @@ impl Config {
                     cfg.overlay_size = size.to_string();
                 }
                 "clb.persistent_paths" => {
-                    let v = value.unwrap_or("");
-                    let mut paths = Vec::new();
-                    for p in v.split(',').filter(|p| !p.is_empty()) {
-                        if !valid_abs_path(p) {
-                            return Err(CmdlineError(format!(
-                                "clb.persistent_paths: {p:?} is not an absolute path without . or .."
-                            )));
-                        }
-                        paths.push(PathBuf::from(p.trim_end_matches('/')));
-                    }
-                    cfg.persistent_paths = paths;
+                    let paths = persist::parse_paths(value.unwrap_or(""), |c| c == ',')
+                        .map_err(|e| CmdlineError(format!("clb.persistent_paths: {e}")))?;
+                    cfg.persistent_paths = Some(paths);
                 }
                 "clb.debug" => cfg.debug = !matches!(value, Some("0")),
                 "clb.slot" => {
@@ -323,13 +306,6 @@ fn valid_size(s: &str) -> bool {
     !digits.is_empty() && digits.len() + 1 >= s.len() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn valid_abs_path(p: &str) -> bool {
-    p.starts_with('/')
-        && p.len() > 1
-        && !p.contains(',')
-        && p.split('/').all(|c| c != "." && c != "..")
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -341,7 +317,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.state_label, "COS_STATE");
         assert_eq!(c.init, PathBuf::from("/sbin/init"));
-        assert_eq!(c.persistent_paths.len(), 6);
+        assert_eq!(c.persistent_paths, None);
         assert_eq!(c.timeout, Duration::from_secs(30));
     }
 
@@ -362,11 +338,11 @@ mod tests {
         assert_eq!(c.overlay_size, "512m");
         assert_eq!(
             c.persistent_paths,
-            vec![
+            Some(vec![
                 PathBuf::from("/etc/ssh"),
                 PathBuf::from("/home"),
                 PathBuf::from("/var/lib/x")
-            ]
+            ])
         );
         assert_eq!(c.init, PathBuf::from("/bin/sh"));
     }
@@ -377,7 +353,7 @@ mod tests {
             "clb.persistent_paths= \"clb.state_label=A B\" clb.timeout=1 clb.timeout=2",
         )
         .unwrap();
-        assert!(c.persistent_paths.is_empty());
+        assert_eq!(c.persistent_paths, Some(vec![]));
         assert_eq!(c.state_label, "A B");
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert_eq!(
@@ -396,6 +372,8 @@ mod tests {
             "clb.mode=fast",
             "clb.persistent_paths=etc",
             "clb.persistent_paths=/etc/../x",
+            "clb.persistent_paths=/",
+            "clb.persistent_paths=/a:b",
             "clb.state_label=",
             "clb.stat_label=X",
             "init=",

@@ -20,6 +20,7 @@ mod modules;
 mod mounts;
 mod netboot;
 mod network;
+mod persist;
 mod plan;
 mod record;
 mod switchroot;

@@ -13,7 +13,7 @@ use clb_disk::DiskError;
 use rustix::mount::{MountFlags, mount};
 
 use crate::cmdline::Config;
-use crate::{Fatal, loopdev, say};
+use crate::{Fatal, loopdev, persist, say};
 
 /// Private mounts of the hook.
 pub const PRIVATE_DIR: &str = "/run/initramfs/clb";
@@ -77,27 +77,98 @@ pub(crate) fn stack_layers(cfg: &Config, layers: &[PathBuf], sysroot: &Path) -> 
     Ok(())
 }
 
-/// `COS_OEM` at `/oem` and the persistent paths from `COS_PERSISTENT`, when present.
-pub(crate) fn mount_oem_and_persistent(cfg: &Config, sysroot: &Path) -> Result<(), Fatal> {
+/// `COS_OEM` at `/oem` and, unless this is a `recovery` boot, the persistent paths from
+/// `COS_PERSISTENT` (docs/persistence.md). Recovery leaves COS_PERSISTENT alone: a broken
+/// `/etc` there must not break the system that repairs it.
+pub(crate) fn mount_oem_and_persistent(
+    cfg: &Config,
+    sysroot: &Path,
+    recovery: bool,
+) -> Result<(), Fatal> {
     let private = PathBuf::from(PRIVATE_DIR);
-    // COS_OEM at /oem.
+    // The image maker's settings, read before COS_OEM or an overlay covers anything.
+    let image_env = read_env(&sysroot.join(persist::IMAGE_ENV));
+    // COS_OEM at /oem, with the machine's settings.
+    let mut oem_env = None;
     if let Some(dev) = find_optional(&cfg.oem_label)? {
         let target = sysroot.join("oem");
         mount_device(&dev, &target, MountFlags::empty(), &cfg.oem_label)?;
+        oem_env = read_env(&target.join(persist::OEM_ENV));
     }
-
-    // Persistent paths from COS_PERSISTENT.
-    if let Some(dev) = find_optional(&cfg.persistent_label)? {
-        let pdir = private.join("persistent");
-        mount_device(&dev, &pdir, MountFlags::empty(), &cfg.persistent_label)?;
-        bind_persistent_paths(&pdir, sysroot, &cfg.persistent_paths, cfg.debug)?;
-    } else if !cfg.persistent_paths.is_empty() {
+    if recovery {
         say(format_args!(
-            "no {} partition: persistent paths are ephemeral this boot",
+            "recovery boot: persistent paths not mounted, {} left alone",
             cfg.persistent_label
         ));
+        return Ok(());
+    }
+
+    let image_name = format!("/{} (image)", persist::IMAGE_ENV);
+    let oem_name = format!("/oem/{} ({})", persist::OEM_ENV, cfg.oem_label);
+    let sources = [
+        persist::EnvSource {
+            name: &image_name,
+            text: image_env,
+        },
+        persist::EnvSource {
+            name: &oem_name,
+            text: oem_env,
+        },
+    ];
+    let (layout, warnings) = persist::resolve(&sources, cfg.persistent_paths.as_deref());
+    for w in &warnings {
+        say(format_args!("{w}"));
+    }
+    let (paths, notes) = persist::mount_plan(&layout);
+    for n in notes
+        .iter()
+        .filter(|n| cfg.debug || n.starts_with("warning:"))
+    {
+        say(format_args!("{n}"));
+    }
+    if cfg.debug {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let how = if layout.bind { "bind" } else { "overlay" };
+        say(format_args!("persistent paths ({how}): {}", list.join(" ")));
+    }
+    let Some(dev) = find_optional(&cfg.persistent_label)? else {
+        if !paths.is_empty() {
+            say(format_args!(
+                "no {} partition: persistent paths are ephemeral this boot",
+                cfg.persistent_label
+            ));
+        }
+        return Ok(());
+    };
+    let pdir = private.join("persistent");
+    mount_device(&dev, &pdir, MountFlags::empty(), &cfg.persistent_label)?;
+    let state_dir = pdir.join(".state");
+    mkdir(&state_dir)?;
+    let units = Path::new(SYSTEMD_RUN_UNITS);
+    for path in &paths {
+        let mounted = if layout.bind {
+            bind_persistent_path(&state_dir, sysroot, path)?
+        } else {
+            overlay_persistent_path(&state_dir, sysroot, path)?
+        };
+        if mounted {
+            if let Err(e) = write_shutdown_dropin(units, path) {
+                say(format_args!("warning: {e}"));
+            }
+            if cfg.debug {
+                say(format_args!("persistent {}", path.display()));
+            }
+        }
     }
     Ok(())
+}
+
+/// A `persistent.env`: `None` when absent, `Some(Err)` when it cannot be read as text.
+fn read_env(path: &Path) -> Option<Result<String, String>> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        r => Some(r.map_err(|e| e.to_string())),
+    }
 }
 
 /// Wait up to `timeout` for exactly one block device labelled `label`.
@@ -171,56 +242,172 @@ pub(crate) fn mount_device(
     })
 }
 
-/// `/etc/ssh` → `etc-ssh` (cOS's naming of `.state/<name>.bind`).
-pub fn state_name(path: &Path) -> String {
-    path.to_string_lossy().trim_matches('/').replace('/', "-")
+/// Where systemd looks for runtime units and drop-ins; `/run` travels into the new root.
+pub const SYSTEMD_RUN_UNITS: &str = "/run/systemd/system";
+
+/// The drop-in for each persistent mount. Without it systemd stops the mount unit at
+/// shutdown while journald still holds `/var/log` (and other services `/var/lib`, `/etc`), and
+/// prints `Failed unmounting var-log.mount`; with no default dependencies it leaves them to
+/// systemd-shutdown's final loop, which unmounts them (or remounts them read-only) after
+/// every process is gone.
+const SHUTDOWN_DROPIN: &str = "# Written by clb-initrd: a persistent path, unmounted by systemd-shutdown's final loop.\n\
+[Unit]\nDefaultDependencies=no\n";
+
+/// `<units>/<escaped path>.mount.d/50-clb.conf` for the mount on `path` (of the new root).
+pub fn write_shutdown_dropin(units: &Path, path: &Path) -> Result<(), Fatal> {
+    let dir = units.join(format!("{}.d", persist::mount_unit(path)));
+    mkdir(&dir)?;
+    let file = dir.join("50-clb.conf");
+    clb_ondisk::atomic::write_atomic(&file, SHUTDOWN_DROPIN.as_bytes())
+        .map_err(|e| Fatal(format!("write {}: {e}", file.display())))
 }
 
-/// Bind `<persistent>/.state/<name>.bind` onto each path of the new root. On first boot the
-/// directory is created from the image's content (copied into `<name>.bind.new`, then renamed,
-/// so a power cut during the copy redoes it).
-pub fn bind_persistent_paths(
-    persistent: &Path,
-    sysroot: &Path,
-    paths: &[PathBuf],
-    debug: bool,
-) -> Result<(), Fatal> {
-    let state_dir = persistent.join(".state");
-    mkdir(&state_dir)?;
-    for path in paths {
-        let rel = path.strip_prefix("/").unwrap_or(path);
-        let target = sysroot.join(rel);
-        let src = prepare_persistent_dir(&state_dir, path, &target)?;
-        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-            // Following it would resolve against the initramfs, not the new root.
-            say(format_args!(
-                "warning: {} is a symlink in the image, not made persistent",
-                path.display()
-            ));
-            continue;
+/// Where a persistent mount on `path` goes in the new root: `None` (with a warning) when it
+/// cannot go there: a symlink (following it would resolve against the
+/// initramfs, not the new root) or not a directory. Missing: created in the root (it lands in
+/// the tmpfs upper layer) so there is something to mount on.
+fn persistent_target(sysroot: &Path, path: &Path) -> Result<Option<PathBuf>, Fatal> {
+    let target = sysroot.join(path.strip_prefix("/").unwrap_or(path));
+    let warn = |what: &str| {
+        say(format_args!(
+            "warning: {} is {what} in the image, not made persistent",
+            path.display()
+        ));
+        Ok(None)
+    };
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() => warn("a symlink"),
+        Ok(m) if !m.is_dir() => warn("not a directory"),
+        Ok(_) => Ok(Some(target)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            mkdir(&target)?;
+            Ok(Some(target))
         }
-        mkdir(&target)?;
-        rustix::mount::mount_bind(&src, &target).map_err(|e| {
-            Fatal(format!(
-                "bind {} on {}: {e}",
-                src.display(),
-                target.display()
-            ))
-        })?;
-        if debug {
-            say(format_args!("persistent {}", path.display()));
-        }
+        Err(e) => Err(Fatal(format!("stat {}: {e}", target.display()))),
     }
-    Ok(())
 }
 
-/// Create `<state_dir>/<name>.bind` on first use, seeded from `image_dir` when it exists.
+/// Mount overlayfs on `path`: the image's own directory below (the lower is resolved before
+/// the mount covers it; the root is itself an overlay, so this stacks two deep, the kernel's
+/// limit), `.state/<name>.overlay/{upper,work}` above. Returns whether it mounted.
+fn overlay_persistent_path(state_dir: &Path, sysroot: &Path, path: &Path) -> Result<bool, Fatal> {
+    let Some(target) = persistent_target(sysroot, path)? else {
+        return Ok(false);
+    };
+    let name = persist::state_name(path);
+    let old_bind = state_dir.join(format!("{name}.bind"));
+    if old_bind.is_dir() && !state_dir.join(format!("{name}.overlay")).exists() {
+        say(format_args!(
+            "{}: bind-mode state .state/{name}.bind left untouched, the overlay starts empty \
+             (PERSISTENT_STATE_BIND=true uses it again)",
+            path.display()
+        ));
+    }
+    let dirs = prepare_overlay_dirs(state_dir, path, &target)?;
+    // The upper persists across images, so nothing in it may depend on the lower it was made
+    // against: no index (it would refuse the next image's lower), no redirects or metacopy
+    // files (they point into the lower by path or handle).
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+        target.display(),
+        dirs.upper.display(),
+        dirs.work.display()
+    );
+    mount(
+        "overlay",
+        &target,
+        "overlay",
+        MountFlags::empty(),
+        Some(c_str(&opts)?.as_c_str()),
+    )
+    .map_err(|e| {
+        Fatal(format!(
+            "mount overlay on {} ({opts}): {e}",
+            target.display()
+        ))
+    })?;
+    Ok(true)
+}
+
+/// The upper and work directories of a persistent overlay.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OverlayDirs {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// `<state_dir>/<name>.overlay/{upper,work}`, made on first use as `<name>.overlay.new` and
+/// renamed into place, so a power cut leaves nothing or the whole pair. The upper directory is
+/// the overlay's root directory: it takes the image directory's owner and mode (`/root`
+/// stays 0700); afterwards they are the host's, like any directory copied up.
+pub fn prepare_overlay_dirs(
+    state_dir: &Path,
+    path: &Path,
+    image_dir: &Path,
+) -> Result<OverlayDirs, Fatal> {
+    let dir = state_dir.join(format!("{}.overlay", persist::state_name(path)));
+    let dirs = |d: &Path| OverlayDirs {
+        upper: d.join("upper"),
+        work: d.join("work"),
+    };
+    if dir.is_dir() {
+        let d = dirs(&dir);
+        // Someone may have cleaned out the work directory; overlayfs needs it to exist.
+        mkdir(&d.upper)?;
+        mkdir(&d.work)?;
+        return Ok(d);
+    }
+    let tmp = state_dir.join(format!("{}.overlay.new", persist::state_name(path)));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .map_err(|e| Fatal(format!("remove {}: {e}", tmp.display())))?;
+    }
+    let new = dirs(&tmp);
+    mkdir(&new.upper)?;
+    mkdir(&new.work)?;
+    let meta = std::fs::metadata(image_dir)
+        .map_err(|e| Fatal(format!("stat {}: {e}", image_dir.display())))?;
+    set_owner_mode(&new.upper, &meta)?;
+    let sync = |d: &Path| {
+        clb_ondisk::atomic::sync_dir(d).map_err(|e| Fatal(format!("sync {}: {e}", d.display())))
+    };
+    sync(&tmp)?;
+    std::fs::rename(&tmp, &dir).map_err(|e| {
+        Fatal(format!(
+            "rename {} to {}: {e}",
+            tmp.display(),
+            dir.display()
+        ))
+    })?;
+    sync(state_dir)?;
+    Ok(dirs(&dir))
+}
+
+/// cOS's bind mode: bind `.state/<name>.bind` onto `path`, seeded from the image the first
+/// time. Returns whether it mounted.
+fn bind_persistent_path(state_dir: &Path, sysroot: &Path, path: &Path) -> Result<bool, Fatal> {
+    let Some(target) = persistent_target(sysroot, path)? else {
+        return Ok(false);
+    };
+    let src = prepare_persistent_dir(state_dir, path, &target)?;
+    rustix::mount::mount_bind(&src, &target).map_err(|e| {
+        Fatal(format!(
+            "bind {} on {}: {e}",
+            src.display(),
+            target.display()
+        ))
+    })?;
+    Ok(true)
+}
+
+/// Create `<state_dir>/<name>.bind` on first use, seeded from `image_dir` when it exists
+/// (copied into `<name>.bind.new`, then renamed, so a power cut during the copy redoes it).
 pub fn prepare_persistent_dir(
     state_dir: &Path,
     path: &Path,
     image_dir: &Path,
 ) -> Result<PathBuf, Fatal> {
-    let name = state_name(path);
+    let name = persist::state_name(path);
     let src = state_dir.join(format!("{name}.bind"));
     if src.is_dir() {
         return Ok(src);
@@ -326,6 +513,91 @@ mod tests {
             prepare_persistent_dir(&state, Path::new("/home"), &dir.path().join("none")).unwrap();
         assert_eq!(std::fs::read_dir(home).unwrap().count(), 0);
         assert!(!state.join("home.bind.new").exists());
-        assert_eq!(state_name(Path::new("/var/log")), "var-log");
+    }
+
+    #[test]
+    fn overlay_dirs_are_made_once_with_the_image_dirs_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("root/root");
+        std::fs::create_dir_all(&image).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let state = dir.path().join("p/.state");
+        std::fs::create_dir_all(&state).unwrap();
+        // A power cut during an earlier first boot left a half-made pair: redone.
+        std::fs::create_dir_all(state.join("root.overlay.new/upper/junk")).unwrap();
+        let d = prepare_overlay_dirs(&state, Path::new("/root"), &image).unwrap();
+        assert_eq!(
+            d,
+            OverlayDirs {
+                upper: state.join("root.overlay/upper"),
+                work: state.join("root.overlay/work"),
+            }
+        );
+        assert!(!state.join("root.overlay.new").exists());
+        assert_eq!(std::fs::read_dir(&d.upper).unwrap().count(), 0);
+        assert_eq!(std::fs::metadata(&d.upper).unwrap().mode() & 0o7777, 0o700);
+        assert!(d.work.is_dir());
+        // Later boots keep what the host wrote (and its mode), even against another image
+        // directory; a work directory someone removed comes back.
+        std::fs::write(d.upper.join("host.txt"), "mine").unwrap();
+        std::fs::set_permissions(&d.upper, std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::remove_dir(&d.work).unwrap();
+        let other = dir.path().join("root2");
+        std::fs::create_dir_all(&other).unwrap();
+        let again = prepare_overlay_dirs(&state, Path::new("/root"), &other).unwrap();
+        assert_eq!(again, d);
+        assert_eq!(
+            std::fs::read_to_string(d.upper.join("host.txt")).unwrap(),
+            "mine"
+        );
+        assert_eq!(std::fs::metadata(&d.upper).unwrap().mode() & 0o7777, 0o750);
+        assert!(d.work.is_dir());
+        let names: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["root.overlay"]);
+    }
+
+    #[test]
+    fn targets_missing_symlinked_or_not_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/tmp", root.join("srv")).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        let t = |p: &str| persistent_target(root, Path::new(p)).unwrap();
+        assert_eq!(t("/etc"), Some(root.join("etc")));
+        assert_eq!(t("/srv"), None);
+        assert_eq!(t("/file"), None);
+        // Missing from the image: made in the root, parents too.
+        assert_eq!(t("/var/lib"), Some(root.join("var/lib")));
+        assert!(root.join("var/lib").is_dir());
+    }
+
+    #[test]
+    fn shutdown_dropins_are_named_like_systemds_mount_units() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in ["/var/log", "/srv/my-data"] {
+            write_shutdown_dropin(dir.path(), Path::new(p)).unwrap();
+        }
+        let conf = std::fs::read_to_string(dir.path().join("var-log.mount.d/50-clb.conf")).unwrap();
+        assert!(
+            conf.ends_with("\n[Unit]\nDefaultDependencies=no\n"),
+            "{conf}"
+        );
+        assert!(
+            dir.path()
+                .join("srv-my\\x2ddata.mount.d/50-clb.conf")
+                .is_file()
+        );
+        // Rewritten on every boot, no temp files left.
+        write_shutdown_dropin(dir.path(), Path::new("/var/log")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("var-log.mount.d"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 }

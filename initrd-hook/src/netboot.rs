@@ -486,7 +486,7 @@ pub fn assemble(
     ));
 
     mounts::stack_layers(cfg, &fetched.files, sysroot)?;
-    mounts::mount_oem_and_persistent(cfg, sysroot)?;
+    mounts::mount_oem_and_persistent(cfg, sysroot, false)?;
     record::write_netboot_record(
         Path::new(RECORD_DIR),
         source,

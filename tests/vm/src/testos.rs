@@ -9,7 +9,10 @@ use crate::clb::push;
 use crate::kit::Kit;
 
 /// The test OS's init: reports release, slot, mode, the try state, what survived the last
-/// boot on a persistent path (/home) and on the overlay (/etc), then powers off.
+/// boot on persistent paths (/home, /etc) and on the root's tmpfs overlay (/ephemeral.txt),
+/// the image's /usr/local/share/release.txt under the host's /usr/local/host.txt (written on
+/// the first boot only) and the hook's systemd drop-ins for the persistent mounts, then
+/// powers off.
 pub const INIT_OK: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 . /etc/clb-test-release
@@ -19,10 +22,19 @@ for m in active passive recovery; do [ -e /run/clb/${m}_mode ] && mode=$m; done
 failure=none
 [ -e /run/clb/upgrade_failure ] && failure=$(cat /run/clb/upgrade_failure)
 persist=$(cat /home/persist.txt 2>/dev/null || echo none)
-ephemeral=$(cat /etc/ephemeral.txt 2>/dev/null || echo none)
-echo "CLB-TEST-OS release=$RELEASE slot=$slot mode=$mode failure=$failure persistent=$persist ephemeral=$ephemeral env_slot=$CLB_SLOT uptime=$(cut -d' ' -f1 /proc/uptime)"
+etc=$(cat /etc/persist.txt 2>/dev/null || echo none)
+ephemeral=$(cat /ephemeral.txt 2>/dev/null || echo none)
+release_txt=$(cat /usr/local/share/release.txt 2>/dev/null || echo none)
+host_txt=$(cat /usr/local/host.txt 2>/dev/null || echo none)
+dropins=none
+if [ -d /run/systemd/system ]; then
+    cd /run/systemd/system && set -- *.mount.d && IFS=, && dropins="$*" && unset IFS; cd /
+fi
+echo "CLB-TEST-OS release=$RELEASE slot=$slot mode=$mode failure=$failure persistent=$persist etc=$etc ephemeral=$ephemeral release_txt=$release_txt host_txt=$host_txt dropins=$dropins env_slot=$CLB_SLOT uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo "$RELEASE" > /home/persist.txt
-echo "$RELEASE" > /etc/ephemeral.txt
+echo "$RELEASE" > /etc/persist.txt
+echo "$RELEASE" > /ephemeral.txt
+[ -e /usr/local/host.txt ] || echo "$RELEASE" > /usr/local/host.txt
 # A clean shutdown: what a real system's shutdown does before powering off.
 [ -d /run/initramfs/clb/persistent ] && mount -o remount,ro /run/initramfs/clb/persistent
 mount -o remount,ro /run/initramfs/clb/state
@@ -38,6 +50,8 @@ exit 1
 "#;
 
 /// Directories of the base layer: what the hook and the test OS mount on or write to.
+/// `/var/lib`, a default persistent path, is left out on purpose: the hook must create a
+/// persistent path the image lacks.
 pub const BASE_DIRS: &[&str] = &[
     "bin",
     "sbin",
@@ -96,15 +110,23 @@ pub fn base_layer(dir: &Path) {
     busybox_root(dir, BASE_DIRS, BASE_APPLETS);
 }
 
-/// Top layer: /sbin/init ([`INIT_OK`], or [`INIT_BROKEN`]) and /etc/clb-test-release.
+/// Top layer: /sbin/init ([`INIT_OK`], or [`INIT_BROKEN`]), /etc/clb-test-release and
+/// /usr/local/share/release.txt.
 pub fn top_layer(dir: &Path, release: &str, broken: bool) {
     top_layer_with_init(dir, release, if broken { INIT_BROKEN } else { INIT_OK });
 }
 
-/// Top layer with the init script `init` and /etc/clb-test-release.
+/// Top layer with the init script `init`, /etc/clb-test-release and
+/// /usr/local/share/release.txt (the image's own file under a persistent path).
 pub fn top_layer_with_init(dir: &Path, release: &str, init: &str) {
     std::fs::create_dir_all(dir.join("sbin")).unwrap();
     std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::create_dir_all(dir.join("usr/local/share")).unwrap();
+    std::fs::write(
+        dir.join("usr/local/share/release.txt"),
+        format!("{release}\n"),
+    )
+    .unwrap();
     let path = dir.join("sbin/init");
     std::fs::write(&path, init).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -489,15 +489,15 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     assert!(c.contains("CLB-CLOUD-IMAGE powering off"), "{c}");
     assert!(!c.contains("Kernel panic"), "{c}");
 
-    // The user's files on COS_PERSISTENT (/usr/local → .state/usr-local.bind), read by the
-    // test itself.
+    // The user's files on COS_PERSISTENT (/usr/local's overlay: the host's changes in
+    // .state/usr-local.overlay/upper), read by the test itself.
     let p = read_from_partition(
         &disk,
         "COS_PERSISTENT",
         work,
         &[
-            ".state/usr-local.bind/hello-from-user-data",
-            ".state/usr-local.bind/runcmd-saw",
+            ".state/usr-local.overlay/upper/hello-from-user-data",
+            ".state/usr-local.overlay/upper/runcmd-saw",
         ],
     );
     assert_eq!(p[0].as_deref(), Some("hello from cidata\n"));
