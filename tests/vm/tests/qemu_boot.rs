@@ -114,7 +114,7 @@ fn qemu_boot_upgrade_and_rollback() {
     assert_eq!(s["tries_left"], 2);
     let c = boot(&kit, &disk, work, "v2");
     assert!(
-        c.contains("clb-initrd: slot b not yet good: 1 tries left after this boot"),
+        c.contains("clb-initrd: slot b (on trial): 1 boots left unless it is marked good"),
         "{c}"
     );
     testos::assert_test_os(
