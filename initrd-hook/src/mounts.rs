@@ -263,28 +263,39 @@ pub fn write_shutdown_dropin(units: &Path, path: &Path) -> Result<(), Fatal> {
 }
 
 /// Where a persistent mount on `path` goes in the new root: `None` (with a warning) when it
-/// cannot go there: a symlink (following it would resolve against the
-/// initramfs, not the new root) or not a directory. Missing: created in the root (it lands in
-/// the tmpfs upper layer) so there is something to mount on.
+/// cannot go there: `path` or a directory above it is a symlink in the image (following it
+/// would resolve against the initramfs, not the new root), or something there is not a
+/// directory. Missing: created in the root (it lands in the tmpfs upper layer) so there is
+/// something to mount on.
 fn persistent_target(sysroot: &Path, path: &Path) -> Result<Option<PathBuf>, Fatal> {
     let target = sysroot.join(path.strip_prefix("/").unwrap_or(path));
-    let warn = |what: &str| {
+    let warn = |what: String| {
         say(format_args!(
-            "warning: {} is {what} in the image, not made persistent",
+            "warning: {} is {what} in the image: not made persistent",
             path.display()
         ));
         Ok(None)
     };
-    match std::fs::symlink_metadata(&target) {
-        Ok(m) if m.file_type().is_symlink() => warn("a symlink"),
-        Ok(m) if !m.is_dir() => warn("not a directory"),
-        Ok(_) => Ok(Some(target)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            mkdir(&target)?;
-            Ok(Some(target))
-        }
-        Err(e) => Err(Fatal(format!("stat {}: {e}", target.display()))),
+    let mut at = sysroot.to_path_buf();
+    let mut shown = PathBuf::from("/");
+    for part in path.components().skip(1) {
+        at.push(part);
+        shown.push(part);
+        let what = match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => "a symlink",
+            Ok(m) if !m.is_dir() => "not a directory",
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(Fatal(format!("stat {}: {e}", at.display()))),
+        };
+        return if at == target {
+            warn(what.to_string())
+        } else {
+            warn(format!("under {} ({what})", shown.display()))
+        };
     }
+    mkdir(&target)?;
+    Ok(Some(target))
 }
 
 /// Mount overlayfs on `path`: the image's own directory below (the lower is resolved before
@@ -562,14 +573,20 @@ mod tests {
     #[test]
     fn targets_missing_symlinked_or_not_directories() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let root = &dir.path().join("root");
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/tmp", root.join("srv")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("srv")).unwrap();
         std::fs::write(root.join("file"), "").unwrap();
         let t = |p: &str| persistent_target(root, Path::new(p)).unwrap();
         assert_eq!(t("/etc"), Some(root.join("etc")));
         assert_eq!(t("/srv"), None);
+        // Below a symlink: /srv/data would be made where the link points, outside the root.
+        assert_eq!(t("/srv/data"), None);
+        assert!(!outside.join("data").exists());
         assert_eq!(t("/file"), None);
+        assert_eq!(t("/file/x"), None);
         // Missing from the image: made in the root, parents too.
         assert_eq!(t("/var/lib"), Some(root.join("var/lib")));
         assert!(root.join("var/lib").is_dir());

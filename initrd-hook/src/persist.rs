@@ -314,9 +314,10 @@ mod tests {
             }
         );
         assert_eq!(parse_env("").unwrap(), Overrides::default());
-        // What clb's cloud-config environment_file: writes.
-        let o = parse_env("PERSISTENT_STATE_PATHS=\"/srv/a\\\\b\"").unwrap_err();
-        assert!(o.contains("\"/srv/a\\\\b\""), "{o}");
+        // Escapes inside double quotes, as clb's cloud-config environment_file: writes them:
+        // `\\` is one backslash (which a path may not hold), `\"` a quote; others stay.
+        let e = parse_env("PERSISTENT_STATE_PATHS=\"/srv/a\\\\b\"").unwrap_err();
+        assert!(e.contains("\"/srv/a\\\\b\" is not"), "{e}");
         assert_eq!(unquote("\"a\\\"b\\$\\x\"").unwrap(), "a\"b$\\x");
     }
 
