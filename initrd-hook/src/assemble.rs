@@ -69,9 +69,10 @@ pub fn assemble(cfg: &Config, sysroot: &Path) -> Result<Booted, Fatal> {
     }
     if decision.written {
         // The try is durable now (write_atomic fsyncs file and directory).
-        if let Some(s) = decision.state.as_ref().filter(|s| !s.good) {
+        if let Some(s) = &decision.state {
+            let trial = if s.good { "" } else { " (on trial)" };
             say(format_args!(
-                "slot {} not yet good: {} tries left after this boot",
+                "slot {}{trial}: {} boots left unless it is marked good",
                 decision.slot, s.tries_left
             ));
         }
