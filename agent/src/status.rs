@@ -41,9 +41,10 @@ pub struct Status {
     /// Slot the boot falls back to when the active one fails (`null`: none).
     #[schemars(schema_with = "optional_slot_schema")]
     pub fallback: Option<SlotName>,
-    /// Boots left before falling back; `null` once the active slot is marked good.
+    /// Boots left before falling back: every boot spends one, good slot or not, and
+    /// `clb mark-good` refills them (`null` when nothing is installed).
     pub tries_left: Option<u32>,
-    /// Boots a staged slot gets before the fallback (`null` when nothing is installed).
+    /// Boots in a row a slot gets without mark-good (`null` when nothing is installed).
     pub max_tries: Option<u32>,
     /// The active slot was marked good.
     pub good: bool,
@@ -105,7 +106,7 @@ pub fn status(store: &StateStore, booted: Option<SlotName>) -> Result<Status> {
         active: state.as_ref().map(|s| s.active),
         booted,
         fallback: state.as_ref().and_then(|s| s.fallback),
-        tries_left: state.as_ref().filter(|s| !s.good).map(|s| s.tries_left),
+        tries_left: state.as_ref().map(|s| s.tries_left),
         max_tries: state.as_ref().map(|s| s.max_tries),
         good: state.as_ref().is_some_and(|s| s.good),
         rolled_back: state.as_ref().is_some_and(|s| s.rolled_back),
@@ -123,7 +124,8 @@ impl Status {
             "active:    {}{}\n",
             opt(self.active),
             match (self.good, self.tries_left) {
-                (true, _) => " (good)".to_string(),
+                (true, Some(t)) => format!(" (good, {t} boots left unless marked good again)"),
+                (true, None) => " (good)".to_string(),
                 (false, Some(t)) => format!(" (on trial, {t} tries left)"),
                 (false, None) => String::new(),
             }

@@ -34,7 +34,7 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
     let s = fx.status(&state);
     assert_eq!(s["active"], "a");
     assert_eq!(s["good"], true);
-    assert!(s["tries_left"].is_null());
+    assert_eq!(s["tries_left"], 3, "a good slot counts its boots too");
     assert!(s["booted"].is_null());
     assert_eq!(s["slots"]["a"]["verified"], true);
     assert_eq!(
@@ -127,11 +127,11 @@ fn upgrade_fetches_only_changed_layers_then_rolls_back() {
         "no layer refetched"
     );
 
-    // mark-good ends the trial; gc keeps what slots use.
+    // mark-good ends the trial and refills the count; gc keeps what slots use.
     assert_ok(&clb(&["--state-dir", state.to_str().unwrap(), "mark-good"]));
     let s = fx.status(&state);
     assert_eq!(s["good"], true);
-    assert!(s["tries_left"].is_null());
+    assert_eq!(s["tries_left"], s["max_tries"]);
     assert_ok(&clb(&["--state-dir", state.to_str().unwrap(), "gc"]));
     assert_eq!(std::fs::read_dir(state.join("layers")).unwrap().count(), 3);
 }

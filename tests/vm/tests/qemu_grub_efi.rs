@@ -58,10 +58,17 @@ fn grub_efi_boots_counts_tries_and_falls_back() {
         c.contains("clb-grub: slot a: 2 boots left unless it is marked good"),
         "GRUB counts the boots of a good slot too:\n{c}"
     );
-    assert!(c.contains("root=clb boot=clb"), "flavour-agnostic arguments:\n{c}");
+    assert!(
+        c.contains("root=clb boot=clb"),
+        "flavour-agnostic arguments:\n{c}"
+    );
     assert_eq!(clb::status(&kit, &disk)["tries_left"], 2);
     clb::mark_good(&kit, &disk);
-    assert_eq!(clb::status(&kit, &disk)["tries_left"], 3, "mark-good refills");
+    assert_eq!(
+        clb::status(&kit, &disk)["tries_left"],
+        3,
+        "mark-good refills"
+    );
 
     // v2 on trial: GRUB spends one of its three tries, the hook (clb.slot=b) none.
     clb::on_disk(
@@ -96,17 +103,26 @@ fn grub_efi_boots_counts_tries_and_falls_back() {
             "boot {left}:\n{c}"
         );
     }
-    assert_eq!(c.matches("clb-initrd: error: slot b: layer").count(), 3, "{c}");
+    assert_eq!(
+        c.matches("clb-initrd: error: slot b: layer").count(),
+        3,
+        "{c}"
+    );
     assert!(
         c.contains("clb-grub: slot b failed to boot: rolled back to slot a"),
         "{c}"
     );
     assert!(
-        testos::test_os_line(&c).starts_with("CLB-TEST-OS release=v1 slot=a mode=passive failure=b"),
+        testos::test_os_line(&c)
+            .starts_with("CLB-TEST-OS release=v1 slot=a mode=passive failure=b"),
         "{c}"
     );
     let s = clb::status(&kit, &disk);
-    assert_eq!((&s["active"], &s["failed_slot"]), (&"a".into(), &"b".into()), "{s}");
+    assert_eq!(
+        (&s["active"], &s["failed_slot"]),
+        (&"a".into(), &"b".into()),
+        "{s}"
+    );
     assert_eq!(s["tries_left"], 2, "the fallback's first boot counted: {s}");
     clb::mark_good(&kit, &disk);
 
