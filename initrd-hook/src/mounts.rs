@@ -152,7 +152,7 @@ pub(crate) fn mount_oem_and_persistent(
             overlay_persistent_path(&state_dir, sysroot, path)?
         };
         if mounted {
-            if let Err(e) = write_shutdown_dropin(units, path) {
+            if let Err(e) = write_mount_unit(units, path) {
                 say(format_args!("warning: {e}"));
             }
             if cfg.debug {
@@ -242,23 +242,33 @@ pub(crate) fn mount_device(
     })
 }
 
-/// Where systemd looks for runtime units and drop-ins; `/run` travels into the new root.
+/// Where systemd looks for runtime units; `/run` travels into the new root.
 pub const SYSTEMD_RUN_UNITS: &str = "/run/systemd/system";
 
-/// The drop-in for each persistent mount. Without it systemd stops the mount unit at
-/// shutdown while journald still holds `/var/log` (and other services `/var/lib`, `/etc`), and
-/// prints `Failed unmounting var-log.mount`; with no default dependencies it leaves them to
-/// systemd-shutdown's final loop, which unmounts them (or remounts them read-only) after
-/// every process is gone.
-const SHUTDOWN_DROPIN: &str = "# Written by clb-initrd: a persistent path, unmounted by systemd-shutdown's final loop.\n\
-[Unit]\nDefaultDependencies=no\n";
+/// The unit file for each persistent mount. Without `DefaultDependencies=no` systemd stops
+/// the mount at shutdown while journald still holds `/var/log` (and other services `/var/lib`)
+/// and prints `Failed unmounting var-log.mount`; without default dependencies it leaves them
+/// to systemd-shutdown's final loop, which unmounts them (or remounts them read-only) after
+/// every process is gone. A whole unit file, not a drop-in: systemd never reads the drop-ins of
+/// a mount unit that another unit referenced (`RequiresMountsFor=/var/log/journal`) before it
+/// saw the mount in /proc/self/mountinfo, as `var-log.mount`, `var-lib.mount` and
+/// `home.mount` are on Debian; a fragment is read whenever the unit is loaded.
+fn mount_unit_file(path: &Path) -> String {
+    format!(
+        "# Written by clb-initrd at boot: a persistent path (see docs/persistence.md). Already\n\
+         # mounted when systemd starts; unmounted by systemd-shutdown's final loop.\n\
+         [Unit]\nDescription=clb persistent path {path}\n\
+         Documentation=file:///usr/share/doc/clb/persistence.md\nDefaultDependencies=no\n\n\
+         [Mount]\nWhat=overlay\nWhere={path}\nType=overlay\n",
+        path = path.display()
+    )
+}
 
-/// `<units>/<escaped path>.mount.d/50-clb.conf` for the mount on `path` (of the new root).
-pub fn write_shutdown_dropin(units: &Path, path: &Path) -> Result<(), Fatal> {
-    let dir = units.join(format!("{}.d", persist::mount_unit(path)));
-    mkdir(&dir)?;
-    let file = dir.join("50-clb.conf");
-    clb_ondisk::atomic::write_atomic(&file, SHUTDOWN_DROPIN.as_bytes())
+/// `<units>/<escaped path>.mount` for the mount on `path` (of the new root).
+pub fn write_mount_unit(units: &Path, path: &Path) -> Result<(), Fatal> {
+    mkdir(units)?;
+    let file = units.join(persist::mount_unit(path));
+    clb_ondisk::atomic::write_atomic(&file, mount_unit_file(path).as_bytes())
         .map_err(|e| Fatal(format!("write {}: {e}", file.display())))
 }
 
@@ -593,28 +603,21 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_dropins_are_named_like_systemds_mount_units() {
+    fn mount_units_are_named_like_systemds_and_have_no_default_dependencies() {
         let dir = tempfile::tempdir().unwrap();
         for p in ["/var/log", "/srv/my-data"] {
-            write_shutdown_dropin(dir.path(), Path::new(p)).unwrap();
+            write_mount_unit(dir.path(), Path::new(p)).unwrap();
         }
-        let conf = std::fs::read_to_string(dir.path().join("var-log.mount.d/50-clb.conf")).unwrap();
+        let unit = std::fs::read_to_string(dir.path().join("var-log.mount")).unwrap();
+        assert!(unit.contains("\n[Unit]\n"), "{unit}");
+        assert!(unit.contains("\nDefaultDependencies=no\n"), "{unit}");
         assert!(
-            conf.ends_with("\n[Unit]\nDefaultDependencies=no\n"),
-            "{conf}"
+            unit.ends_with("[Mount]\nWhat=overlay\nWhere=/var/log\nType=overlay\n"),
+            "{unit}"
         );
-        assert!(
-            dir.path()
-                .join("srv-my\\x2ddata.mount.d/50-clb.conf")
-                .is_file()
-        );
+        assert!(dir.path().join("srv-my\\x2ddata.mount").is_file());
         // Rewritten on every boot, no temp files left.
-        write_shutdown_dropin(dir.path(), Path::new("/var/log")).unwrap();
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("var-log.mount.d"))
-                .unwrap()
-                .count(),
-            1
-        );
+        write_mount_unit(dir.path(), Path::new("/var/log")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

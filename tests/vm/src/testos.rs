@@ -11,7 +11,7 @@ use crate::kit::Kit;
 /// The test OS's init: reports release, slot, mode, the try state, what survived the last
 /// boot on persistent paths (/home, /etc) and on the root's tmpfs overlay (/ephemeral.txt),
 /// the image's /usr/local/share/release.txt under the host's /usr/local/host.txt (written on
-/// the first boot only) and the hook's systemd drop-ins for the persistent mounts, then
+/// the first boot only) and the hook's systemd mount units for the persistent mounts, then
 /// powers off.
 pub const INIT_OK: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
@@ -28,7 +28,7 @@ release_txt=$(cat /usr/local/share/release.txt 2>/dev/null || echo none)
 host_txt=$(cat /usr/local/host.txt 2>/dev/null || echo none)
 dropins=none
 if [ -d /run/systemd/system ]; then
-    cd /run/systemd/system && set -- *.mount.d && IFS=, && dropins="$*" && unset IFS; cd /
+    cd /run/systemd/system && set -- *.mount && IFS=, && dropins="$*" && unset IFS; cd /
 fi
 echo "CLB-TEST-OS release=$RELEASE slot=$slot mode=$mode failure=$failure persistent=$persist etc=$etc ephemeral=$ephemeral release_txt=$release_txt host_txt=$host_txt dropins=$dropins env_slot=$CLB_SLOT uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo "$RELEASE" > /home/persist.txt

@@ -10,7 +10,7 @@
 //! overlay of the image's directory under the host's changes: the image's
 //! /usr/local/share/release.txt follows the release booted (upgrade and rollback) while the
 //! host's /usr/local/host.txt stays. The image's /etc/clb/persistent.env adds /srv, which the
-//! image lacks; every persistent mount has its systemd drop-in.
+//! image lacks; every persistent mount has its systemd mount unit.
 //!
 //! Needs root, qemu-system-x86, busybox-static, docker-registry, gdisk, e2fsprogs and apt
 //! access for the kernel (cached in /var/cache/clb-test-kernel). Missing prerequisites fail.
@@ -76,8 +76,8 @@ fn qemu_boot_upgrade_and_rollback() {
         &[("v1", false), ("v2", false), ("v3", true)],
     );
     let (v1, v2, v3) = (&images[0], &images[1], &images[2]);
-    let dropins = "dropins=etc.mount.d,home.mount.d,opt.mount.d,root.mount.d,srv.mount.d,\
-                   usr-local.mount.d,var-lib.mount.d,var-log.mount.d ";
+    let dropins = "dropins=etc.mount,home.mount,opt.mount,root.mount,srv.mount,\
+                   usr-local.mount,var-lib.mount,var-log.mount ";
 
     // A blank GPT disk (COS_STATE, COS_PERSISTENT): the first upgrade is the install.
     let disk = work.join("disk.img");
