@@ -163,7 +163,7 @@ pub async fn upgrade(
         store: store.clone(),
         slot,
         state,
-        max_tries: req.max_tries.unwrap_or(DEFAULT_MAX_TRIES),
+        max_tries: req.max_tries,
         recovery: req.recovery,
         staged_boot,
         manifest: SlotManifest {
@@ -200,7 +200,9 @@ struct Commit {
     store: StateStore,
     slot: SlotName,
     state: Option<BootState>,
-    max_tries: u32,
+    /// `None` keeps the machine's count (every boot counts, so it is a machine setting, not
+    /// only a new release's trial).
+    max_tries: Option<u32>,
     recovery: bool,
     staged_boot: Option<bootfiles::StagedBoot>,
     manifest: SlotManifest,
@@ -221,12 +223,14 @@ impl Commit {
                 }
                 disarmed
             }
-            None => BootState::new(self.slot, self.max_tries),
+            None => BootState::new(self.slot, self.max_tries.unwrap_or(DEFAULT_MAX_TRIES)),
         };
         self.manifest.boot = bootfiles::commit(store, self.slot, self.staged_boot.take())?;
         store.write_slot(&self.manifest)?;
         if !self.recovery {
-            next.max_tries = self.max_tries;
+            if let Some(max) = self.max_tries {
+                next.max_tries = max;
+            }
             if self.state.is_some() {
                 next.stage(self.slot);
             }

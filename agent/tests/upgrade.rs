@@ -153,6 +153,12 @@ fn offline_restaging_keeps_the_known_good_fallback() {
     assert_eq!(json(&out)["slot"], "b");
     let s = fx.status(&state);
     assert_eq!(s["fallback"], "a");
+    // Every boot counts, so --max-tries is the machine's setting: it sticks until changed.
+    assert_eq!(
+        (&s["max_tries"], &s["tries_left"]),
+        (&5.into(), &5.into()),
+        "{s}"
+    );
     assert_eq!(s["slots"]["a"]["image"], fx.image("os:v1"));
     assert_eq!(s["slots"]["b"]["image"], fx.image("os:v3"));
     // gc drops v2's top layer, which no slot lists any more.

@@ -180,7 +180,8 @@ pub struct StageArgs {
     /// Repository holding the signatures (cosign's COSIGN_REPOSITORY).
     #[arg(long, value_name = "REPO")]
     pub signature_repository: Option<String>,
-    /// Boot attempts of the new slot before falling back.
+    /// Boots in a row a slot gets without `mark-good` before it falls back (a new release's
+    /// trial and a good slot's allowance alike). Default: the machine's setting, 3 on a new one.
     #[arg(long, value_name = "N")]
     pub max_tries: Option<u32>,
     /// Layers downloaded at once.
