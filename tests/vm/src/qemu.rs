@@ -188,6 +188,23 @@ impl Qemu {
     }
 }
 
+/// Fails the test (never skips it) unless QEMU, OVMF and what `clb deploy` needs to install
+/// GRUB for EFI are here.
+pub fn require_uefi_boot() {
+    for tool in [
+        "grub-mkimage",
+        "mcopy",
+        "grub-editenv",
+        "qemu-system-x86_64",
+    ] {
+        clb_testsupport::require_tool(tool);
+    }
+    assert!(
+        Path::new(OVMF_CODE).exists(),
+        "missing test prerequisite: {OVMF_CODE} (package ovmf)"
+    );
+}
+
 /// Direct boot of `disk` with the kit's kernel and initramfs.
 pub fn boot_direct(
     kit: &Kit,

@@ -13,29 +13,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
-use clb_testsupport::{Registry, require_tool};
-use clb_vm_tests::qemu::{OVMF_CODE, Qemu, boot_uefi};
+use clb_testsupport::Registry;
+use clb_vm_tests::qemu::{Qemu, boot_uefi, require_uefi_boot};
 use clb_vm_tests::{clb, disks, kit, testos};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 #[test]
 fn grub_efi_boots_counts_tries_and_falls_back() {
-    for tool in [
-        "grub-mkimage",
-        "mcopy",
-        "grub-editenv",
-        "qemu-system-x86_64",
-    ] {
-        require_tool(tool);
-    }
-    assert!(
-        Path::new(OVMF_CODE).exists(),
-        "missing test prerequisite: {OVMF_CODE} (package ovmf)"
-    );
+    require_uefi_boot();
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
     let kit = kit::prepare(work);
