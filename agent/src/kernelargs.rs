@@ -95,7 +95,7 @@ pub fn remove_args(current: &str, remove: &[String]) -> String {
 /// Finds `clb.env` on `disk` (an image or a whole block device), or on the host's disks.
 /// `_mounts` keeps what had to be mounted for BIOS's COS_OEM until the caller is done.
 pub fn locate(disk: Option<&Path>) -> Result<(Location, Option<clb_disk::StateDisk>)> {
-    if let Some(target) = crate::bootloader::esp_target(disk)? {
+    if let Some(target) = crate::partitions::esp_target(disk)? {
         return Ok((Location::Efi { target }, None));
     }
     let oem = match disk {

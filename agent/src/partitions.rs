@@ -106,3 +106,37 @@ pub fn apply_layout(device: &Path, parts: &[Part]) -> Result<LayoutOutcome> {
 pub fn apply_default_layout(device: &Path, sizes: LayoutSizes) -> Result<LayoutOutcome> {
     apply_layout(device, &default_parts(sizes))
 }
+
+/// The mtools image spec (`-i`) of the ESP of `disk` (an image or a whole block device), or
+/// of the host's disks when `disk` is `None`; `None` when there is no ESP labelled COS_GRUB.
+pub fn esp_target(disk: Option<&Path>) -> crate::error::Result<Option<String>> {
+    let Some(disk) = disk else {
+        return match clb_disk::host_partition_by_label(ESP_LABEL) {
+            Ok(dev) => Ok(Some(dev.display().to_string())),
+            Err(clb_disk::DiskError::LabelNotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+    };
+    let part = match clb_disk::find_by_label(disk, ESP_LABEL) {
+        Ok(p) => p,
+        Err(clb_disk::DiskError::LabelNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // mtools reads an image at an offset directly; a block device's partition node is used as is.
+    let target = match clb_disk::PartitionDevice::open(
+        disk,
+        part.number,
+        part.start_bytes,
+        part.size_bytes,
+        false,
+    )
+    .map_err(crate::error::ClbError::from)?
+    {
+        clb_disk::PartitionDevice::Node(node) => node.display().to_string(),
+        clb_disk::PartitionDevice::Loop(l) => {
+            drop(l);
+            format!("{}@@{}", disk.display(), part.start_bytes)
+        }
+    };
+    Ok(Some(target))
+}
