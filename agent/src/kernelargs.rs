@@ -1,7 +1,8 @@
 //! The kernel arguments of a deployed machine: `clb_cmdline` in the GRUB environment block
 //! `clb.env` that `clb deploy` writes next to clb's `grub.cfg` (EFI: `COS_GRUB:/EFI/BOOT/`,
 //! BIOS: `COS_OEM:/grub/`). `clb bootloader` reads and changes it on the host or, with
-//! `--disk`, on an image; GRUB reads it at every boot.
+//! `--disk`, on an image; GRUB reads it at every boot. The block is read and written by
+//! `clb_ondisk::EnvBlock` (no GRUB tools needed on a host); the ESP through mtools.
 //!
 //! GRUB itself passes `root=clb boot=clb` (the words dracut's and initramfs-tools' clb modules
 //! answer to) and `clb.slot=`/`clb.mode=` per boot: the arguments a user gives may not
@@ -9,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use clb_ondisk::EnvBlock;
 
 use crate::error::{ClbError, Result};
 use crate::partitions::{ESP_LABEL, OEM_LABEL};
@@ -128,59 +131,56 @@ pub fn locate(disk: Option<&Path>) -> Result<(Location, Option<clb_disk::StateDi
     Ok((Location::Bios { file }, oem))
 }
 
-/// Runs a GRUB or mtools program (mtools must not refuse an image over geometry checks).
-fn tool(cmd: &mut Command) -> Result<String> {
-    let out = clb_command::run_output(cmd.env("MTOOLS_SKIP_CHECK", "1"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Runs an mtools program (it must not refuse an image over its geometry checks).
+fn mtools(cmd: &mut Command) -> Result<()> {
+    clb_command::run(cmd.env("MTOOLS_SKIP_CHECK", "1"))?;
+    Ok(())
 }
 
-/// Copies `clb.env` from `loc` into `local` (a file in a temp dir).
-fn fetch(loc: &Location, local: &Path) -> Result<()> {
+/// The bytes of `clb.env` at `loc`.
+fn fetch(loc: &Location) -> Result<Vec<u8>> {
     match loc {
         Location::Efi { target } => {
-            tool(
+            let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
+            let local = work.path().join("clb.env");
+            mtools(
                 Command::new("mcopy")
                     .args(["-o", "-i", target, "::/EFI/BOOT/clb.env"])
-                    .arg(local),
+                    .arg(&local),
             )?;
+            std::fs::read(&local).map_err(ClbError::io("reading clb.env"))
         }
         Location::Bios { file } => {
-            std::fs::copy(file, local)
-                .map_err(ClbError::io(format!("reading {}", file.display())))?;
+            std::fs::read(file).map_err(ClbError::io(format!("reading {}", file.display())))
         }
     }
-    Ok(())
+}
+
+fn parse(loc: &Location, bytes: &[u8]) -> Result<EnvBlock> {
+    EnvBlock::parse(bytes).map_err(|e| ClbError::State(format!("{}: {e}", loc.describe())))
 }
 
 /// The kernel arguments stored at `loc`.
 pub fn read(loc: &Location) -> Result<String> {
-    let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
-    let local = work.path().join("clb.env");
-    fetch(loc, &local)?;
-    let listing = tool(Command::new("grub-editenv").arg(&local).arg("list"))?;
-    Ok(listing
-        .lines()
-        .find_map(|l| l.strip_prefix(CMDLINE_KEY)?.strip_prefix('='))
-        .unwrap_or_default()
-        .to_string())
+    let env = parse(loc, &fetch(loc)?)?;
+    Ok(env.get(CMDLINE_KEY).unwrap_or_default().to_string())
 }
 
 /// Stores `args` at `loc`, keeping the block's other keys. The new block is built aside and
-/// then replaces the old one (an atomic rename on COS_OEM; one mcopy on the ESP).
+/// then replaces the old one (an atomic rename on COS_OEM; one mcopy of 1 KiB on the ESP).
 pub fn write(loc: &Location, args: &str) -> Result<()> {
     check_args(args)?;
-    let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
-    let local = work.path().join("clb.env");
-    fetch(loc, &local)?;
-    tool(
-        Command::new("grub-editenv")
-            .arg(&local)
-            .arg("set")
-            .arg(format!("{CMDLINE_KEY}={args}")),
-    )?;
+    let mut env = parse(loc, &fetch(loc)?)?;
+    env.set(CMDLINE_KEY, args);
+    let block = env
+        .to_block()
+        .map_err(|e| ClbError::Invalid(format!("kernel arguments: {e}")))?;
     match loc {
         Location::Efi { target } => {
-            tool(
+            let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
+            let local = work.path().join("clb.env");
+            std::fs::write(&local, &block).map_err(ClbError::io("writing the new clb.env"))?;
+            mtools(
                 Command::new("mcopy")
                     .args(["-o", "-i", target])
                     .arg(&local)
@@ -188,8 +188,7 @@ pub fn write(loc: &Location, args: &str) -> Result<()> {
             )?;
         }
         Location::Bios { file } => {
-            let bytes = std::fs::read(&local).map_err(ClbError::io("reading the new clb.env"))?;
-            clb_ondisk::atomic::write_atomic(file, &bytes)
+            clb_ondisk::atomic::write_atomic(file, &block)
                 .map_err(ClbError::io(format!("writing {}", file.display())))?;
         }
     }

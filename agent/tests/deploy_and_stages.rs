@@ -124,6 +124,17 @@ fn deploy_lays_out_a_blank_image_and_installs_slot_a() {
     );
     assert_ok(&boot(&["remove-args", "quiet", "loglevel=4"]));
     assert!(esp_env().contains("clb_cmdline=console=ttyS0,115200 loglevel=3"));
+    // A backslash is escaped as GRUB escapes it: grub-editenv reads the value back as given.
+    assert_ok(&boot(&["add-args", "x=a\\b"]));
+    assert!(
+        esp_env().contains("clb_cmdline=console=ttyS0,115200 loglevel=3 x=a\\b"),
+        "{}",
+        esp_env()
+    );
+    assert_eq!(
+        json(&boot(&["show"]))["kernel_args"],
+        "console=ttyS0,115200 loglevel=3 x=a\\b"
+    );
     assert_ok(&boot(&["set-args", ""]));
     assert!(
         esp_env().lines().any(|l| l == "clb_cmdline="),

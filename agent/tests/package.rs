@@ -156,7 +156,7 @@ fn units_are_enabled_and_dependencies_declared(deb: &Path) {
         assert!(listing.contains(link), "{link} missing:\n{listing}");
     }
     let depends = ok(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"));
-    for dep in ["squashfs-tools-ng", "e2fsprogs", "mount"] {
+    for dep in ["squashfs-tools-ng", "e2fsprogs", "mount", "mtools"] {
         assert!(
             depends.split(',').any(|d| d.trim().starts_with(dep)),
             "Depends lacks {dep}: {depends}"

@@ -5,9 +5,11 @@
 
 pub mod atomic;
 pub mod bootstate;
+pub mod envblock;
 pub mod layout;
 pub mod slot;
 
 pub use bootstate::{BootState, BootStateError};
+pub use envblock::{EnvBlock, EnvBlockError};
 pub use layout::StateLayout;
 pub use slot::{BootFiles, LayerRecord, SlotManifest, SlotName, Verification};

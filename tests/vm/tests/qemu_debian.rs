@@ -6,7 +6,8 @@
 //! `clb-mark-good.service` ran (so never on an unhealthy boot), then powers off.
 //!
 //! 1. v1 boots to multi-user.target, the health check passes, the slot is marked good; the
-//!    shutdown unmounts without "Failed unmounting" (point 8).
+//!    shutdown unmounts without "Failed unmounting" (point 8); `clb bootloader show` on the
+//!    host reads the kernel arguments and `add-args loglevel=5` changes them for v2's boot.
 //! 2. v2, upgraded offline (only its release layer fetched), boots; the machine-id, a file in
 //!    /etc, one in /var/lib and the previous boot's journal are there (point 6).
 //! 3. The good slot b loses its top layer: two failed boots (max tries 2), then GRUB falls back
@@ -59,9 +60,14 @@ failure=$(cat /run/clb/upgrade_failure 2>/dev/null || echo none)
 [ -f /etc/clb-test-etc ] || echo "$release" > /etc/clb-test-etc
 mkdir -p /var/lib/clb-test
 [ -f /var/lib/clb-test/first ] || echo "$release" > /var/lib/clb-test/first
+# The machine's kernel arguments as `clb bootloader` reads them from the ESP on this host
+# (mtools, no GRUB tools), and what this boot's kernel got; v1 changes them for the next boot.
+kargs=$(clb bootloader show | sed -n 's/^kernel arguments: *//p' | tr ' ' '+')
+loglevel=$(grep -o 'loglevel=[0-9]*' /proc/cmdline | tail -n 1)
+[ "$release" = v1 ] && [ "$slot" = a ] && [ "$mode" = active ] && clb -q bootloader add-args loglevel=5
 boots=$(journalctl --list-boots --no-pager -q 2>/dev/null | wc -l)
 prev=$(journalctl -b -1 --no-pager -q 2>/dev/null | wc -l)
-echo "CLB-DEBIAN release=$release slot=$slot mode=$mode failure=$failure machine_id=$(cat /etc/machine-id) etc=$(cat /etc/clb-test-etc) var_lib=$(cat /var/lib/clb-test/first) boots=$boots prev_journal_lines=$prev health=$(systemctl is-active clb-health-check.service) target=$(systemctl is-active multi-user.target)" > /dev/ttyS0
+echo "CLB-DEBIAN release=$release slot=$slot mode=$mode failure=$failure machine_id=$(cat /etc/machine-id) etc=$(cat /etc/clb-test-etc) var_lib=$(cat /var/lib/clb-test/first) boots=$boots prev_journal_lines=$prev kargs=$kargs proc_$loglevel health=$(systemctl is-active clb-health-check.service) target=$(systemctl is-active multi-user.target)" > /dev/ttyS0
 systemctl --no-block poweroff
 "#;
 
@@ -204,6 +210,9 @@ fn debian_boots_keeps_state_checks_health_and_never_loops() {
         !c.contains("Failed unmounting"),
         "every mount clb made comes down cleanly at shutdown:\n{c}"
     );
+    // point 3: the kernel arguments, read on the host with `clb bootloader show`.
+    assert_eq!(get(&r1, "kargs"), "console=ttyS0+loglevel=4");
+    assert_eq!(get(&r1, "proc_loglevel"), "4");
     let machine_id = get(&r1, "machine_id").to_string();
     assert_eq!(machine_id.len(), 32, "{machine_id}");
     let s = clb::status(&kit, &disk);
@@ -224,6 +233,9 @@ fn debian_boots_keeps_state_checks_health_and_never_loops() {
     let c = boot(&disk, work, "debian-v2", false, BOOT);
     let r2 = report(&c);
     assert_eq!((get(&r2, "release"), get(&r2, "slot")), ("v2", "b"), "{c}");
+    // v1 ran `clb bootloader add-args loglevel=5` on the host: GRUB passed it this boot.
+    assert_eq!(get(&r2, "kargs"), "console=ttyS0+loglevel=5");
+    assert_eq!(get(&r2, "proc_loglevel"), "5");
     assert_eq!(get(&r2, "machine_id"), machine_id, "machine-id stable");
     assert_eq!(get(&r2, "etc"), "v1", "a file written to /etc under v1");
     assert_eq!(

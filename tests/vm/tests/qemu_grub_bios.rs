@@ -43,6 +43,19 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
     );
     let on_disk = |args: &[&str]| clb::on_disk(&kit, &disk, args);
 
+    // `clb bootloader` on a BIOS disk: clb.env lives on COS_OEM; clb.debug added here must
+    // reach the hook through GRUB at the next boot.
+    let shown: serde_json::Value =
+        serde_json::from_str(&on_disk(&["--json", "bootloader", "show"])).unwrap();
+    assert_eq!(shown["kernel_args"], "console=ttyS0 loglevel=4", "{shown}");
+    assert!(
+        shown["stored_in"]
+            .as_str()
+            .unwrap()
+            .starts_with("COS_OEM:/grub/clb.env")
+    );
+    on_disk(&["bootloader", "add-args", "clb.debug"]);
+
     // v1, good: GRUB counts its boot too (3 -> 2), and only clb_tries changes.
     let before = grubenv::grubenv(&disk, work);
     let b = qemu::boot_bios(&disk, work, "v1", TIMEOUT);
@@ -53,6 +66,11 @@ fn grub_bios_boots_counts_tries_and_falls_back() {
         b.console
     );
     testos::assert_test_os(&b.console, "CLB-TEST-OS release=v1 slot=a mode=active");
+    assert!(
+        b.console.contains("clb-initrd: decision:"),
+        "clb.debug from `clb bootloader add-args` reached the hook:\n{}",
+        b.console
+    );
     let after = grubenv::grubenv(&disk, work);
     let changed: Vec<_> = after.iter().filter(|kv| !before.contains(kv)).collect();
     assert_eq!(
