@@ -7,10 +7,10 @@
 
 use thiserror::Error;
 
+use crate::envblock::{EnvBlock, EnvBlockError};
 use crate::slot::SlotName;
 
-pub const ENV_BLOCK_SIZE: usize = 1024;
-const HEADER: &str = "# GRUB Environment Block\n";
+pub use crate::envblock::ENV_BLOCK_SIZE;
 pub const DEFAULT_MAX_TRIES: u32 = 3;
 
 const K_ACTIVE: &str = "clb_active";
@@ -32,14 +32,10 @@ const OWN_KEYS: [&str; 7] = [
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BootStateError {
-    #[error("boot state is not a GRUB environment block (bad header)")]
-    BadHeader,
-    #[error("boot state is {0} bytes, a GRUB environment block is 1024")]
-    BadSize(usize),
+    #[error("boot state: {0}")]
+    Block(#[from] EnvBlockError),
     #[error("boot state has an invalid value for {key}: {value:?}")]
     BadValue { key: String, value: String },
-    #[error("boot state does not fit in 1024 bytes")]
-    TooLarge,
     #[error("no other slot to switch to: slot {0} is empty")]
     NoOtherSlot(SlotName),
 }
@@ -90,19 +86,9 @@ impl BootState {
     }
 
     pub fn parse(block: &[u8]) -> Result<Self, BootStateError> {
-        if block.len() != ENV_BLOCK_SIZE {
-            return Err(BootStateError::BadSize(block.len()));
-        }
-        let text = String::from_utf8_lossy(block);
-        let body = text.strip_prefix(HEADER).ok_or(BootStateError::BadHeader)?;
+        let env = EnvBlock::parse(block)?;
         let mut state = BootState::new(SlotName::A, DEFAULT_MAX_TRIES);
-        for line in body.split('\n') {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
+        for (key, value) in env.vars() {
             let bad = || BootStateError::BadValue {
                 key: key.to_string(),
                 value: value.to_string(),
@@ -122,34 +108,23 @@ impl BootState {
     }
 
     pub fn to_block(&self) -> Result<Vec<u8>, BootStateError> {
-        let mut out = String::from(HEADER);
         let opt = |s: Option<SlotName>| s.map(SlotName::as_str).unwrap_or("");
-        let own = [
-            (K_ACTIVE, self.active.as_str().to_string()),
-            (K_FALLBACK, opt(self.fallback).to_string()),
-            (K_TRIES, self.tries_left.to_string()),
-            (K_MAX_TRIES, self.max_tries.to_string()),
-            (K_GOOD, u8::from(self.good).to_string()),
-            (K_ROLLED_BACK, u8::from(self.rolled_back).to_string()),
-            (K_FAILED, opt(self.failed).to_string()),
-        ];
-        for (k, v) in own.iter().map(|(k, v)| (*k, v.as_str())).chain(
-            self.other
-                .iter()
-                .filter(|(k, _)| !OWN_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        ) {
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
-            out.push('\n');
+        let mut env = EnvBlock::default();
+        env.set(K_ACTIVE, self.active.as_str());
+        env.set(K_FALLBACK, opt(self.fallback));
+        env.set(K_TRIES, &self.tries_left.to_string());
+        env.set(K_MAX_TRIES, &self.max_tries.to_string());
+        env.set(K_GOOD, &u8::from(self.good).to_string());
+        env.set(K_ROLLED_BACK, &u8::from(self.rolled_back).to_string());
+        env.set(K_FAILED, opt(self.failed));
+        for (k, v) in self
+            .other
+            .iter()
+            .filter(|(k, _)| !OWN_KEYS.contains(&k.as_str()))
+        {
+            env.set(k, v);
         }
-        if out.len() > ENV_BLOCK_SIZE {
-            return Err(BootStateError::TooLarge);
-        }
-        let mut block = out.into_bytes();
-        block.resize(ENV_BLOCK_SIZE, b'#');
-        Ok(block)
+        Ok(env.to_block()?)
     }
 
     /// A new release was written to `slot`: try it next, fall back to what was active.
@@ -345,10 +320,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(BootState::parse(b"x"), Err(BootStateError::BadSize(1)));
+        assert_eq!(
+            BootState::parse(b"x"),
+            Err(BootStateError::Block(EnvBlockError::BadSize(1)))
+        );
         let mut block = vec![b'#'; 1024];
         block[..5].copy_from_slice(b"hello");
-        assert_eq!(BootState::parse(&block), Err(BootStateError::BadHeader));
+        assert_eq!(
+            BootState::parse(&block),
+            Err(BootStateError::Block(EnvBlockError::BadHeader))
+        );
         let mut s = BootState::new(SlotName::A, 3).to_block().unwrap();
         s[25 + 11] = b'z'; // clb_active=z
         assert!(matches!(

@@ -61,6 +61,11 @@ impl EnvBlock {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The variables in their order.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Sets `key` in place, or appends it.
     pub fn set(&mut self, key: &str, value: &str) {
         match self.vars.iter_mut().find(|(k, _)| k == key) {
