@@ -21,6 +21,7 @@ pub mod exit {
     pub const STATE: u8 = 11;
     pub const HOOK_FAILED: u8 = 12;
     pub const UNHEALTHY: u8 = 13;
+    pub const UP_TO_DATE: u8 = 14;
 
     /// One documented exit code. [`TABLE`] is the only place the codes are described:
     /// `clb --help`, the man page and `docs/cli.md` are generated from it.
@@ -122,6 +123,13 @@ pub mod exit {
             meaning: "health check failed",
             examples: "`clb health-check`: the default target is not active, a unit failed, a \
                        `/etc/clb/health.d` script failed",
+        },
+        ExitCodeInfo {
+            code: UP_TO_DATE,
+            name: "up-to-date",
+            meaning: "no update",
+            examples: "`clb upgrade --check`: the registry has nothing newer than the active slot \
+                       (0 means an update is available)",
         },
     ];
 }

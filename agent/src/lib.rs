@@ -3,6 +3,7 @@
 pub mod bootfiles;
 pub mod bootloader;
 pub mod builddisk;
+pub mod check;
 pub mod deploy;
 pub mod error;
 pub mod health;

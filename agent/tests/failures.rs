@@ -7,18 +7,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// A state with v1 staged, plus the fixture; v2 is pushed (and signed) too.
-fn staged() -> (Fixture, std::path::PathBuf, Releases) {
-    let fx = Fixture::new();
-    let r = releases(fx.work.path(), &["v1", "v2"]);
-    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
-    fx.push(&[&r.base, &r.tops[1]], "os:v2", &[]);
-    fx.sign("os:v1");
-    let state = fx.new_state_dir("state");
-    assert_ok(&fx.upgrade(&state, "os:v1", &[]));
-    (fx, state, r)
-}
-
 fn unchanged(state: &Path, before: &str, what: &str) {
     assert_eq!(hash_tree(state), before, "{what} changed the state");
 }

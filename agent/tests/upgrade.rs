@@ -194,3 +194,45 @@ fn mark_bad_falls_back_and_status_says_rolled_back() {
         "no other slot",
     );
 }
+
+#[test]
+fn check_says_whether_the_tag_moved_without_staging() {
+    let (fx, state, r) = staged();
+    let empty = fx.new_state_dir("empty");
+    let check_in = |state: &std::path::Path, image: Option<&str>| {
+        let mut args: Vec<String> = vec![
+            "--json".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "upgrade".into(),
+            "--check".into(),
+        ];
+        if let Some(i) = image {
+            args.extend(["-d".into(), fx.image(i)]);
+        }
+        args.extend(fx.registry_flags());
+        clb_owned(&args)
+    };
+    let check = |image: Option<&str>| check_in(&state, image);
+    // Nothing installed and no -d: a state error, not a guess.
+    assert_fails(&check_in(&empty, None), 11, "give -d IMAGE");
+    let before = fx.status(&state);
+
+    // The active slot's own image, unchanged: exit 14 (up to date).
+    let out = check(None);
+    assert_eq!(out.status.code(), Some(14), "{out:?}");
+    assert_eq!(json(&out)["update_available"], false);
+    // Another tag: exit 0, the digests side by side.
+    let out = check(Some("os:v2"));
+    assert_ok(&out);
+    let report = json(&out);
+    assert_eq!(report["update_available"], true);
+    assert_eq!(report["active"], "a");
+    assert_ne!(report["digest"], report["active_digest"]);
+    // The tag moves (v2's content pushed as os:v1): the default reference sees it.
+    fx.push(&[&r.base, &r.tops[1]], "os:v1", &[]);
+    assert_ok(&check(None));
+    // Nothing was staged or written.
+    assert_eq!(fx.status(&state)["slots"], before["slots"]);
+    assert_eq!(fx.status(&state)["active"], before["active"]);
+}

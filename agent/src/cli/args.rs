@@ -218,6 +218,11 @@ pub struct UpgradeArgs {
     /// Reboot into the new slot when staged (host only).
     #[arg(long)]
     pub reboot: bool,
+    /// Only check: is the registry's digest for -d IMAGE (default: the image of the active
+    /// slot) different from the active slot's? Exit 0 when an update is available, 14 when
+    /// not. Reads only; stages nothing.
+    #[arg(long, conflicts_with_all = ["reboot", "recovery"])]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]

@@ -150,6 +150,32 @@ fn open(cli: &Cli, writable: bool) -> Result<Target> {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
+        Command::Upgrade(a) if a.check => {
+            let target = open(&cli, false)?;
+            let registry = a.stage.registry.registry()?;
+            let report = clb::check::check(
+                target.store(),
+                &registry,
+                a.stage.image.as_deref(),
+                target.booted(),
+            )
+            .await
+            .context("checking for an update")?;
+            if cli.json {
+                print_json(&report)?;
+            } else if !cli.quiet {
+                let state = if report.update_available {
+                    "update available"
+                } else {
+                    "up to date"
+                };
+                println!("{}: {} ({state})", report.image, report.digest);
+            }
+            if !report.update_available {
+                drop(target);
+                std::process::exit(i32::from(clb::error::exit::UP_TO_DATE));
+            }
+        }
         Command::Upgrade(a) => {
             let label = if a.recovery {
                 &a.recovery_label

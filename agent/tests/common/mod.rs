@@ -276,3 +276,15 @@ pub fn partition_range(disk: &str, n: u32) -> (u64, u64) {
     let (first, last) = (field("First sector:"), field("Last sector:"));
     (first * 512, (last - first + 1) * 512)
 }
+
+/// A state with v1 staged, plus the fixture; v2 is pushed (and signed) too.
+pub fn staged() -> (Fixture, std::path::PathBuf, Releases) {
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1", "v2"]);
+    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
+    fx.push(&[&r.base, &r.tops[1]], "os:v2", &[]);
+    fx.sign("os:v1");
+    let state = fx.new_state_dir("state");
+    assert_ok(&fx.upgrade(&state, "os:v1", &[]));
+    (fx, state, r)
+}
