@@ -50,7 +50,6 @@ fn tool(cmd: &mut Command) -> Result<()> {
 
 /// Installs GRUB into the ESP of `disk` (an image or a whole block device).
 pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
-    crate::kernelargs::check_args(kernel_args)?;
     let target = crate::partitions::esp_target(Some(disk))?.ok_or_else(|| {
         ClbError::State(format!(
             "{}: no partition labelled {ESP_LABEL}",
@@ -68,15 +67,9 @@ pub fn install_efi(disk: &Path, kernel_args: &str) -> Result<()> {
     let cfg = work.path().join("grub.cfg");
     std::fs::write(&cfg, GRUB_CFG).map_err(ClbError::io("writing grub.cfg"))?;
     let env = work.path().join("clb.env");
-    tool(Command::new("grub-editenv").arg(&env).arg("create"))?;
-    tool(
-        Command::new("grub-editenv")
-            .arg(&env)
-            .arg("set")
-            .arg(format!("clb_cmdline={kernel_args}")),
-    )?;
+    std::fs::write(&env, crate::kernelargs::machine_env(kernel_args)?)
+        .map_err(ClbError::io("writing clb.env"))?;
     for dir in ["::/EFI", "::/EFI/BOOT"] {
-        // mmd fails on an existing directory; a second install is fine.
         // mmd fails when the directory exists already (a re-install): that is fine.
         let _ = tool(Command::new("mmd").args(["-i", &target, dir]));
     }
@@ -127,7 +120,6 @@ const CORE_LBA: u64 = 34;
 /// Installs GRUB for BIOS (i386-pc) on `disk` (an image or a whole block device).
 pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    crate::kernelargs::check_args(kernel_args)?;
     let boot_img = Path::new(BIOS_GRUB_DIR).join("boot.img");
     if !boot_img.exists() {
         return Err(ClbError::State(format!(
@@ -203,14 +195,11 @@ pub fn install_bios(disk: &Path, kernel_args: &str) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(ClbError::io("creating COS_OEM:/grub"))?;
     clb_ondisk::atomic::write_atomic(&dir.join("grub.cfg"), GRUB_CFG.as_bytes())
         .map_err(ClbError::io("writing grub.cfg"))?;
-    let env = dir.join("clb.env");
-    tool(Command::new("grub-editenv").arg(&env).arg("create"))?;
-    tool(
-        Command::new("grub-editenv")
-            .arg(&env)
-            .arg("set")
-            .arg(format!("clb_cmdline={kernel_args}")),
-    )?;
+    clb_ondisk::atomic::write_atomic(
+        &dir.join("clb.env"),
+        &crate::kernelargs::machine_env(kernel_args)?,
+    )
+    .map_err(ClbError::io("writing clb.env"))?;
     tracing::info!(disk = %disk.display(), sectors, "GRUB (i386-pc) installed");
     Ok(())
 }

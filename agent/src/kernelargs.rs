@@ -61,6 +61,19 @@ pub fn check_args(args: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new machine's `clb.env` holding `args` (checked), for the bootloader installers.
+pub fn machine_env(args: &str) -> Result<Vec<u8>> {
+    check_args(args)?;
+    with_args(EnvBlock::default(), args)
+}
+
+/// `env` with `clb_cmdline` = `args`, as a block (too long arguments are refused).
+fn with_args(mut env: EnvBlock, args: &str) -> Result<Vec<u8>> {
+    env.set(CMDLINE_KEY, args);
+    env.to_block()
+        .map_err(|e| ClbError::Invalid(format!("kernel arguments: {e}")))
+}
+
 /// The key of one argument (`console=ttyS0` → `console`, `quiet` → `quiet`).
 fn key_of(word: &str) -> &str {
     word.split_once('=').map_or(word, |(k, _)| k)
@@ -170,11 +183,7 @@ pub fn read(loc: &Location) -> Result<String> {
 /// then replaces the old one (an atomic rename on COS_OEM; one mcopy of 1 KiB on the ESP).
 pub fn write(loc: &Location, args: &str) -> Result<()> {
     check_args(args)?;
-    let mut env = parse(loc, &fetch(loc)?)?;
-    env.set(CMDLINE_KEY, args);
-    let block = env
-        .to_block()
-        .map_err(|e| ClbError::Invalid(format!("kernel arguments: {e}")))?;
+    let block = with_args(parse(loc, &fetch(loc)?)?, args)?;
     match loc {
         Location::Efi { target } => {
             let work = tempfile::tempdir().map_err(ClbError::io("creating a temp directory"))?;
