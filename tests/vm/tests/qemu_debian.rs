@@ -71,63 +71,73 @@ echo "CLB-DEBIAN release=$release slot=$slot mode=$mode failure=$failure machine
 systemctl --no-block poweroff
 "#;
 
-fn write(root: &Path, rel: &str, content: &str, mode: u32) {
+/// A directory `work/NAME` holding `files` (path, content, mode): extra files of a release.
+fn files(work: &Path, name: &str, files: &[(&str, &str, u32)]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, content).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    let dir = work.join(name);
+    for (rel, content, mode) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    dir
 }
 
-/// The files every test release carries.
+/// The files every test release carries. The persistent journal: the previous boot's is what
+/// one reads after a rollback.
 fn report_files(work: &Path) -> PathBuf {
-    let dir = work.join("files-report");
-    write(
-        &dir,
-        "etc/systemd/system/clb-test-report.service",
-        REPORT_UNIT,
-        0o644,
-    );
-    write(&dir, "usr/lib/clb-test/report", REPORT, 0o755);
-    // The journal of the previous boot is what one reads after a rollback.
-    write(
-        &dir,
-        "etc/systemd/journald.conf.d/clb-test.conf",
-        "[Journal]\nStorage=persistent\n",
-        0o644,
-    );
-    dir
+    files(
+        work,
+        "files-report",
+        &[
+            (
+                "etc/systemd/system/clb-test-report.service",
+                REPORT_UNIT,
+                0o644,
+            ),
+            ("usr/lib/clb-test/report", REPORT, 0o755),
+            (
+                "etc/systemd/journald.conf.d/clb-test.conf",
+                "[Journal]\nStorage=persistent\n",
+                0o644,
+            ),
+        ],
+    )
 }
 
 /// v3's extra: a service the health check requires, which fails.
 fn failing_service(work: &Path) -> PathBuf {
-    let dir = work.join("files-failing");
-    write(
-        &dir,
-        "etc/systemd/system/clb-test-app.service",
-        "[Unit]\nDescription=clb test: the application, broken in this release\n\n\
-         [Service]\nType=oneshot\nExecStart=/bin/false\n\n[Install]\nWantedBy=multi-user.target\n",
-        0o644,
-    );
-    write(
-        &dir,
-        "etc/clb/health.yaml",
-        "required_units: [clb-test-app.service]\n",
-        0o644,
-    );
-    dir
+    files(
+        work,
+        "files-failing",
+        &[
+            (
+                "etc/systemd/system/clb-test-app.service",
+                "[Unit]\nDescription=clb test: the application, broken in this release\n\n\
+                 [Service]\nType=oneshot\nExecStart=/bin/false\n\n[Install]\nWantedBy=multi-user.target\n",
+                0o644,
+            ),
+            (
+                "etc/clb/health.yaml",
+                "required_units: [clb-test-app.service]\n",
+                0o644,
+            ),
+        ],
+    )
 }
 
 /// v4's extra: an init that exits (the kernel panics, panic=5 reboots).
 fn broken_init(work: &Path) -> PathBuf {
-    let dir = work.join("files-broken");
-    write(
-        &dir,
-        "usr/sbin/init",
-        "#!/bin/sh\necho 'CLB-DEBIAN broken init exits'\nexit 1\n",
-        0o755,
-    );
-    dir
+    files(
+        work,
+        "files-broken",
+        &[(
+            "usr/sbin/init",
+            "#!/bin/sh\necho 'CLB-DEBIAN broken init exits'\nexit 1\n",
+            0o755,
+        )],
+    )
 }
 
 /// The `CLB-DEBIAN release=...` line of a console log, as key=value pairs.
