@@ -4,6 +4,7 @@ pub mod bootfiles;
 pub mod bootloader;
 pub mod builddisk;
 pub mod check;
+pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod health;
