@@ -1,12 +1,34 @@
-//! Progress reporting: per-layer bars on a terminal, log lines (tracing) otherwise.
+//! Progress reporting: per-layer bars on a terminal, log lines (tracing) otherwise, and for
+//! the daemon an observer that gets one overall figure (percent, message, nesting depth — the
+//! shape of RAUC's `Progress` property).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Receives the overall progress of an operation; percent never goes down.
+pub trait ProgressObserver: Send + Sync {
+    fn update(&self, percent: u8, message: &str, depth: u32);
+}
+
+/// Where the download phase sits in the overall percentage: resolving and verifying come
+/// before it, staging after it.
+const DOWNLOAD_START: u64 = 10;
+const DOWNLOAD_END: u64 = 90;
+
+#[derive(Default)]
+struct Overall {
+    /// Per layer: (total, done) bytes.
+    layers: Vec<(u64, u64)>,
+    percent: u8,
+}
+
 pub struct Progress {
     multi: Option<MultiProgress>,
+    observer: Option<Arc<dyn ProgressObserver>>,
+    overall: Arc<Mutex<Overall>>,
 }
 
 impl Progress {
@@ -14,7 +36,55 @@ impl Progress {
     pub fn new(bars: bool) -> Self {
         let multi = (bars && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Self { multi }
+        Self {
+            multi,
+            observer: None,
+            overall: Arc::default(),
+        }
+    }
+
+    /// No bars: every change goes to `observer` (and to the log).
+    pub fn observed(observer: Arc<dyn ProgressObserver>) -> Self {
+        Self {
+            multi: None,
+            observer: Some(observer),
+            overall: Arc::default(),
+        }
+    }
+
+    /// A phase of the operation begins (`resolving`, `downloading`, `staging`).
+    pub fn step(&self, message: &str) {
+        let floor = match message {
+            "resolving" => 2,
+            "downloading" => DOWNLOAD_START as u8,
+            "staging" => DOWNLOAD_END as u8,
+            _ => 0,
+        };
+        if self.multi.is_none() {
+            tracing::info!("{message}");
+        }
+        self.report(
+            |o| {
+                o.percent = o.percent.max(floor);
+            },
+            message,
+            1,
+        );
+    }
+
+    fn report(&self, change: impl FnOnce(&mut Overall), message: &str, depth: u32) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let percent = match self.overall.lock() {
+            Ok(mut o) => {
+                change(&mut o);
+                o.percent
+            }
+            // A panicked reporter thread only loses progress figures, never data.
+            Err(_) => return,
+        };
+        observer.update(percent, message, depth);
     }
 
     pub fn layer(&self, name: &str, total: u64) -> LayerProgress {
@@ -30,11 +100,20 @@ impl Progress {
             bar.set_prefix(name.to_string());
             bar
         });
+        let index = match self.overall.lock() {
+            Ok(mut o) => {
+                o.layers.push((total, 0));
+                o.layers.len() - 1
+            }
+            Err(_) => usize::MAX,
+        };
         LayerProgress {
             bar,
             name: name.to_string(),
             total,
             logged_quarter: AtomicU64::new(0),
+            index,
+            observer: self.observer.clone().map(|o| (o, self.overall.clone())),
         }
     }
 }
@@ -44,6 +123,8 @@ pub struct LayerProgress {
     name: String,
     total: u64,
     logged_quarter: AtomicU64,
+    index: usize,
+    observer: Option<(Arc<dyn ProgressObserver>, Arc<Mutex<Overall>>)>,
 }
 
 impl LayerProgress {
@@ -58,12 +139,46 @@ impl LayerProgress {
             }
             None => {}
         }
+        self.observe(done, "downloading");
+    }
+
+    /// Folds this layer's bytes into the overall percentage; the observer hears only of a
+    /// changed figure, so a fast download does not flood the bus.
+    fn observe(&self, done: u64, message: &str) {
+        let Some((observer, overall)) = &self.observer else {
+            return;
+        };
+        let Ok(mut o) = overall.lock() else {
+            return;
+        };
+        if let Some(entry) = o.layers.get_mut(self.index) {
+            entry.1 = done.min(entry.0);
+        }
+        let (total, got) = o
+            .layers
+            .iter()
+            .fold((0u64, 0u64), |(t, d), (lt, ld)| (t + lt, d + ld));
+        let span = DOWNLOAD_END - DOWNLOAD_START;
+        let figure = DOWNLOAD_START + if total == 0 { span } else { got * span / total };
+        let figure = u8::try_from(figure).unwrap_or(100);
+        if figure > o.percent {
+            o.percent = figure;
+            drop(o);
+            observer.update(figure, &format!("{message} {}", self.name), 2);
+        }
     }
 
     pub fn message(&self, msg: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(msg.to_string()),
             None => tracing::info!(layer = %self.name, "{msg}"),
+        }
+        if let Some((observer, overall)) = &self.observer
+            && let Ok(o) = overall.lock()
+        {
+            let percent = o.percent;
+            drop(o);
+            observer.update(percent, &format!("{msg} {}", self.name), 2);
         }
     }
 
@@ -75,5 +190,6 @@ impl LayerProgress {
             }
             None => tracing::info!(layer = %self.name, "{msg}"),
         }
+        self.observe(self.total, msg);
     }
 }

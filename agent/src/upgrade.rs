@@ -7,15 +7,16 @@
 
 use std::path::PathBuf;
 
-use clb_ondisk::{BootState, SlotManifest, SlotName, Verification, bootstate::DEFAULT_MAX_TRIES};
+use clb_ondisk::{BootState, SlotName};
 
+use crate::apply::{self, ApplyOptions};
 use crate::error::{ClbError, Result};
 use crate::hooks::Hooks;
 use crate::progress::Progress;
-use crate::pull::{self, PullOptions, PullStats};
+use crate::pull::{PullOptions, PullStats};
 use crate::registry::Registry;
 use crate::store::StateStore;
-use crate::{blocking, bootfiles, signatures};
+use crate::{blocking, download};
 
 pub struct UpgradeRequest {
     pub image: String,
@@ -65,6 +66,9 @@ pub fn target_slot(state: Option<&BootState>, booted: Option<SlotName>) -> SlotN
     }
 }
 
+/// Download and stage in one step, under one lock: [`crate::download`] then
+/// [`crate::apply`]. A failure removes what it added to the store, except partial downloads
+/// from a registry that vanished mid-transfer (kept to resume).
 pub async fn upgrade(
     store: &StateStore,
     registry: &Registry,
@@ -73,213 +77,47 @@ pub async fn upgrade(
     progress: &Progress,
 ) -> Result<UpgradeReport> {
     let _lock = store.lock()?;
-    let reference = Registry::parse_reference(&req.image)?;
-    let keys = if req.verify {
-        signatures::load_keys(&req.keys)?
-    } else {
-        tracing::warn!(image = %req.image, "signature verification disabled by --no-verify");
-        Vec::new()
-    };
-    let state = if req.recovery {
-        None
-    } else {
-        store.read_bootstate()?
-    };
-    let image = registry.resolve(&reference).await?;
-    tracing::info!(image = %req.image, digest = %image.manifest_digest, layers = image.manifest.layers.len(), "resolved");
-    let verified = if req.verify {
-        let v =
-            signatures::verify_image(registry, &image, &keys, req.signature_repository.as_deref())
-                .await?;
-        tracing::info!(digest = %v.digest, key = %v.key_source, "signature verified");
-        Some(v)
-    } else {
-        None
-    };
-    let slot = if req.recovery {
-        SlotName::Recovery
-    } else {
-        target_slot(state.as_ref(), booted)
-    };
-    if booted == Some(slot) {
-        return Err(ClbError::State(format!(
-            "refusing to write the booted slot {slot}"
-        )));
-    }
-    let current = match (&state, req.recovery) {
-        (_, true) => Some(SlotName::Recovery),
-        (Some(s), false) => Some(s.active),
-        (None, false) => None,
-    };
-    if let Some(current) = current
-        && let Some(active) = store.read_slot(current)?
-        && active.digest == image.manifest_digest
-        && active.layer_digests().all(|d| store.has_layer(d))
-    {
-        tracing::info!(slot = %current, "already staged");
+    let snapshot = store.snapshot();
+    let (record, downloaded) =
+        download::download_locked(store, registry, req, true, progress).await?;
+    let Some(record) = record else {
+        let current = if req.recovery {
+            SlotName::Recovery
+        } else {
+            store
+                .read_bootstate()?
+                .map_or(SlotName::A, |state| state.active)
+        };
         return Ok(UpgradeReport {
             slot: current,
-            image: req.image.clone(),
-            digest: image.manifest_digest,
-            verified_with: verified.map(|v| v.key_source),
+            image: downloaded.image,
+            digest: downloaded.digest,
+            verified_with: downloaded.verified_with,
             up_to_date: true,
             hook_warnings: Vec::new(),
-            stats: PullStats::default(),
+            stats: downloaded.stats,
         });
-    }
-    let hooks = req.hooks.clone();
-    blocking(move || hooks.before()).await?;
-
-    let (download, needed) = pull::space_needed(store, &image);
-    let available = store.available_bytes()?;
-    if needed > available {
-        return Err(ClbError::NoSpace {
-            path: store.root().to_path_buf(),
-            needed,
-            available,
-        });
-    }
-    tracing::info!(download, available, "space checked");
-
-    // Everything up to the boot-state writes only adds files no slot references; a failure
-    // takes them away again (except a registry that vanished mid-transfer: kept to resume).
-    let snapshot = store.snapshot();
-    let prepared = prepare(store, registry, &image, req, progress).await;
-    let (layers, stats, staged_boot) = match prepared {
-        Ok(v) => v,
-        Err(e) => {
-            if !matches!(e, ClbError::Unreachable(_)) {
-                blocking(move || {
-                    snapshot.undo();
-                    Ok(())
-                })
-                .await?;
-            }
-            return Err(e);
-        }
     };
-
-    let commit = Commit {
-        store: store.clone(),
-        slot,
-        state,
+    let opts = ApplyOptions {
+        hooks: req.hooks.clone(),
         max_tries: req.max_tries,
         recovery: req.recovery,
-        staged_boot,
-        manifest: SlotManifest {
-            schema: clb_ondisk::slot::SLOT_SCHEMA,
-            slot,
-            image: req.image.clone(),
-            digest: image.manifest_digest.clone(),
-            layers,
-            verified: verified.as_ref().map(|v| Verification {
-                key: v.key_source.clone(),
-                key_fingerprint: v.key_fingerprint.clone(),
-            }),
-            staged_at: now_rfc3339(),
-            boot: None,
-        },
+        before_hooks: false,
     };
-    let digest = blocking(move || commit.write()).await?;
-    tracing::info!(%slot, %digest, "staged; the next boot tries it");
-    let hooks = req.hooks.clone();
-    let hook_warnings = blocking(move || Ok(hooks.after())).await?;
-    Ok(UpgradeReport {
-        slot,
-        image: req.image.clone(),
-        digest,
-        verified_with: verified.map(|v| v.key_source),
-        up_to_date: false,
-        hook_warnings,
-        stats,
-    })
-}
-
-/// The writes that make a staged slot bootable, in their power-cut-safe order.
-struct Commit {
-    store: StateStore,
-    slot: SlotName,
-    state: Option<BootState>,
-    /// `None` keeps the machine's count (every boot counts, so it is a machine setting, not
-    /// only a new release's trial).
-    max_tries: Option<u32>,
-    recovery: bool,
-    staged_boot: Option<bootfiles::StagedBoot>,
-    manifest: SlotManifest,
-}
-
-impl Commit {
-    /// Disarms the target as a fallback, commits its boot files and manifest, then flips the
-    /// boot pointer last. Returns the staged digest.
-    fn write(mut self) -> Result<String> {
-        let store = &self.store;
-        let mut next = match &self.state {
-            Some(s) => {
-                // Disarm the target as a fallback before overwriting it (power-cut safety).
-                let mut disarmed = s.clone();
-                disarmed.forget_fallback(self.slot);
-                if &disarmed != s {
-                    store.write_bootstate(&disarmed)?;
-                }
-                disarmed
-            }
-            None => BootState::new(self.slot, self.max_tries.unwrap_or(DEFAULT_MAX_TRIES)),
-        };
-        self.manifest.boot = bootfiles::commit(store, self.slot, self.staged_boot.take())?;
-        store.write_slot(&self.manifest)?;
-        if !self.recovery {
-            if let Some(max) = self.max_tries {
-                next.max_tries = max;
-            }
-            if self.state.is_some() {
-                next.stage(self.slot);
-            }
-            store.write_bootstate(&next)?;
+    match apply::apply_locked(store, record, &opts, booted, progress).await {
+        Ok(mut report) => {
+            report.stats = downloaded.stats;
+            Ok(report)
         }
-        Ok(self.manifest.digest)
+        Err(e) => {
+            blocking(move || {
+                snapshot.undo();
+                Ok(())
+            })
+            .await?;
+            Err(e)
+        }
     }
-}
-
-/// Pulls the layers, then looks into the new root once: its kernel and initrd are copied out
-/// and the hooks it ships run, before anything that could boot it is written.
-async fn prepare(
-    store: &StateStore,
-    registry: &Registry,
-    image: &crate::registry::ResolvedImage,
-    req: &UpgradeRequest,
-    progress: &Progress,
-) -> Result<(
-    Vec<clb_ondisk::LayerRecord>,
-    PullStats,
-    Option<bootfiles::StagedBoot>,
-)> {
-    store.ensure_dirs()?;
-    let (layers, stats) = pull::pull_layers(store, registry, image, &req.pull, progress).await?;
-    let paths: Vec<PathBuf> = layers
-        .iter()
-        .map(|l| store.layout().layer(&l.digest))
-        .collect();
-    let (store, hooks) = (store.clone(), req.hooks.clone());
-    let boot = blocking(move || inspect_new_root(&store, &paths, &hooks)).await?;
-    Ok((layers, stats, boot))
-}
-
-/// Mounts the new layer stack once: copies its kernel and initrd out and runs the hooks it
-/// ships, then unmounts it.
-fn inspect_new_root(
-    store: &StateStore,
-    paths: &[PathBuf],
-    hooks: &Hooks,
-) -> Result<Option<bootfiles::StagedBoot>> {
-    let mnt = tempfile::Builder::new()
-        .prefix("clb-new-root-")
-        .tempdir()
-        .map_err(ClbError::io("creating a mount point"))?;
-    let stack = clb_disk::mount_layer_stack(paths, mnt.path())?;
-    let inspected = bootfiles::extract(store, mnt.path())
-        .and_then(|boot| hooks.in_image(mnt.path()).map(|()| boot));
-    stack.unmount()?;
-    inspected
 }
 
 /// Makes the other A/B slot active for the next boot.

@@ -4,6 +4,7 @@
 //! ```text
 //! grubenv                         boot state (GRUB environment block, 1024 bytes)
 //! slots/{a,b,recovery}.json       slot manifests
+//! slots/download.json             a verified download waiting for `clb upgrade --apply`
 //! layers/sha256-<hex>.squashfs    content-addressed layer store (digest of the SquashFS file)
 //! sources/sha256-<hex>            conversion cache: source layer digest -> SquashFS digest
 //! boot/{a,b,recovery}/vmlinuz     the slot's kernel (and `initrd`), from the image's /boot
@@ -38,6 +39,11 @@ impl StateLayout {
     }
     pub fn slot_manifest(&self, slot: SlotName) -> PathBuf {
         self.slots_dir().join(format!("{}.json", slot.as_str()))
+    }
+    /// The downloaded-but-not-staged image (`clb upgrade --download-only`); its layers are
+    /// kept by garbage collection like a slot's.
+    pub fn download_record(&self) -> PathBuf {
+        self.slots_dir().join("download.json")
     }
     pub fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")

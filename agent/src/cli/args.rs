@@ -35,6 +35,10 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Work standalone even when the clb daemon runs (by default clb asks the daemon to do
+    /// upgrades, checks, rollbacks and marks on the state it serves, and shows its progress).
+    #[arg(long, global = true)]
+    pub no_daemon: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,6 +49,9 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Show the slots and the boot state.
     Status,
+    /// Run the host agent on the system bus (clb.service): the D-Bus API dev.clb.Agent1,
+    /// and update checks per /etc/clb/config.yaml.
+    Daemon(DaemonArgs),
     /// Make the other slot active for the next boot.
     Rollback {
         /// Reboot into it right away (host only).
@@ -223,6 +230,24 @@ pub struct UpgradeArgs {
     /// not. Reads only; stages nothing.
     #[arg(long, conflicts_with_all = ["reboot", "recovery"])]
     pub check: bool,
+    /// Fetch and verify -d IMAGE into the store now, stage nothing: no slot and no boot
+    /// pointer changes. `--apply` stages it later without the network.
+    #[arg(long, conflicts_with_all = ["reboot", "recovery", "check"])]
+    pub download_only: bool,
+    /// Stage what `--download-only` fetched, with no network; fails clearly when nothing
+    /// was downloaded or a layer is missing from the store.
+    #[arg(long, conflicts_with_all = ["recovery", "check", "download_only"])]
+    pub apply: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Directory with config.yaml and config.d/.
+    #[arg(long, default_value = "/etc/clb", value_name = "DIR")]
+    pub config_dir: PathBuf,
+    /// Serve the API only: no update checks of its own, whatever the strategy.
+    #[arg(long)]
+    pub no_updates: bool,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod boot;
+mod daemon;
 mod system;
 
 use std::io::IsTerminal;
@@ -78,15 +79,6 @@ impl StageArgs {
         let Some(image) = self.image.clone() else {
             bail!(ClbError::Invalid("-d IMAGE is required".into()));
         };
-        let host_sources = if self.no_hooks {
-            None
-        } else if !self.hook_files.is_empty() {
-            Some(clb_cloud_config::Sources::files(self.hook_files.clone()))
-        } else if host {
-            Some(clb_cloud_config::Sources::from_system())
-        } else {
-            None
-        };
         Ok(UpgradeRequest {
             image,
             keys: self.keys.clone(),
@@ -97,13 +89,26 @@ impl StageArgs {
                 jobs: self.jobs,
                 convert: convert_options(self.compressor, self.compression_level),
             },
-            hooks: clb::hooks::Hooks {
-                action,
-                host: host_sources,
-                image: !self.no_hooks,
-            },
+            hooks: self.hooks(action, host),
             recovery: false,
         })
+    }
+
+    fn hooks(&self, action: &'static str, host: bool) -> clb::hooks::Hooks {
+        let host_sources = if self.no_hooks {
+            None
+        } else if !self.hook_files.is_empty() {
+            Some(clb_cloud_config::Sources::files(self.hook_files.clone()))
+        } else if host {
+            Some(clb_cloud_config::Sources::from_system())
+        } else {
+            None
+        };
+        clb::hooks::Hooks {
+            action,
+            host: host_sources,
+            image: !self.no_hooks,
+        }
     }
 }
 
@@ -149,7 +154,57 @@ fn open(cli: &Cli, writable: bool) -> Result<Target> {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if daemon::try_through_daemon(&cli).await? {
+        return Ok(());
+    }
     match &cli.command {
+        Command::Daemon(a) => daemon::serve(&cli, a).await?,
+        Command::Upgrade(a) if a.download_only => {
+            let target = open(&cli, true)?;
+            let registry = a.stage.registry.registry()?;
+            let progress = Progress::new(!cli.json && !cli.quiet);
+            let request = a.stage.request("upgrade", target.is_host())?;
+            let report = clb::download::download(target.store(), &registry, &request, &progress)
+                .await
+                .with_context(|| format!("downloading {}", request.image))?;
+            if cli.json {
+                print_json(&report)?;
+            } else if report.up_to_date {
+                println!("{} ({}) is already staged", report.image, report.digest);
+            } else {
+                println!(
+                    "downloaded and verified {} ({}): {} of {} layers fetched; `clb upgrade --apply` stages it",
+                    report.image,
+                    report.digest,
+                    report.stats.layers_downloaded,
+                    report.stats.layers
+                );
+            }
+        }
+        Command::Upgrade(a) if a.apply => {
+            let target = open(&cli, true)?;
+            if a.reboot && !target.is_host() {
+                bail!(ClbError::Invalid(
+                    "--reboot only works on a host, not with --state-dir or --disk".into()
+                ));
+            }
+            let progress = Progress::new(!cli.json && !cli.quiet);
+            let hooks = a.stage.hooks("upgrade", target.is_host());
+            let opts = clb::apply::ApplyOptions {
+                hooks,
+                max_tries: a.stage.max_tries,
+                recovery: false,
+                before_hooks: true,
+            };
+            let report = clb::apply::apply(target.store(), &opts, target.booted(), &progress)
+                .await
+                .context("applying the download")?;
+            print_stage_report(&cli, &report)?;
+            if a.reboot {
+                drop(target);
+                clb::reboot::reboot().await.context("rebooting")?;
+            }
+        }
         Command::Upgrade(a) if a.check => {
             let target = open(&cli, false)?;
             let registry = a.stage.registry.registry()?;
