@@ -1,6 +1,7 @@
 //! `clb-gen`: writes what is derived from clb's code — man pages, shell completions,
 //! `docs/cli-reference.md`, the exit-code table in `docs/cli.md` and the status document's
-//! JSON Schema `docs/status.schema.json` — so none of them is kept by hand. A separate binary keeps the generators out of `clb` itself.
+//! JSON Schema `docs/status.schema.json`, the D-Bus introspection XML
+//! `docs/dbus/dev.clb.Agent1.xml` — so none of them is kept by hand. A separate binary keeps the generators out of `clb` itself.
 
 // The very definitions `clb` parses with, compiled in here too: the lib does not hold the CLI.
 // The generator reads only the clap tree, never a parsed value.
@@ -83,6 +84,11 @@ fn docs(root: &Path, check: bool) -> Result<bool> {
             "docs/status.schema.json",
             root.join("docs/status.schema.json"),
             serde_json::to_string_pretty(&clb::status::schema())? + "\n",
+        ),
+        (
+            "docs/dbus/dev.clb.Agent1.xml",
+            root.join("docs/dbus/dev.clb.Agent1.xml"),
+            clb::daemon::interface::introspection_xml(),
         ),
     ];
     let mut fresh = true;

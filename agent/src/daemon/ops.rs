@@ -475,9 +475,10 @@ impl ProgressObserver for Observer {
 }
 
 impl Runner {
-    /// The slot running now is the active one and marked good (offline, with a state
-    /// directory: the active slot is good).
-    pub async fn booted_good(&self) -> bool {
+    /// This boot is settled: the slot running now is the active one and marked good (by
+    /// clb-mark-good.service after boot-complete.target; with a state directory: the
+    /// active slot is good), or nothing is installed yet.
+    pub async fn boot_decided(&self) -> bool {
         let opts = self.opts.clone();
         crate::blocking(move || {
             let target = Target::open(opts.state_dir.as_deref(), None, &opts.state_label, false)?;

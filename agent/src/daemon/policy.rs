@@ -16,6 +16,11 @@ use crate::strategy::{Clock, RebootGate, SystemClock};
 pub async fn update_loop(runner: Arc<Runner>) {
     let clock = SystemClock;
     let cancel = CancellationToken::new();
+    // Nothing is checked before this boot is decided: mark-good (or a coordinator) runs
+    // first, and a FleetLock slot held from the reboot is released.
+    while !runner.boot_decided().await {
+        clock.sleep(Duration::from_secs(5)).await;
+    }
     tokio::spawn(steady_state(runner.clone()));
     let mut first = true;
     loop {
@@ -92,17 +97,11 @@ async fn reboot_into(runner: &Arc<Runner>, slot: SlotName) {
     }
 }
 
-/// Once the booted slot is marked good (by clb-mark-good.service after boot-complete),
-/// tells the strategy (FleetLock: `steady-state`, releasing this host's reboot slot).
+/// Once the boot is decided, tells the strategy (FleetLock: `steady-state`, releasing this
+/// host's reboot slot).
 async fn steady_state(runner: Arc<Runner>) {
     let clock = SystemClock;
     let cancel = CancellationToken::new();
-    loop {
-        if runner.booted_good().await {
-            break;
-        }
-        clock.sleep(Duration::from_secs(10)).await;
-    }
     match RebootGate::from_config(&runner.config()) {
         Ok(gate) => {
             if let Err(e) = gate.report_steady_state(&clock, &cancel).await {
