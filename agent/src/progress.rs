@@ -124,8 +124,11 @@ pub struct LayerProgress {
     total: u64,
     logged_quarter: AtomicU64,
     index: usize,
-    observer: Option<(Arc<dyn ProgressObserver>, Arc<Mutex<Overall>>)>,
+    observer: Option<Shared>,
 }
+
+/// The daemon's observer and the figures all layers add to.
+type Shared = (Arc<dyn ProgressObserver>, Arc<Mutex<Overall>>);
 
 impl LayerProgress {
     pub fn set(&self, done: u64) {
@@ -159,7 +162,7 @@ impl LayerProgress {
             .iter()
             .fold((0u64, 0u64), |(t, d), (lt, ld)| (t + lt, d + ld));
         let span = DOWNLOAD_END - DOWNLOAD_START;
-        let figure = DOWNLOAD_START + if total == 0 { span } else { got * span / total };
+        let figure = DOWNLOAD_START + (got * span).checked_div(total).unwrap_or(span);
         let figure = u8::try_from(figure).unwrap_or(100);
         if figure > o.percent {
             o.percent = figure;

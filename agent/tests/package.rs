@@ -92,6 +92,10 @@ fn file_list_is_complete(deb: &Path) {
     let data = [
         "/usr/lib/systemd/system/clb-mark-good.service",
         "/usr/lib/systemd/system/clb-health-check.service",
+        "/usr/lib/systemd/system/clb.service",
+        "/usr/share/dbus-1/system.d/dev.clb.Agent.conf",
+        "/usr/share/doc/clb/daemon.md",
+        "/usr/share/man/man1/clb-daemon.1.gz",
         "/usr/share/doc/clb/health.md",
         "/usr/share/initramfs-tools/scripts/clb",
         "/usr/share/clb/grub.cfg",
@@ -155,6 +159,11 @@ fn units_are_enabled_and_dependencies_declared(deb: &Path) {
     ] {
         assert!(listing.contains(link), "{link} missing:\n{listing}");
     }
+    // The daemon is the user's choice (`systemctl enable --now clb.service`): no vendor link.
+    assert!(
+        !listing.contains("wants/clb.service"),
+        "clb.service must not be enabled by the package:\n{listing}"
+    );
     let depends = ok(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"));
     for dep in ["squashfs-tools-ng", "e2fsprogs", "mount", "mtools"] {
         assert!(
