@@ -55,6 +55,20 @@ pub struct Status {
     pub failed_slot: Option<SlotName>,
     /// The installed slots by name (`a`, `b`, `recovery`).
     pub slots: BTreeMap<String, SlotStatus>,
+    /// A verified download waiting for `clb upgrade --apply` (`null`: none).
+    pub download: Option<DownloadStatus>,
+}
+
+/// What `clb upgrade --download-only` fetched and nothing staged yet.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DownloadStatus {
+    pub image: String,
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub digest: String,
+    /// When it was downloaded (RFC 3339, UTC).
+    pub downloaded_at: String,
+    /// Every layer it needs is still in the store (`--apply` can stage it offline).
+    pub complete: bool,
 }
 
 /// One installed slot.
@@ -112,6 +126,12 @@ pub fn status(store: &StateStore, booted: Option<SlotName>) -> Result<Status> {
         rolled_back: state.as_ref().is_some_and(|s| s.rolled_back),
         failed_slot: state.as_ref().and_then(|s| s.failed),
         slots,
+        download: store.read_download()?.map(|d| DownloadStatus {
+            complete: d.layers.iter().all(|l| store.has_layer(&l.digest)),
+            image: d.image,
+            digest: d.digest,
+            downloaded_at: d.downloaded_at,
+        }),
     })
 }
 
@@ -147,6 +167,19 @@ impl Status {
                 if s.complete { "" } else { " (INCOMPLETE)" },
                 s.verified_with.as_deref().unwrap_or("no (--no-verify)"),
                 s.staged_at
+            ));
+        }
+        if let Some(d) = &self.download {
+            out.push_str(&format!(
+                "\ndownloaded: {}\n  digest:  {}\n  at:      {}{}\n",
+                d.image,
+                d.digest,
+                d.downloaded_at,
+                if d.complete {
+                    " (`clb upgrade --apply` stages it)"
+                } else {
+                    " (INCOMPLETE: download it again)"
+                }
             ));
         }
         out

@@ -187,14 +187,17 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Drops layers no slot uses, conversion cache entries pointing at them, and partial
-    /// downloads. Callers hold the lock.
+    /// Drops layers no slot and no pending download uses, conversion cache entries pointing
+    /// at them, and partial downloads. Callers hold the lock.
     pub fn gc(&self) -> Result<GcReport> {
-        let used: BTreeSet<String> = self
+        let mut used: BTreeSet<String> = self
             .slots()?
             .iter()
             .flat_map(|m| m.layer_digests().map(str::to_string).collect::<Vec<_>>())
             .collect();
+        if let Some(download) = self.read_download()? {
+            used.extend(download.layers.into_iter().map(|l| l.digest));
+        }
         let mut report = GcReport::default();
         for entry in read_dir_names(&self.layout.layers_dir())? {
             let Some(stem) = entry.strip_suffix(".squashfs") else {

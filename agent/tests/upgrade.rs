@@ -236,3 +236,96 @@ fn check_says_whether_the_tag_moved_without_staging() {
     assert_eq!(fx.status(&state)["slots"], before["slots"]);
     assert_eq!(fx.status(&state)["active"], before["active"]);
 }
+
+/// `--download-only` fetches and verifies without touching a slot or the boot pointer; gc
+/// keeps what it fetched; `--apply` stages it with the registry gone; bad applies change
+/// nothing and say why.
+#[test]
+fn download_now_apply_later_without_the_network() {
+    let (mut fx, state, _r) = staged();
+    fx.sign("os:v2");
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "--json".into(),
+            "--no-daemon".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "upgrade".into(),
+            "--key".into(),
+            fx.pubkey.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        clb_owned(&args)
+    };
+    // Nothing downloaded yet: apply refuses, exit 11, nothing changes.
+    let before = fx.status(&state);
+    assert_fails(&run(&["--apply"]), 11, "nothing downloaded to apply");
+    assert_eq!(fx.status(&state), before);
+
+    let image = fx.image("os:v2");
+    let out = run(&["--download-only", "-d", &image]);
+    assert_ok(&out);
+    let report = json(&out);
+    assert_eq!(report["up_to_date"], false);
+    assert!(
+        report["layers_downloaded"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["verified_with"].as_str().unwrap().ends_with(".pub"));
+    // No slot and no boot pointer changed; status and the record name the verified digest.
+    let mut during = fx.status(&state);
+    assert_eq!(during["download"]["digest"], report["digest"], "{during}");
+    assert_eq!(during["download"]["complete"], true);
+    during["download"] = serde_json::Value::Null;
+    assert_eq!(during, before, "download-only staged something");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("slots/download.json")).unwrap()).unwrap();
+    assert_eq!(record["digest"], report["digest"]);
+    // Garbage collection keeps a pending download's layers.
+    assert_ok(&clb(&[
+        "--no-daemon",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "gc",
+    ]));
+    for layer in record["layers"].as_array().unwrap() {
+        let name = layer["digest"].as_str().unwrap().replace(':', "-");
+        assert!(
+            state.join(format!("layers/{name}.squashfs")).is_file(),
+            "gc removed {name} of the pending download"
+        );
+    }
+
+    // A missing layer: apply refuses, names it, changes nothing (and keeps the record).
+    let top = record["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .replace(':', "-");
+    let top_path = state.join(format!("layers/{top}.squashfs"));
+    let saved = fx.work.path().join("saved-layer");
+    std::fs::rename(&top_path, &saved).unwrap();
+    assert_fails(&run(&["--apply"]), 11, "is missing from the store");
+    let mut during = fx.status(&state);
+    assert_eq!(during["download"]["complete"], false);
+    during["download"] = serde_json::Value::Null;
+    assert_eq!(during, before);
+    std::fs::rename(&saved, &top_path).unwrap();
+
+    // The registry is gone: apply needs no network.
+    fx.reg.stop();
+    let out = run(&["--apply"]);
+    assert_ok(&out);
+    let staged = json(&out);
+    assert_eq!(staged["slot"], "b");
+    assert_eq!(staged["digest"], report["digest"]);
+    let after = fx.status(&state);
+    assert_eq!(after["download"], serde_json::Value::Null);
+    assert_eq!(after["active"], "b");
+    assert_eq!(after["slots"]["b"]["digest"], report["digest"]);
+    assert!(
+        !state.join("slots/download.json").exists(),
+        "the record outlived the apply"
+    );
+    // Applying again: nothing left to apply.
+    assert_fails(&run(&["--apply"]), 11, "nothing downloaded to apply");
+}
