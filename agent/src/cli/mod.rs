@@ -208,14 +208,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Upgrade(a) if a.check => {
             let target = open(&cli, false)?;
             let registry = a.stage.registry.registry()?;
-            let report = clb::check::check(
-                target.store(),
-                &registry,
-                a.stage.image.as_deref(),
-                target.booted(),
-            )
-            .await
-            .context("checking for an update")?;
+            // On a host, the channel is the one the daemon follows (config.yaml's `image`).
+            let configured = || {
+                clb::config::load(std::path::Path::new(clb::config::DEFAULT_DIR))
+                    .ok()
+                    .and_then(|l| l.config.image)
+            };
+            let image = a
+                .stage
+                .image
+                .clone()
+                .or_else(|| target.is_host().then(configured).flatten());
+            let report =
+                clb::check::check(target.store(), &registry, image.as_deref(), target.booted())
+                    .await
+                    .context("checking for an update")?;
             if cli.json {
                 print_json(&report)?;
             } else if !cli.quiet {
