@@ -214,6 +214,9 @@ pub enum ClbError {
     /// A boot state block that does not decode or cannot change as asked.
     #[error(transparent)]
     BootState(#[from] clb_ondisk::bootstate::BootStateError),
+    /// `/etc/clb/config.yaml` or a drop-in that cannot be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A worker thread of the operation panicked or was cancelled.
     #[error("a worker of this operation stopped unexpectedly")]
     Worker(#[from] tokio::task::JoinError),
@@ -251,6 +254,7 @@ impl ClbError {
             ClbError::Command(_) => exit::FAILURE,
             ClbError::Layout(e) => layout_exit_code(e),
             ClbError::BootState(_) => exit::STATE,
+            ClbError::Config(_) => exit::INVALID_INPUT,
             ClbError::Worker(_) => exit::FAILURE,
             ClbError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
             ClbError::Io { .. } => exit::FAILURE,
