@@ -11,8 +11,8 @@ use crate::download::DownloadRecord;
 use crate::error::{ClbError, Result};
 use crate::hooks::Hooks;
 use crate::progress::Progress;
+use crate::stage::{UpgradeReport, now_rfc3339, target_slot};
 use crate::store::StateStore;
-use crate::upgrade::{UpgradeReport, now_rfc3339, target_slot};
 use crate::{blocking, bootfiles};
 
 /// What staging needs besides the downloaded record.

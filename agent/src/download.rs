@@ -9,8 +9,8 @@ use crate::error::{ClbError, Result};
 use crate::progress::Progress;
 use crate::pull::{self, PullStats};
 use crate::registry::Registry;
+use crate::stage::{UpgradeRequest, now_rfc3339};
 use crate::store::StateStore;
-use crate::upgrade::{UpgradeRequest, now_rfc3339};
 use crate::{blocking, signatures};
 
 pub const DOWNLOAD_SCHEMA: u32 = 1;

@@ -12,7 +12,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use super::access::{self, AccessError};
-use super::ops::{OpKind, OpRequest, Outcome, Runner};
+use super::ops::{Events, OpKind, OpRequest, Outcome, Runner};
 use super::{BUS_NAME, OBJECT_PATH};
 use crate::error::{ClbError, Result};
 
@@ -309,15 +309,39 @@ fn parse_options(
     Ok(req)
 }
 
-/// Owns the bus name and serves the interface.
+/// Owns the bus name, serves the interface, and publishes the runner's changes: a
+/// `PropertiesChanged` when the figures move, properties then `Completed` when an operation
+/// ends (in that order, so a client reacting to `Completed` reads the final figures).
 pub async fn serve(runner: Arc<Runner>) -> Result<zbus::Connection> {
+    let events = runner
+        .take_events()
+        .ok_or_else(|| ClbError::State("the daemon's events are already published".into()))?;
     let conn = zbus::connection::Builder::system()
         .name(BUS_NAME)
         .serve_at(OBJECT_PATH, AgentInterface { runner })
         .build()
         .await
         .map_err(bus_error)?;
+    tokio::spawn(publish(conn.clone(), events));
     Ok(conn)
+}
+
+async fn publish(conn: zbus::Connection, mut events: Events) {
+    loop {
+        tokio::select! {
+            () = events.changed.notified() => {
+                if let Err(e) = emit_changes(&conn).await {
+                    tracing::debug!(error = %e, "PropertiesChanged not sent");
+                }
+            }
+            outcome = events.finished.recv() => {
+                let Some(outcome) = outcome else { return };
+                if let Err(e) = emit_completed(&conn, &outcome).await {
+                    tracing::warn!(error = %e, "Completed signal not sent");
+                }
+            }
+        }
+    }
 }
 
 fn bus_error(e: zbus::Error) -> ClbError {
@@ -325,7 +349,7 @@ fn bus_error(e: zbus::Error) -> ClbError {
 }
 
 /// Sends `PropertiesChanged` for the properties an operation moves.
-pub async fn emit_changes(conn: &zbus::Connection) -> zbus::Result<()> {
+async fn emit_changes(conn: &zbus::Connection) -> zbus::Result<()> {
     let iface = conn
         .object_server()
         .interface::<_, AgentInterface>(OBJECT_PATH)
@@ -342,8 +366,7 @@ pub async fn emit_changes(conn: &zbus::Connection) -> zbus::Result<()> {
     me.downloaded_digest_changed(emitter).await
 }
 
-pub async fn emit_completed(conn: &zbus::Connection, outcome: &Outcome) -> zbus::Result<()> {
-    // Properties first, so a client that reacts to `Completed` reads the final figures.
+async fn emit_completed(conn: &zbus::Connection, outcome: &Outcome) -> zbus::Result<()> {
     emit_changes(conn).await?;
     let emitter = SignalEmitter::new(conn, OBJECT_PATH)?;
     AgentInterface::completed(

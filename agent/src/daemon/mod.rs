@@ -48,7 +48,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     }
     let runner = Arc::new(ops::Runner::new(opts.clone(), holder));
     let conn = interface::serve(runner.clone()).await?;
-    runner.attach(conn.clone()).await;
+    runner.refresh_host_view().await;
     tracing::info!(name = BUS_NAME, path = OBJECT_PATH, "serving {INTERFACE}");
     notify_ready();
 

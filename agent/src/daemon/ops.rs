@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::sync::{Notify, OnceCell, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::DaemonOptions;
@@ -87,9 +87,17 @@ pub struct Runner {
     config: Mutex<ConfigHolder>,
     live: Mutex<Live>,
     cancel: Mutex<Option<CancellationToken>>,
-    conn: OnceCell<zbus::Connection>,
-    /// Wakes the task that sends `PropertiesChanged`.
+    /// Wakes whoever publishes the properties (the bus interface's task).
     changed: Arc<Notify>,
+    /// Finished operations, in order, for the `Completed` signal.
+    finished: mpsc::UnboundedSender<Outcome>,
+    events: Mutex<Option<Events>>,
+}
+
+/// What the runner tells its publisher: "the figures changed", and each finished operation.
+pub struct Events {
+    pub changed: Arc<Notify>,
+    pub finished: mpsc::UnboundedReceiver<Outcome>,
 }
 
 /// A second operation while one runs.
@@ -99,6 +107,8 @@ pub struct Busy(pub &'static str);
 
 impl Runner {
     pub fn new(opts: DaemonOptions, config: ConfigHolder) -> Self {
+        let (finished, finished_rx) = mpsc::unbounded_channel();
+        let changed = Arc::new(Notify::new());
         Runner {
             opts,
             config: Mutex::new(config),
@@ -112,25 +122,18 @@ impl Runner {
                 downloaded: String::new(),
             }),
             cancel: Mutex::new(None),
-            conn: OnceCell::new(),
-            changed: Arc::new(Notify::new()),
+            changed: changed.clone(),
+            finished,
+            events: Mutex::new(Some(Events {
+                changed,
+                finished: finished_rx,
+            })),
         }
     }
 
-    /// Gives the runner its bus connection (for signals) and starts the task that turns
-    /// changes into `PropertiesChanged`.
-    pub async fn attach(self: &Arc<Self>, conn: zbus::Connection) {
-        let _ = self.conn.set(conn.clone());
-        self.refresh_host_view().await;
-        let changed = self.changed.clone();
-        tokio::spawn(async move {
-            loop {
-                changed.notified().await;
-                if let Err(e) = super::interface::emit_changes(&conn).await {
-                    tracing::debug!(error = %e, "PropertiesChanged not sent");
-                }
-            }
-        });
+    /// The change notifications and finished operations; the first caller gets them.
+    pub fn take_events(&self) -> Option<Events> {
+        self.events.lock().ok().and_then(|mut e| e.take())
     }
 
     pub fn live(&self) -> Live {
@@ -277,11 +280,7 @@ impl Runner {
                 );
             }
         });
-        if let Some(conn) = self.conn.get()
-            && let Err(e) = super::interface::emit_completed(conn, &outcome).await
-        {
-            tracing::warn!(error = %e, "Completed signal not sent");
-        }
+        let _ = self.finished.send(outcome.clone());
         outcome
     }
 
