@@ -90,7 +90,10 @@ fn a_stale_contract_fails_the_check() {
 fn exit_table_has_each_code_once_in_order() {
     let codes: Vec<u8> = exit::TABLE.iter().map(|c| c.code).collect();
     let expected: Vec<u8> = (0..=exit::ACCESS_DENIED).collect();
-    assert_eq!(codes, expected, "TABLE must list 0..=ACCESS_DENIED in order");
+    assert_eq!(
+        codes, expected,
+        "TABLE must list 0..=ACCESS_DENIED in order"
+    );
     let mut names: Vec<&str> = exit::TABLE.iter().map(|c| c.name).collect();
     names.sort_unstable();
     names.dedup();
