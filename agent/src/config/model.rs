@@ -55,7 +55,7 @@ pub struct FleetLockConfig {
 pub struct AgentConfig {
     /// The image (`registry/repo:tag`) to follow; `None`: the active slot's own image.
     pub image: Option<String>,
-    /// Trusted cosign public keys; empty: the default key directory.
+    /// Trusted cosign public keys (with `verify` and none, every update is refused).
     pub keys: Vec<PathBuf>,
     /// Verify signatures (default true).
     pub verify: bool,
