@@ -214,6 +214,9 @@ pub enum ClbError {
     /// A boot state block that does not decode or cannot change as asked.
     #[error(transparent)]
     BootState(#[from] clb_ondisk::bootstate::BootStateError),
+    /// Deciding when to reboot: a bad strategy configuration, or the lock server.
+    #[error(transparent)]
+    Strategy(#[from] crate::strategy::StrategyError),
     /// `/etc/clb/config.yaml` or a drop-in that cannot be used.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -256,6 +259,8 @@ impl ClbError {
             ClbError::BootState(_) => exit::STATE,
             ClbError::Config(_) => exit::INVALID_INPUT,
             ClbError::Worker(_) => exit::FAILURE,
+            ClbError::Strategy(e) if e.is_config() => exit::INVALID_INPUT,
+            ClbError::Strategy(_) => exit::FAILURE,
             ClbError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
             ClbError::Io { .. } => exit::FAILURE,
         }

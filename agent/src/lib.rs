@@ -20,6 +20,7 @@ pub mod registry;
 pub mod signatures;
 pub mod status;
 pub mod store;
+pub mod strategy;
 pub mod target;
 pub mod upgrade;
 

@@ -10,6 +10,8 @@
 //!   before" after a failing operation.
 //! - [`write_oci_layout`]: a hand-written OCI image layout that `skopeo` can copy to a registry.
 //! - [`require_tool`]: tests fail (never skip) when a prerequisite is missing.
+//! - [`FleetLockServer`]: a FleetLock reboot-lock server on 127.0.0.1, written from the
+//!   protocol document, that records every request.
 //!
 //! The fixture is synchronous on purpose (no async runtime): it can be used from plain `#[test]`
 //! functions and from inside a tokio test alike.
@@ -19,6 +21,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accesslog;
+mod fleetlock;
 mod http;
 mod oci;
 mod registry;
@@ -28,6 +31,7 @@ mod tree;
 use std::path::{Path, PathBuf};
 
 pub use accesslog::{AccessLogEntry, BlobFetch, LogMarker};
+pub use fleetlock::{FleetLockRequest, FleetLockServer};
 pub use http::{HttpResponse, http_request};
 pub use oci::{
     OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec,
