@@ -22,6 +22,8 @@ pub mod exit {
     pub const HOOK_FAILED: u8 = 12;
     pub const UNHEALTHY: u8 = 13;
     pub const UP_TO_DATE: u8 = 14;
+    pub const CANCELLED: u8 = 15;
+    pub const ACCESS_DENIED: u8 = 16;
 
     /// One documented exit code. [`TABLE`] is the only place the codes are described:
     /// `clb --help`, the man page and `docs/cli.md` are generated from it.
@@ -131,6 +133,20 @@ pub mod exit {
             examples: "`clb upgrade --check`: the registry has nothing newer than the active slot \
                        (0 means an update is available)",
         },
+        ExitCodeInfo {
+            code: CANCELLED,
+            name: "cancelled",
+            meaning: "cancelled",
+            examples: "the daemon's operation was cancelled (`Cancel` on D-Bus, Ctrl-C at \
+                       `clb upgrade` through the daemon); partial downloads are kept to resume",
+        },
+        ExitCodeInfo {
+            code: ACCESS_DENIED,
+            name: "access-denied",
+            meaning: "access denied",
+            examples: "the daemon refused a changing call from a user who is neither root nor in \
+                       the configured `admin_group`",
+        },
     ];
 }
 
@@ -220,6 +236,12 @@ pub enum ClbError {
     /// `/etc/clb/config.yaml` or a drop-in that cannot be used.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The daemon refused or failed the operation; `code` is its exit code.
+    #[error("{message}")]
+    Daemon { code: u8, message: String },
+    /// The operation was cancelled before it finished.
+    #[error("cancelled")]
+    Cancelled,
     /// A worker thread of the operation panicked or was cancelled.
     #[error("a worker of this operation stopped unexpectedly")]
     Worker(#[from] tokio::task::JoinError),
@@ -259,7 +281,10 @@ impl ClbError {
             ClbError::BootState(_) => exit::STATE,
             ClbError::Config(_) => exit::INVALID_INPUT,
             ClbError::Worker(_) => exit::FAILURE,
+            ClbError::Cancelled => exit::CANCELLED,
+            ClbError::Daemon { code, .. } => *code,
             ClbError::Strategy(e) if e.is_config() => exit::INVALID_INPUT,
+            ClbError::Strategy(crate::strategy::StrategyError::Cancelled) => exit::CANCELLED,
             ClbError::Strategy(_) => exit::FAILURE,
             ClbError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
             ClbError::Io { .. } => exit::FAILURE,

@@ -1,11 +1,14 @@
 //! The clb agent library: everything the `clb` binary does, as typed operations.
 
+pub mod apply;
 pub mod bootfiles;
 pub mod bootloader;
 pub mod builddisk;
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod deploy;
+pub mod download;
 pub mod error;
 pub mod health;
 pub mod hooks;
@@ -18,6 +21,7 @@ pub mod reboot;
 pub mod recovery;
 pub mod registry;
 pub mod signatures;
+pub mod stage;
 pub mod status;
 pub mod store;
 pub mod strategy;
