@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod bus;
+
 #[allow(unused_imports)]
 pub use clb_testsupport::{Registry, RegistryOptions};
 #[allow(unused_imports)]
