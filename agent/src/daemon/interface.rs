@@ -137,7 +137,8 @@ impl AgentInterface {
             .await
     }
 
-    /// Cancels the running operation (partial downloads are kept to resume).
+    /// Cancels the running check or download (partial downloads are kept to resume);
+    /// staging, once begun, always finishes.
     async fn cancel(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
@@ -148,7 +149,10 @@ impl AgentInterface {
         if self.runner.cancel() {
             Ok(())
         } else {
-            Err(AgentError::Failed("no operation is running".into()))
+            Err(AgentError::Failed(
+                "nothing to cancel: no operation runs, or it is staging (which always finishes)"
+                    .into(),
+            ))
         }
     }
 

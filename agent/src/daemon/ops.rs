@@ -15,8 +15,8 @@ use crate::error::{ClbError, Result, exit};
 use crate::progress::{Progress, ProgressObserver};
 use crate::pull::PullOptions;
 use crate::registry::{CredentialSource, Registry, RegistryOptions};
+use crate::stage::{UpgradeReport, UpgradeRequest};
 use crate::target::Target;
-use crate::upgrade::UpgradeRequest;
 use crate::{apply, check, download, status, upgrade};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +194,6 @@ impl Runner {
         kind: OpKind,
         req: OpRequest,
     ) -> std::result::Result<oneshot::Receiver<Outcome>, Busy> {
-        let token = CancellationToken::new();
         {
             let mut live = match self.live.lock() {
                 Ok(l) => l,
@@ -206,34 +205,45 @@ impl Runner {
             live.operation = kind.name();
             live.progress = (0, format!("{} started", kind.name()), 1);
         }
-        if let Ok(mut c) = self.cancel.lock() {
-            *c = Some(token.clone());
-        }
         self.changed.notify_one();
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
         tokio::spawn(async move {
-            let result = tokio::select! {
-                r = me.execute(kind, &req) => r,
-                () = token.cancelled() => Err(ClbError::Cancelled),
-            };
+            let result = me.execute(kind, &req).await;
             let outcome = me.finish(kind, result).await;
             let _ = tx.send(outcome);
         });
         Ok(rx)
     }
 
-    /// Cancels the running operation; `false` when none runs. Staging is not interrupted
-    /// half-way: cancellation takes effect at the next await point, and every store write
-    /// is atomic, so a cancelled operation leaves the store as a crash would (resumable).
+    /// Cancels the running operation while it is in a phase that may stop (checking,
+    /// resolving, verifying, downloading: every store write there is atomic and partial
+    /// downloads resume); `false` when nothing runs or it is staging, which always finishes
+    /// so that `Completed` tells the truth about the slots.
     pub fn cancel(&self) -> bool {
         match self.cancel.lock().ok().and_then(|c| c.clone()) {
-            Some(token) if self.live().operation != "idle" => {
+            Some(token) => {
                 token.cancel();
                 true
             }
-            _ => false,
+            None => false,
         }
+    }
+
+    /// Runs `work` so that [`Runner::cancel`] can stop it.
+    async fn cancellable<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let token = CancellationToken::new();
+        if let Ok(mut c) = self.cancel.lock() {
+            *c = Some(token.clone());
+        }
+        let result = tokio::select! {
+            r = work => r,
+            () = token.cancelled() => Err(ClbError::Cancelled),
+        };
+        if let Ok(mut c) = self.cancel.lock() {
+            *c = None;
+        }
+        result
     }
 
     pub async fn shutdown(&self) {
@@ -259,9 +269,6 @@ impl Runner {
                 }
             }
         };
-        if let Ok(mut c) = self.cancel.lock() {
-            *c = None;
-        }
         self.refresh_host_view().await;
         let class = exit::TABLE
             .iter()
@@ -299,18 +306,39 @@ impl Runner {
             OpKind::Check => {
                 let registry = registry(&config)?;
                 let image = req.image.clone().or(config.image.clone());
-                to_json(&check::check(store, &registry, image.as_deref(), booted).await?)
+                let report = self
+                    .cancellable(check::check(store, &registry, image.as_deref(), booted))
+                    .await?;
+                to_json(&report)
             }
             OpKind::Download => {
                 let request = self.upgrade_request(&config, req, &target)?;
                 let registry = registry(&config)?;
-                to_json(&download::download(store, &registry, &request, &progress).await?)
+                let report = self
+                    .cancellable(download::download(store, &registry, &request, &progress))
+                    .await?;
+                to_json(&report)
             }
             OpKind::Upgrade => {
                 let request = self.upgrade_request(&config, req, &target)?;
                 let registry = registry(&config)?;
-                let report =
-                    upgrade::upgrade(store, &registry, &request, booted, &progress).await?;
+                // Two steps, so that Cancel stops the download but never a staging.
+                let downloaded = self
+                    .cancellable(download::download(store, &registry, &request, &progress))
+                    .await?;
+                let report = if downloaded.up_to_date {
+                    already_staged(store, downloaded)?
+                } else {
+                    let opts = apply::ApplyOptions {
+                        hooks: request.hooks.clone(),
+                        max_tries: request.max_tries,
+                        recovery: false,
+                        before_hooks: true,
+                    };
+                    let mut report = apply::apply(store, &opts, booted, &progress).await?;
+                    report.stats = downloaded.stats;
+                    report
+                };
                 if req.reboot && !report.up_to_date {
                     self.reboot(target.clone()).await?;
                 }
@@ -415,6 +443,25 @@ impl Runner {
             Err(e) => tracing::warn!(error = %e, "could not read the state"),
         }
     }
+}
+
+/// The report of an upgrade that found its image already in the active slot.
+fn already_staged(
+    store: &crate::store::StateStore,
+    downloaded: download::DownloadReport,
+) -> Result<UpgradeReport> {
+    let slot = store
+        .read_bootstate()?
+        .map_or(clb_ondisk::SlotName::A, |s| s.active);
+    Ok(UpgradeReport {
+        slot,
+        image: downloaded.image,
+        digest: downloaded.digest,
+        verified_with: downloaded.verified_with,
+        up_to_date: true,
+        hook_warnings: Vec::new(),
+        stats: downloaded.stats,
+    })
 }
 
 /// The image the active slot was staged from: what the agent follows when no image is
