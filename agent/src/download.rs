@@ -3,13 +3,13 @@
 //! touched, so a download can happen any time; [`crate::apply`] stages it later, offline.
 
 use clb_ondisk::atomic::write_atomic;
-use clb_ondisk::{LayerRecord, Verification};
+use clb_ondisk::{LayerRecord, SlotName, Verification};
 
 use crate::error::{ClbError, Result};
 use crate::progress::Progress;
 use crate::pull::{self, PullStats};
 use crate::registry::Registry;
-use crate::stage::{UpgradeRequest, now_rfc3339};
+use crate::stage::{UpgradeReport, UpgradeRequest, now_rfc3339};
 use crate::store::StateStore;
 use crate::{blocking, signatures};
 
@@ -36,6 +36,29 @@ pub struct DownloadReport {
     pub up_to_date: bool,
     #[serde(flatten)]
     pub stats: PullStats,
+}
+
+impl DownloadReport {
+    /// The report of an upgrade whose image the slot the next boot tries (the recovery slot
+    /// with `recovery`) already holds: nothing to stage.
+    pub fn already_staged(self, store: &StateStore, recovery: bool) -> Result<UpgradeReport> {
+        let slot = if recovery {
+            SlotName::Recovery
+        } else {
+            store
+                .read_bootstate()?
+                .map_or(SlotName::A, |state| state.active)
+        };
+        Ok(UpgradeReport {
+            slot,
+            image: self.image,
+            digest: self.digest,
+            verified_with: self.verified_with,
+            up_to_date: true,
+            hook_warnings: Vec::new(),
+            stats: self.stats,
+        })
+    }
 }
 
 impl StateStore {
@@ -190,7 +213,7 @@ pub(crate) async fn download_locked(
 /// with every layer present.
 fn already_staged(store: &StateStore, req: &UpgradeRequest, digest: &str) -> Result<bool> {
     let current = if req.recovery {
-        Some(clb_ondisk::SlotName::Recovery)
+        Some(SlotName::Recovery)
     } else {
         store.read_bootstate()?.map(|s| s.active)
     };

@@ -31,22 +31,7 @@ pub async fn upgrade(
     let (record, downloaded) =
         download::download_locked(store, registry, req, true, progress).await?;
     let Some(record) = record else {
-        let current = if req.recovery {
-            SlotName::Recovery
-        } else {
-            store
-                .read_bootstate()?
-                .map_or(SlotName::A, |state| state.active)
-        };
-        return Ok(UpgradeReport {
-            slot: current,
-            image: downloaded.image,
-            digest: downloaded.digest,
-            verified_with: downloaded.verified_with,
-            up_to_date: true,
-            hook_warnings: Vec::new(),
-            stats: downloaded.stats,
-        });
+        return downloaded.already_staged(store, req.recovery);
     };
     let opts = ApplyOptions {
         hooks: req.hooks.clone(),

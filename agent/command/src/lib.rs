@@ -285,6 +285,22 @@ pub fn one_line(error: &dyn std::error::Error) -> String {
     line
 }
 
+/// [`one_line`] for errors of other crates whose messages may repeat their sources' (or hide
+/// the cause behind a vague message, as reqwest's "error sending request" does): a cause
+/// already contained in the line is left out.
+pub fn one_line_deduplicated(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
+}
+
 /// For tests of error types: the first link of `error`'s chain whose message contains its
 /// source's message (which [`one_line`] would then print twice), as (message, source's
 /// message); None when every cause appears once. A one-word source message (a part name such

@@ -15,7 +15,7 @@ use crate::error::{ClbError, Result, exit};
 use crate::progress::{Progress, ProgressObserver};
 use crate::pull::PullOptions;
 use crate::registry::{CredentialSource, Registry, RegistryOptions};
-use crate::stage::{UpgradeReport, UpgradeRequest};
+use crate::stage::UpgradeRequest;
 use crate::target::Target;
 use crate::{apply, check, download, status, upgrade};
 
@@ -327,7 +327,7 @@ impl Runner {
                     .cancellable(download::download(store, &registry, &request, &progress))
                     .await?;
                 let report = if downloaded.up_to_date {
-                    already_staged(store, downloaded)?
+                    downloaded.already_staged(store, false)?
                 } else {
                     let opts = apply::ApplyOptions {
                         hooks: request.hooks.clone(),
@@ -443,25 +443,6 @@ impl Runner {
             Err(e) => tracing::warn!(error = %e, "could not read the state"),
         }
     }
-}
-
-/// The report of an upgrade that found its image already in the active slot.
-fn already_staged(
-    store: &crate::store::StateStore,
-    downloaded: download::DownloadReport,
-) -> Result<UpgradeReport> {
-    let slot = store
-        .read_bootstate()?
-        .map_or(clb_ondisk::SlotName::A, |s| s.active);
-    Ok(UpgradeReport {
-        slot,
-        image: downloaded.image,
-        digest: downloaded.digest,
-        verified_with: downloaded.verified_with,
-        up_to_date: true,
-        hook_warnings: Vec::new(),
-        stats: downloaded.stats,
-    })
 }
 
 /// The image the active slot was staged from: what the agent follows when no image is

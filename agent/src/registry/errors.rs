@@ -65,22 +65,11 @@ pub fn map_oci_error(e: E, what: &str) -> ClbError {
                 message.lines().next().unwrap_or("")
             )),
         },
-        E::RequestError(r) => ClbError::Unreachable(format!("{what}: {}", error_chain(&r))),
+        E::RequestError(r) => ClbError::Unreachable(format!(
+            "{what}: {}",
+            clb_command::one_line_deduplicated(&r)
+        )),
         E::IoError(io) => ClbError::Unreachable(format!("{what}: {io}")),
         other => ClbError::Invalid(format!("{what}: {other}")),
     }
-}
-
-/// reqwest's Display hides the cause ("error sending request"); the chain has it.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }

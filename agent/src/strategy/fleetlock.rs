@@ -10,7 +10,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::StrategyError;
-use super::error::error_chain;
 use super::identity;
 use crate::config::FleetLockConfig;
 
@@ -49,7 +48,7 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("clb/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| StrategyError::HttpClient(error_chain(&e)))?;
+            .map_err(|e| StrategyError::HttpClient(clb_command::one_line_deduplicated(&e)))?;
         Ok(Self {
             http,
             pre_reboot_url: format!("{base}/v1/pre-reboot"),
@@ -106,7 +105,7 @@ impl Client {
         });
         let unreachable = |e: reqwest::Error| StrategyError::Unreachable {
             url: url.to_owned(),
-            reason: error_chain(&e),
+            reason: clb_command::one_line_deduplicated(&e),
         };
         let mut response = self
             .http
