@@ -24,6 +24,7 @@ mod parse;
 mod run;
 mod schema;
 mod sources;
+pub mod yaml_tree;
 
 pub use error::{Diagnostic, Error, PartError, Result, StageError, StepError};
 pub use fetch::{FetchError, fetch, fetch_bytes};
