@@ -61,6 +61,23 @@ pub(crate) async fn apply_locked(
     } else {
         store.read_bootstate()?
     };
+    // A power cut after the boot pointer flipped but before the record was removed leaves
+    // a record of what is already staged: finish that removal and say so.
+    if let Some(s) = &state
+        && let Some(active) = store.read_slot(s.active)?
+        && active.digest == record.digest
+    {
+        store.remove_download()?;
+        return Ok(UpgradeReport {
+            slot: s.active,
+            image: record.image,
+            digest: record.digest,
+            verified_with: record.verified.map(|v| v.key),
+            up_to_date: true,
+            hook_warnings: Vec::new(),
+            stats: Default::default(),
+        });
+    }
     let slot = if opts.recovery {
         SlotName::Recovery
     } else {

@@ -328,4 +328,16 @@ fn download_now_apply_later_without_the_network() {
     );
     // Applying again: nothing left to apply.
     assert_fails(&run(&["--apply"]), 11, "nothing downloaded to apply");
+    // A power cut between the flip and the record's removal: the record comes back; the
+    // next apply sees its digest already active, removes it and stages nothing.
+    std::fs::write(
+        state.join("slots/download.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let out = run(&["--apply"]);
+    assert_ok(&out);
+    assert_eq!(json(&out)["up_to_date"], true);
+    assert!(!state.join("slots/download.json").exists());
+    assert_eq!(fx.status(&state), after);
 }
