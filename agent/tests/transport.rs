@@ -444,3 +444,24 @@ fn progress_bars_on_a_terminal_log_lines_otherwise() {
     );
     assert!(!log.contains("[="), "{log}");
 }
+
+/// A host without CA certificates (no ca-certificates package) gets a one-line reason and
+/// exit 3, not a panic (reqwest panics when it finds no roots; the .deb depends on
+/// ca-certificates so an installed clb always has them).
+#[test]
+fn no_system_ca_roots_is_a_clear_error_not_a_panic() {
+    let (fx, state, _r) = staged();
+    let empty = fx.work.path().join("no-certs");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(clb_bin())
+        .args(["--no-daemon", "--state-dir", state.to_str().unwrap()])
+        .args(["upgrade", "--check", "-d", &fx.image("os:v2")])
+        .env("SSL_CERT_FILE", empty.join("none.pem"))
+        .env("SSL_CERT_DIR", &empty)
+        .output()
+        .unwrap();
+    assert_fails(&out, 3, "install the Debian package ca-certificates");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

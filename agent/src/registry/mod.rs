@@ -84,9 +84,9 @@ impl Registry {
             ..Default::default()
         };
         Ok(Self {
-            https: Client::try_from(config(ClientProtocol::Https))
+            https: build_client(config(ClientProtocol::Https))
                 .map_err(|e| ClbError::Invalid(format!("TLS configuration: {e}")))?,
-            http: Client::try_from(config(ClientProtocol::Http))
+            http: build_client(config(ClientProtocol::Http))
                 .map_err(|e| ClbError::Invalid(format!("HTTP configuration: {e}")))?,
             opts: RegistryOptions {
                 attempts: opts.attempts.max(1),
@@ -377,4 +377,31 @@ pub fn check_digest(bytes: &[u8], expected: &str, what: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// oci-client builds a default reqwest client inside `try_from`, and reqwest panics when the
+/// system has no CA certificates at all (no ca-certificates package): that becomes an error
+/// that says what to install, not a crash. The panic hook is silenced meanwhile so the
+/// message is printed once, by the caller.
+fn build_client(config: ClientConfig) -> std::result::Result<Client, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    // AssertUnwindSafe: the config is moved in and dropped with the closure; nothing it
+    // touches outlives a panic.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Client::try_from(config)
+    }));
+    std::panic::set_hook(hook);
+    match built {
+        Ok(Ok(client)) => Ok(client),
+        // reqwest says only "builder error"; a missing CA bundle is by far the likeliest cause.
+        Ok(Err(e)) => Err(format!(
+            "{e} (no trusted CA certificates? install the Debian package ca-certificates)"
+        )),
+        Err(_) => Err(
+            "no trusted CA certificates on this system: install the Debian package \
+                       ca-certificates (or point SSL_CERT_FILE at a bundle)"
+                .into(),
+        ),
+    }
 }
