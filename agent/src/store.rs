@@ -78,6 +78,19 @@ impl StateStore {
         }
     }
 
+    /// Like [`Self::lock`], but waits up to `timeout` for another operation to finish.
+    pub fn lock_waiting(&self, timeout: std::time::Duration) -> Result<StoreLock> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.lock() {
+                Err(ClbError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Creates the store's directories (only once an operation is sure to write); returns
     /// the ones it created so that a failed operation can take them away again.
     pub fn ensure_dirs(&self) -> Result<Vec<PathBuf>> {

@@ -12,6 +12,10 @@ use crate::store::StateStore;
 
 /// Where the initrd hook records the slot it booted.
 pub const BOOTED_SLOT_FILE: &str = "/run/clb/booted_slot";
+/// Written by `clb mark-good` on a host once this boot is committed: the daemon acts on its
+/// own only after that, never during a boot whose health is not yet known. (`good` in the
+/// boot state says the slot was committed once, not that this boot was.)
+pub const BOOT_COMMITTED_FILE: &str = "/run/clb/boot_committed";
 /// Where the host's `COS_STATE` is mounted when clb has to mount it itself.
 pub const HOST_STATE_MOUNT: &str = "/run/clb/state";
 
@@ -110,6 +114,24 @@ pub fn booted_slot() -> Option<SlotName> {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("clb.slot="))
         .and_then(SlotName::parse)
+}
+
+/// This boot was committed by `clb mark-good`.
+pub fn boot_committed() -> bool {
+    Path::new(BOOT_COMMITTED_FILE).exists()
+}
+
+/// Records that this boot is committed (see [`BOOT_COMMITTED_FILE`]); `/run` is a tmpfs, so
+/// the record goes with the boot.
+pub fn record_boot_committed() {
+    let path = Path::new(BOOT_COMMITTED_FILE);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, b"1\n"));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "could not record the committed boot");
+    }
 }
 
 pub fn default_mount_dir() -> PathBuf {

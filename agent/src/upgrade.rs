@@ -79,8 +79,10 @@ pub fn rollback(store: &StateStore) -> Result<(SlotName, SlotName)> {
 }
 
 /// Marks the booted slot (offline: the active one) good or bad.
+/// Waits a while for the store lock: the boot's commit must not fail because a download
+/// happens to run.
 pub fn mark(store: &StateStore, booted: Option<SlotName>, good: bool) -> Result<BootState> {
-    let _lock = store.lock()?;
+    let _lock = store.lock_waiting(MARK_LOCK_WAIT)?;
     let mut state = installed_state(store)?;
     if let Some(b) = booted
         && b != state.active
@@ -96,8 +98,14 @@ pub fn mark(store: &StateStore, booted: Option<SlotName>, good: bool) -> Result<
         state.mark_bad()?;
     }
     store.write_bootstate(&state)?;
+    if good && booted.is_some() {
+        crate::target::record_boot_committed();
+    }
     Ok(state)
 }
+
+/// How long `mark` waits for another operation to release the store.
+const MARK_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn installed_state(store: &StateStore) -> Result<BootState> {
     store

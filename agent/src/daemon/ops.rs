@@ -502,15 +502,19 @@ impl ProgressObserver for Observer {
 }
 
 impl Runner {
-    /// This boot is settled: the slot running now is the active one and marked good (by
-    /// clb-mark-good.service after boot-complete.target; with a state directory: the
-    /// active slot is good), or nothing is installed yet.
+    /// This boot is settled: the slot running now is the active one and this boot was
+    /// committed by `clb mark-good` (clb-mark-good.service after boot-complete.target; with a
+    /// state directory: the active slot is good), or nothing is installed yet.
     pub async fn boot_decided(&self) -> bool {
         let opts = self.opts.clone();
         crate::blocking(move || {
             let target = Target::open(opts.state_dir.as_deref(), None, &opts.state_label, false)?;
             let state = target.store().read_bootstate()?;
-            Ok(state.is_some_and(|s| s.good && target.booted().is_none_or(|b| b == s.active)))
+            Ok(state.is_none_or(|s| match target.booted() {
+                // A host: this boot must have been committed, not only the slot once.
+                Some(b) => s.good && b == s.active && crate::target::boot_committed(),
+                None => s.good,
+            }))
         })
         .await
         .unwrap_or(false)
