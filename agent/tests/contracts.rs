@@ -1,6 +1,7 @@
 //! The contracts derived from the code: the committed `docs/cli-reference.md`, the exit-code
-//! table in `docs/cli.md` and `docs/status.schema.json` must be what `clb-gen docs` writes
-//! from the clap definitions, `clb::error::exit::TABLE` and the status types, and
+//! table in `docs/cli.md`, `docs/status.schema.json` and the D-Bus introspection XML
+//! `docs/dbus/dev.clb.Agent1.xml` must be what `clb-gen docs` writes from the clap
+//! definitions, `clb::error::exit::TABLE`, the status types and the daemon's interface, and
 //! `clb --help` must list that table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -46,13 +47,15 @@ fn a_stale_contract_fails_the_check() {
             "<!-- generated: exit-codes -->\nedited by hand",
         ),
         ("docs/status.schema.json", "HostStatus", "Host"),
+        ("docs/dbus/dev.clb.Agent1.xml", "MarkGood", "MarkFine"),
     ] {
         let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("docs")).unwrap();
+        std::fs::create_dir_all(root.path().join("docs/dbus")).unwrap();
         for f in [
             "docs/cli-reference.md",
             "docs/cli.md",
             "docs/status.schema.json",
+            "docs/dbus/dev.clb.Agent1.xml",
         ] {
             std::fs::copy(workspace().join(f), root.path().join(f)).unwrap();
         }
