@@ -165,7 +165,13 @@ fn units_are_enabled_and_dependencies_declared(deb: &Path) {
         "clb.service must not be enabled by the package:\n{listing}"
     );
     let depends = ok(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"));
-    for dep in ["squashfs-tools-ng", "e2fsprogs", "mount", "mtools", "ca-certificates"] {
+    for dep in [
+        "squashfs-tools-ng",
+        "e2fsprogs",
+        "mount",
+        "mtools",
+        "ca-certificates",
+    ] {
         assert!(
             depends.split(',').any(|d| d.trim().starts_with(dep)),
             "Depends lacks {dep}: {depends}"
