@@ -30,7 +30,8 @@
 //!   [`apply`]).
 //! - Watch (`?watch=true`): ADDED/MODIFIED/DELETED from a `resourceVersion` in the retained
 //!   history, synthetic ADDED from "0" or none, BOOKMARK with `allowWatchBookmarks=true`, an
-//!   ERROR event with a 410 `Expired` Status for versions older than the history window; the
+//!   ERROR event with a 410 `Expired` Status for versions older than the history window; an
+//!   object that starts or stops matching a watch's selectors is ADDED or DELETED for it; the
 //!   test can drop every open watch (see [`watch`]).
 //! - The eviction subresource with PodDisruptionBudget semantics: 429 when no disruption is
 //!   allowed, 500 when several budgets match, PDB status kept up to date (see [`eviction`]).
@@ -43,10 +44,8 @@
 //!   between versions (each version is its own storage), no discovery documents (`/api`,
 //!   `/apis`, OpenAPI), no protobuf, no table output, no `dryRun`, no pagination (`limit`
 //!   and `continue` are ignored: lists are always complete), namespaces need not exist.
-//! - Watches select on the object's current state: an object that stops matching a label
-//!   selector gets MODIFIED-less silence instead of the real server's DELETED.
-//!   `timeoutSeconds` is ignored (watches last until dropped); bookmarks are sent when a
-//!   watch starts and when the test calls [`FakeApiServer::send_bookmarks`].
+//! - `timeoutSeconds` is ignored: watches last until dropped. Bookmarks are sent when a watch
+//!   starts and when the test calls [`FakeApiServer::send_bookmarks`], not once a minute.
 //! - Graceful deletion of pods is immediate; no garbage collection of owned objects.
 //! - Server-side apply tracks ownership of leaf paths with atomic lists (see [`apply`]); the
 //!   apply body must be JSON (which YAML accepts; kube and client-go send JSON).

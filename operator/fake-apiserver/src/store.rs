@@ -204,6 +204,9 @@ pub struct Change {
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub kind: &'static str,
     pub object: Value,
+    /// The object before a MODIFIED change: a watch with a selector sees an object that starts
+    /// or stops matching as ADDED or DELETED, as on a real server.
+    pub old: Option<Value>,
 }
 
 /// An open watch: what it selects, and where its newline-delimited JSON goes.
@@ -223,6 +226,20 @@ impl Watcher {
             && (self.namespace.is_none() || key.namespace == self.namespace)
             && self.labels.matches(object)
             && self.fields.matches(object)
+    }
+
+    /// The event type this watch sees for a change, if any.
+    pub fn event_for(&self, change: &Change) -> Option<&'static str> {
+        let now = self.selects(&change.key, &change.object);
+        match (change.kind, &change.old) {
+            ("MODIFIED", Some(old)) => match (self.selects(&change.key, old), now) {
+                (true, true) => Some("MODIFIED"),
+                (true, false) => Some("DELETED"),
+                (false, true) => Some("ADDED"),
+                (false, false) => None,
+            },
+            (kind, _) => now.then_some(kind),
+        }
     }
 }
 
@@ -407,16 +424,21 @@ impl Store {
     }
 
     /// Records a change and sends it to the watches that select it; closed watches are dropped.
-    fn record(&mut self, kind: &'static str, key: ObjectKey, object: Value) {
+    fn record(&mut self, kind: &'static str, key: ObjectKey, old: Option<Value>, object: Value) {
         let change = Change {
             rv: self.rv,
             key,
             kind,
             object,
+            old,
         };
-        let line = crate::watch::event_line(kind, &change.object);
-        self.watchers
-            .retain(|w| !w.selects(&change.key, &change.object) || w.tx.send(line.clone()).is_ok());
+        self.watchers.retain(|w| match w.event_for(&change) {
+            Some(kind) => {
+                w.tx.send(crate::watch::event_line(kind, &change.object))
+                    .is_ok()
+            }
+            None => true,
+        });
         self.history.push_back(change);
         self.trim_history();
     }
@@ -497,7 +519,7 @@ impl Store {
             }
         }
         self.objects.insert(key.clone(), obj.clone());
-        self.record("ADDED", key, obj.clone());
+        self.record("ADDED", key, None, obj.clone());
         Ok(obj)
     }
 
@@ -631,11 +653,11 @@ impl Store {
         {
             // The last finalizer is gone: the deletion that was waiting for it completes.
             self.objects.remove(&key);
-            self.record("DELETED", key, result.clone());
+            self.record("DELETED", key, None, result.clone());
             return Ok(result);
         }
         self.objects.insert(key.clone(), result.clone());
-        self.record("MODIFIED", key, result.clone());
+        self.record("MODIFIED", key, Some(old), result.clone());
         Ok(result)
     }
 
@@ -657,19 +679,20 @@ impl Store {
             if meta(&obj).is_some_and(|m| m.contains_key("deletionTimestamp")) {
                 return Ok(obj);
             }
+            let old = obj.clone();
             let rv = self.next_rv();
             let m = meta_mut(&mut obj);
             m.insert("deletionTimestamp".into(), json!(now()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
             m.insert("resourceVersion".into(), json!(rv.to_string()));
             self.objects.insert(key.clone(), obj.clone());
-            self.record("MODIFIED", key, obj.clone());
+            self.record("MODIFIED", key, Some(old), obj.clone());
             return Ok(obj);
         }
         let rv = self.next_rv();
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
         self.objects.remove(&key);
-        self.record("DELETED", key, obj.clone());
+        self.record("DELETED", key, None, obj.clone());
         Ok(obj)
     }
 }

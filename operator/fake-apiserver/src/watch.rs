@@ -111,8 +111,8 @@ pub fn open(store: &mut Store, req: WatchRequest) -> Result<UnboundedReceiver<By
         }
         Some(rv) => {
             for change in store.history_since(rv) {
-                if watcher.selects(&change.key, &change.object) {
-                    let _ = watcher.tx.send(event_line(change.kind, &change.object));
+                if let Some(kind) = watcher.event_for(change) {
+                    let _ = watcher.tx.send(event_line(kind, &change.object));
                 }
             }
         }

@@ -342,9 +342,19 @@ async fn watch_events_bookmarks_410_and_drop() {
         .await
         .unwrap();
     nodes.delete("b", &DeleteParams::default()).await.unwrap();
+    // Leaving and entering the selector: DELETED and ADDED for this watch.
+    let label = |v: Value| Patch::Merge(json!({"metadata": {"labels": {"ignored": v}}}));
+    nodes
+        .patch("a", &PatchParams::default(), &label(json!("yes")))
+        .await
+        .unwrap();
+    nodes
+        .patch("c", &PatchParams::default(), &label(Value::Null))
+        .await
+        .unwrap();
     s.send_bookmarks();
     let mut seen = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         seen.push(match next_event(&mut stream).await {
             WatchEvent::Added(n) => format!("ADDED {}", n.name_any()),
             WatchEvent::Modified(n) => format!("MODIFIED {}", n.name_any()),
@@ -366,6 +376,8 @@ async fn watch_events_bookmarks_410_and_drop() {
             "ADDED b",
             "MODIFIED a",
             "DELETED b",
+            "DELETED a",
+            "ADDED c",
             &format!("BOOKMARK {now}")
         ]
     );
