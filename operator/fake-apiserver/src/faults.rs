@@ -11,6 +11,10 @@ pub struct LoggedRequest {
     /// The raw query string (still percent-encoded), empty when there was none.
     pub query: String,
     pub content_type: Option<String>,
+    /// The bearer token, which tells apart the processes (each gets its own kubeconfig from
+    /// [`crate::FakeApiServer::kubeconfig_for`]): the fake checks no RBAC, tests can check
+    /// who wrote what.
+    pub token: Option<String>,
     pub status: u16,
 }
 

@@ -126,6 +126,12 @@ where
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    let token = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(String::from);
 
     let latency = shared.faults().latency(&path);
     if !latency.is_zero() {
@@ -168,6 +174,7 @@ where
         path,
         query,
         content_type,
+        token,
         status,
     });
     resp
@@ -270,14 +277,20 @@ impl FakeApiServer {
     }
 
     /// Writes a kubeconfig pointing at the HTTP listener (context `fake`, namespace
-    /// `default`, a dummy bearer token: the server accepts any).
+    /// `default`, the bearer token `fake-token`: the server accepts any).
     pub fn kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        self.kubeconfig_for(path, "fake-token")
+    }
+
+    /// A kubeconfig with its own token, e.g. one per node bridge, so the request log says
+    /// which process made each call.
+    pub fn kubeconfig_for(&self, path: &Path, token: &str) -> std::io::Result<()> {
         let url = self.url().ok_or_else(|| {
             std::io::Error::other("the fake API server is in-process only: use start()")
         })?;
         let config = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-             users:\n- name: fake\n  user:\n    token: fake-token\n\
+             users:\n- name: fake\n  user:\n    token: {token}\n\
              contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
              current-context: fake\n"
         );

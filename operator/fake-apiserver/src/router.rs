@@ -184,6 +184,12 @@ fn dispatch(
     let ns = route.namespace.as_deref();
     let info = &route.info;
     let manager = q.get("fieldManager").cloned();
+    if q.contains_key("dryRun") && method != Method::GET {
+        // Failing loudly beats mutating the state of a request meant to change nothing.
+        return Err(ApiError::bad_request(
+            "dryRun is not implemented by the fake API server",
+        ));
+    }
     let api_version = info.api_version();
     match (method, route.name.as_deref()) {
         (&Method::GET, None) => {
@@ -198,6 +204,9 @@ fn dispatch(
                         fields,
                         resource_version: q.get("resourceVersion").cloned(),
                         bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+                        send_initial_events: q
+                            .get("sendInitialEvents")
+                            .is_some_and(|v| v == "true"),
                     },
                 )?;
                 return Ok(Reply::Watch(rx));
@@ -265,6 +274,14 @@ fn dispatch(
                 let force = q.get("force").is_some_and(|v| v == "true");
                 return match store.get_obj(info, ns, name) {
                     Ok(old) => {
+                        // A resourceVersion in the applied object is a precondition.
+                        let wanted = crate::store::meta_str(&patch, "resourceVersion");
+                        if wanted.is_some_and(|rv| {
+                            !rv.is_empty()
+                                && Some(rv) != crate::store::meta_str(&old, "resourceVersion")
+                        }) {
+                            return Err(ApiError::stale(info, name));
+                        }
                         let new = apply(Some(&old), &patch, &m, force, t, &api_version)?;
                         Ok(Reply::Json(200, store.replace(info, ns, name, new, t)?))
                     }

@@ -75,6 +75,9 @@ pub struct WatchRequest {
     /// `None` or `"0"`: start with the current state (synthetic ADDED events).
     pub resource_version: Option<String>,
     pub bookmarks: bool,
+    /// `sendInitialEvents=true` (streaming lists): the current state as ADDED events, then a
+    /// BOOKMARK annotated `k8s.io/initial-events-end`, whatever the resourceVersion.
+    pub send_initial_events: bool,
 }
 
 /// Opens a watch. Like the real server: from "0" or no version, the current objects come first
@@ -84,6 +87,7 @@ pub struct WatchRequest {
 pub fn open(store: &mut Store, req: WatchRequest) -> Result<UnboundedReceiver<Bytes>, ApiError> {
     let (tx, rx) = unbounded_channel();
     let rv = match req.resource_version.as_deref() {
+        _ if req.send_initial_events => None,
         None | Some("") | Some("0") => None,
         Some(s) => Some(
             s.parse::<u64>()
@@ -125,7 +129,17 @@ pub fn open(store: &mut Store, req: WatchRequest) -> Result<UnboundedReceiver<By
             }
         }
     }
-    if watcher.bookmarks {
+    if req.send_initial_events {
+        let end = json!({
+            "kind": watcher.info.kind,
+            "apiVersion": watcher.info.api_version(),
+            "metadata": {
+                "resourceVersion": store.resource_version().to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
+        });
+        let _ = watcher.tx.send(event_line("BOOKMARK", &end));
+    } else if watcher.bookmarks {
         // The real server sends bookmarks at its own pace (about once a minute); one right
         // away tells the client where the replay ended, and `bookmark_all` sends more.
         let _ = watcher

@@ -211,6 +211,23 @@ async fn server_side_apply_conflicts_and_force() {
         .unwrap();
     let data = forced.data.clone().unwrap_or_default();
     assert_eq!((data["a"].as_str(), data["b"].as_str()), ("9", "2"));
+    // A resourceVersion in the applied object is a precondition.
+    let stale = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "cm", "resourceVersion": created.metadata.resource_version}});
+    let r = cms
+        .patch("cm", &PatchParams::apply("carol"), &Patch::Apply(&stale))
+        .await;
+    assert_eq!(api_err(r), (409, "Conflict".into()));
+    // dryRun is refused rather than half-implemented.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let cm: ConfigMap = obj(json!({"metadata": {"name": "dry"}}));
+    assert_eq!(
+        api_err(cms.create(&dry, &cm).await),
+        (400, "BadRequest".into())
+    );
     let managers: Vec<_> = forced
         .managed_fields()
         .iter()
@@ -396,7 +413,32 @@ async fn watch_events_bookmarks_410_and_drop() {
     }
     assert_eq!(initial, ["a", "c"]);
 
-    assert_eq!(s.drop_watches(), 2);
+    // Streaming lists: the current state, then a bookmark marking its end.
+    let mut streaming = nodes
+        .watch(&WatchParams::default().initial_events(), "")
+        .await
+        .unwrap()
+        .boxed();
+    let mut streamed = Vec::new();
+    loop {
+        match next_event(&mut streaming).await {
+            WatchEvent::Added(n) => streamed.push(n.name_any()),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(streamed, ["a", "c"]);
+
+    assert_eq!(s.drop_watches(), 3);
     let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
         .unwrap();
@@ -538,7 +580,7 @@ async fn served_over_http_with_a_kubeconfig() {
     let s = FakeApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
-    s.kubeconfig(&path).unwrap();
+    s.kubeconfig_for(&path, "bridge-node-a").unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -577,9 +619,14 @@ async fn served_over_http_with_a_kubeconfig() {
         .unwrap()
         .unwrap_or_default();
     assert!(rest.is_empty());
+    let log = s.requests();
     assert!(
-        s.requests()
-            .iter()
+        log.iter()
             .any(|r| r.method == "DELETE" && r.path == "/api/v1/nodes/a")
+    );
+    assert!(
+        log.iter()
+            .all(|r| r.token.as_deref() == Some("bridge-node-a")),
+        "{log:?}"
     );
 }
