@@ -232,6 +232,20 @@ fn overlaps(a: &FieldPath, b: &FieldPath) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// Drops `null` members: an applied `null` counts as the field not being applied (it is then
+/// removed if this manager owned it alone), rather than storing a `null`.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// A server-side apply of `applied` by `manager` onto `current` (`None`: the object does not
 /// exist yet and the apply creates it). Returns the object to store, `managedFields` included.
 pub fn apply(
@@ -245,6 +259,7 @@ pub fn apply(
     if !applied.is_object() {
         return Err(ApiError::bad_request("an apply patch must be an object"));
     }
+    let applied = &without_nulls(applied);
     let empty = json!({});
     let base = current.unwrap_or(&empty);
     let applied_paths = owned_leaves(applied, target);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
 use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -234,6 +235,50 @@ async fn server_side_apply_conflicts_and_force() {
         .filter_map(|m| m.manager.clone())
         .collect();
     assert_eq!(managers, ["alice", "bob"]);
+}
+
+/// Leader election as lease managers do it: a forced apply with the resourceVersion read as
+/// precondition, so that of two candidates racing from the same read only one wins.
+#[tokio::test]
+async fn lease_takeover_is_guarded_by_the_resource_version() {
+    let s = FakeApiServer::in_process();
+    let leases: Api<Lease> = Api::namespaced(client(&s), "clb-system");
+    let claim = |holder: &str, rv: Option<String>| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": "clb-operator", "resourceVersion": rv},
+               "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}})
+    };
+    let pp = |who: &str| PatchParams::apply(who).force();
+    let first = leases
+        .patch("clb-operator", &pp("a"), &Patch::Apply(claim("a", None)))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.clone();
+    let won = leases
+        .patch(
+            "clb-operator",
+            &pp("b"),
+            &Patch::Apply(claim("b", rv.clone())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        won.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("b")
+    );
+    let lost = leases
+        .patch("clb-operator", &pp("c"), &Patch::Apply(claim("c", rv)))
+        .await;
+    assert_eq!(api_err(lost), (409, "Conflict".into()));
+    // Releasing with an applied null removes the holder.
+    let release = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": {"name": "clb-operator"},
+                         "spec": {"holderIdentity": null, "leaseDurationSeconds": 15}});
+    let released = leases
+        .patch("clb-operator", &pp("b"), &Patch::Apply(release))
+        .await
+        .unwrap();
+    assert_eq!(released.spec.and_then(|s| s.holder_identity), None);
 }
 
 #[tokio::test]
