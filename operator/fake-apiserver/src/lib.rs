@@ -249,6 +249,8 @@ impl FakeApiServer {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors or the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let shared = for_task.clone();
@@ -308,6 +310,31 @@ impl FakeApiServer {
     /// Direct access to the state (seed objects, inspect them, tune the history window).
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.shared.store()
+    }
+
+    /// Creates an object without going through HTTP (seeding a test): its `apiVersion` and
+    /// `kind` say which resource, `metadata.namespace` where.
+    pub fn create(&self, object: Value) -> Result<Value, ApiError> {
+        let mut store = self.shared.store();
+        let field = |f: &str| object.get(f).and_then(Value::as_str).unwrap_or_default();
+        let info = store
+            .lookup_kind(field("apiVersion"), field("kind"))
+            .ok_or_else(|| ApiError::bad_request("unknown apiVersion/kind"))?;
+        let ns = store::meta_str(&object, "namespace").map(String::from);
+        store.create(&info, ns.as_deref(), object)
+    }
+
+    /// The stored object, if any (`namespace` is ignored for cluster-scoped kinds).
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let store = self.shared.store();
+        let info = store.lookup_kind(api_version, kind)?;
+        store.get_obj(&info, namespace, name).ok()
     }
 
     /// Makes a resource (a CRD the test does not create through the API) known.

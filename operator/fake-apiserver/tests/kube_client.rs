@@ -316,6 +316,32 @@ async fn nodeupdate_status_apply_and_finalizers() {
 }
 
 #[tokio::test]
+async fn seeding_and_inspecting_without_http() {
+    let s = FakeApiServer::in_process();
+    let seeded = s
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}))
+        .unwrap();
+    assert_eq!(seeded["metadata"]["generation"], 1);
+    let pods: Api<Pod> = Api::namespaced(client(&s), "ns");
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .unwrap();
+    let stored = s.get("v1", "Pod", Some("ns"), "p").unwrap();
+    assert_eq!(stored["metadata"]["labels"]["x"], "y");
+    assert!(s.get("v1", "Pod", Some("other"), "p").is_none());
+    assert_eq!(
+        s.create(json!({"apiVersion": "v9", "kind": "Nope"}))
+            .unwrap_err()
+            .code,
+        400
+    );
+}
+
+#[tokio::test]
 async fn crds_created_through_the_api_are_served() {
     let s = FakeApiServer::in_process();
     let crds: Api<CustomResourceDefinition> = Api::all(client(&s));

@@ -1,0 +1,43 @@
+//! The standalone binary: prints its URL, writes a kubeconfig a kube client can use.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+#[tokio::test]
+async fn the_binary_serves_and_writes_a_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clb-fake-apiserver"))
+        .args(["--kubeconfig".as_ref(), path.as_os_str()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        config.cluster_url.to_string().trim_end_matches('/'),
+        url.trim()
+    );
+    let nodes: Api<Node> = Api::all(Client::try_from(config).unwrap());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap();
+    let result = nodes.create(&PostParams::default(), &node).await;
+    let listed = nodes.list(&ListParams::default()).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    result.unwrap();
+    assert_eq!(listed.unwrap().items.len(), 1);
+}
