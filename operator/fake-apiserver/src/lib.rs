@@ -6,8 +6,13 @@
 //! runtime, drains and server-side apply run against it unchanged. It is used two ways:
 //! - in process: [`FakeApiServer::client`] is a `tower::Service` for `kube::Client::new`;
 //! - over HTTP: [`FakeApiServer::start`] serves on `127.0.0.1:<random port>` and
-//!   [`FakeApiServer::kubeconfig`] writes a kubeconfig (plain http, a dummy token) so the
-//!   operator and the node bridge run as real processes.
+//!   [`FakeApiServer::kubeconfig`] writes a kubeconfig (plain http, a dummy token;
+//!   [`FakeApiServer::kubeconfig_for`] one token per process) so the operator and the node
+//!   bridge run as real processes;
+//! - standalone: the `clb-fake-apiserver` binary prints its URL and writes a kubeconfig.
+//!
+//! Tests seed and inspect state directly ([`FakeApiServer::create`], [`FakeApiServer::get`],
+//! [`FakeApiServer::store`]), arm faults, and read the request log.
 //!
 //! # Implemented
 //! - Objects by group/version/resource/namespace/name (core `/api/v1` and `/apis/{g}/{v}`
@@ -31,30 +36,39 @@
 //! - Watch (`?watch=true`): ADDED/MODIFIED/DELETED from a `resourceVersion` in the retained
 //!   history, synthetic ADDED from "0" or none, BOOKMARK with `allowWatchBookmarks=true`, an
 //!   ERROR event with a 410 `Expired` Status for versions older than the history window; an
-//!   object that starts or stops matching a watch's selectors is ADDED or DELETED for it; the
-//!   test can drop every open watch (see [`watch`]).
+//!   object that starts or stops matching a watch's selectors is ADDED or DELETED for it;
+//!   streaming lists (`sendInitialEvents=true`, ending with the `k8s.io/initial-events-end`
+//!   bookmark); the test can drop every open watch (see [`watch`]). kube's watcher and
+//!   reflector run on it (tests/runtime.rs).
+//! - A `resourceVersion` in a PUT body, a patch or an applied object is a precondition (409).
 //! - The eviction subresource with PodDisruptionBudget semantics: 429 when no disruption is
 //!   allowed, 500 when several budgets match, PDB status kept up to date (see [`eviction`]).
-//! - Fault injection (5xx for the next N requests under a path prefix, added latency) and a
-//!   request log (see [`faults`]).
+//! - Fault injection (5xx for the next N requests under a path prefix and method, added
+//!   latency) and a request log with the bearer token of each call (see [`faults`]).
 //!
 //! # Simplified compared to a real API server
 //! - No authentication or authorization (any token is accepted, RBAC is not checked), no
 //!   admission, no validation against CRD schemas or CEL rules, no defaulting, no conversion
 //!   between versions (each version is its own storage), no discovery documents (`/api`,
-//!   `/apis`, OpenAPI), no protobuf, no table output, no `dryRun`, no pagination (`limit`
-//!   and `continue` are ignored: lists are always complete), namespaces need not exist.
+//!   `/apis`, OpenAPI), no protobuf, no table output, no pagination (`limit` and `continue`
+//!   are ignored: lists are always complete), namespaces need not exist. `dryRun` is refused
+//!   with a 400 rather than ignored. Delete options (grace period, preconditions, propagation
+//!   policy) are ignored.
 //! - `timeoutSeconds` is ignored: watches last until dropped. Bookmarks are sent when a watch
 //!   starts and when the test calls [`FakeApiServer::send_bookmarks`], not once a minute.
 //! - Graceful deletion of pods is immediate; no garbage collection of owned objects.
 //! - Server-side apply tracks ownership of leaf paths with atomic lists (see [`apply`]); the
 //!   apply body must be JSON (which YAML accepts; kube and client-go send JSON).
-//! - Eviction recomputes budgets from the pods at each call (see [`eviction`]).
+//! - Eviction recomputes budgets from the pods at each call (see [`eviction`]) and answers
+//!   201 with a success `Status` (the Kubernetes docs say 200; both are a success to clients).
+//! - Strategic merge patch is a JSON merge patch: lists are replaced, not merged by key.
 
 pub mod apply;
 pub mod eviction;
 pub mod faults;
+pub mod meta;
 pub mod patch;
+pub mod registry;
 pub mod router;
 pub mod selectors;
 pub mod store;

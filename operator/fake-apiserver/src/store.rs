@@ -3,93 +3,16 @@
 //! history the watches are served from.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::selectors::{FieldSelector, LabelSelector};
 
-/// A resource the server knows: how its URLs, `kind` and scope look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceInfo {
-    /// `""` for the core group.
-    pub group: String,
-    pub version: String,
-    /// The plural used in URLs (`nodes`, `nodeupdates`).
-    pub resource: String,
-    pub kind: String,
-    pub namespaced: bool,
-    /// Whether `/status` is a separate subresource: then writes to the main resource keep the
-    /// stored status and writes to `/status` keep everything else.
-    pub status_subresource: bool,
-}
-
-impl ResourceInfo {
-    pub fn new(group: &str, version: &str, resource: &str, kind: &str, namespaced: bool) -> Self {
-        ResourceInfo {
-            group: group.into(),
-            version: version.into(),
-            resource: resource.into(),
-            kind: kind.into(),
-            namespaced,
-            status_subresource: true,
-        }
-    }
-
-    fn without_status(mut self) -> Self {
-        self.status_subresource = false;
-        self
-    }
-
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// `nodeupdates.clb.dev`, as the real server names a resource in its messages.
-    pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.resource.clone()
-        } else {
-            format!("{}.{}", self.resource, self.group)
-        }
-    }
-}
-
-/// The resources every test gets: the ones the operator and the bridge touch.
-pub fn builtin_resources() -> Vec<ResourceInfo> {
-    vec![
-        ResourceInfo::new("", "v1", "namespaces", "Namespace", false),
-        ResourceInfo::new("", "v1", "nodes", "Node", false),
-        ResourceInfo::new("", "v1", "pods", "Pod", true),
-        ResourceInfo::new("", "v1", "events", "Event", true).without_status(),
-        ResourceInfo::new("", "v1", "configmaps", "ConfigMap", true).without_status(),
-        ResourceInfo::new("events.k8s.io", "v1", "events", "Event", true).without_status(),
-        ResourceInfo::new("coordination.k8s.io", "v1", "leases", "Lease", true).without_status(),
-        ResourceInfo::new(
-            "policy",
-            "v1",
-            "poddisruptionbudgets",
-            "PodDisruptionBudget",
-            true,
-        ),
-        ResourceInfo::new("apps", "v1", "daemonsets", "DaemonSet", true),
-        ResourceInfo::new(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-        ),
-        ResourceInfo::new("clb.dev", "v1alpha1", "rollouts", "Rollout", false),
-        ResourceInfo::new("clb.dev", "v1alpha1", "nodeupdates", "NodeUpdate", false),
-    ]
-}
+// Re-exported: the rest of the crate (and tests) reach these through the store.
+pub use crate::meta::{meta, meta_mut, meta_str, now, rfc3339};
+pub use crate::registry::{ResourceInfo, builtin_resources, crd_resources};
 
 /// The storage key. The version is part of it: this server does no conversion between versions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -240,62 +163,6 @@ impl Watcher {
             },
             (kind, _) => now.then_some(kind),
         }
-    }
-}
-
-/// RFC 3339 in UTC, seconds precision (what `metav1.Time` serialises to), without a date crate.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-pub fn now() -> String {
-    rfc3339(SystemTime::now())
-}
-
-pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {
-    obj.get("metadata").and_then(Value::as_object)
-}
-
-pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    meta(obj).and_then(|m| m.get(field)).and_then(Value::as_str)
-}
-
-/// `metadata` as a mutable map, created if missing (every stored object has one).
-pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    if !obj.is_object() {
-        *obj = json!({});
-    }
-    let map = match obj {
-        Value::Object(map) => map,
-        _ => unreachable!("made an object above"),
-    };
-    let metadata = map.entry("metadata").or_insert_with(|| json!({}));
-    if !metadata.is_object() {
-        *metadata = json!({});
-    }
-    match metadata {
-        Value::Object(m) => m,
-        _ => unreachable!("made an object above"),
     }
 }
 
@@ -697,37 +564,6 @@ impl Store {
     }
 }
 
-/// The resources a CustomResourceDefinition serves (each served version), so a CRD created
-/// through the API becomes usable, as it does on a real server once it is Established.
-pub fn crd_resources(crd: &Value) -> Vec<ResourceInfo> {
-    let spec = crd.get("spec");
-    let s = |p: &str| {
-        spec.and_then(|s| s.pointer(p))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    let (group, plural, kind) = (s("/group"), s("/names/plural"), s("/names/kind"));
-    let namespaced = s("/scope") != "Cluster";
-    spec.and_then(|s| s.get("versions"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .map(|version| {
-            let mut info = ResourceInfo::new(group, version, plural, kind, namespaced);
-            info.status_subresource = spec
-                .and_then(|s| s.get("versions"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|v| v.get("name").and_then(Value::as_str) == Some(version))
-                .is_some_and(|v| v.pointer("/subresources/status").is_some());
-            info
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -737,13 +573,6 @@ mod tests {
         store
             .lookup("", "v1", "nodes")
             .unwrap_or_else(|| ResourceInfo::new("", "v1", "x", "X", false))
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096);
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
     }
 
     #[test]
