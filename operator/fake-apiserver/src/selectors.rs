@@ -165,21 +165,22 @@ impl FieldSelector {
             } else {
                 return Err(format!("invalid field selector: {part:?}"));
             };
-            reqs.push((path.trim().to_string(), eq, value.trim().to_string()));
+            // Kept as a JSON pointer: converted once, not once per object listed.
+            let pointer = format!("/{}", path.trim().replace('.', "/"));
+            reqs.push((pointer, eq, value.trim().to_string()));
         }
         Ok(FieldSelector(reqs))
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(path, eq, value)| {
-            let pointer = format!("/{}", path.replace('.', "/"));
+        self.0.iter().all(|(pointer, eq, value)| {
             // A missing field compares as the empty string, as the API server's field sets do.
-            let actual = match obj.pointer(&pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+            let matches = match obj.pointer(pointer) {
+                Some(Value::String(s)) => s == value,
+                Some(Value::Null) | None => value.is_empty(),
+                Some(other) => serde_json::to_string(other).is_ok_and(|s| s == *value),
             };
-            (actual == *value) == *eq
+            matches == *eq
         })
     }
 }

@@ -280,7 +280,17 @@ impl Store {
         info: &'a ResourceInfo,
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a ObjectKey, &'a Value)> + 'a {
-        self.objects.iter().filter(move |(k, _)| {
+        // Keys sort by group, version, resource, namespace, name: one resource (and one
+        // namespace of it) is a contiguous range, so a list costs what it returns, not the
+        // size of the whole store (a simulated fleet holds thousands of pods).
+        let start = ObjectKey {
+            group: info.group.clone(),
+            version: info.version.clone(),
+            resource: info.resource.clone(),
+            namespace: namespace.map(String::from),
+            name: String::new(),
+        };
+        self.objects.range(start..).take_while(move |(k, _)| {
             k.same_resource(info) && (namespace.is_none() || k.namespace.as_deref() == namespace)
         })
     }
