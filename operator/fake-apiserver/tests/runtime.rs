@@ -104,3 +104,69 @@ async fn watcher_and_reflector_follow_the_fake() {
     );
     task.abort();
 }
+
+/// kube's event `Recorder`: the first publish creates an events.k8s.io/v1 Event (in
+/// `default` for a cluster-scoped object), a repeat merge-patches its `series`.
+#[tokio::test]
+async fn the_event_recorder_creates_then_patches_a_series() {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let s = FakeApiServer::in_process();
+    let client = Client::new(s.client(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    create(&nodes, "node-a", "clb").await;
+    let node = nodes.get("node-a").await.unwrap();
+    let reporter = Reporter {
+        controller: "clb-operator".into(),
+        instance: None,
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Cordoned".into(),
+        note: Some("draining for v2".into()),
+        action: "Cordon".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &node.object_ref(&()))
+        .await
+        .unwrap();
+    recorder
+        .publish(&event, &node.object_ref(&()))
+        .await
+        .unwrap();
+
+    let events: Api<K8sEvent> = Api::namespaced(client, "default");
+    let list = events.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let stored = &list.items[0];
+    assert_eq!(stored.reason.as_deref(), Some("Cordoned"));
+    assert_eq!(
+        stored.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("node-a")
+    );
+    assert_eq!(stored.series.as_ref().map(|s| s.count), Some(2));
+    let methods: Vec<_> = s
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path
+                .starts_with("/apis/events.k8s.io/v1/namespaces/default/events")
+        })
+        .map(|r| (r.method.clone(), r.content_type.clone()))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            ("POST".to_string(), Some("application/json".to_string())),
+            (
+                "PATCH".to_string(),
+                Some("application/merge-patch+json".to_string())
+            ),
+            ("GET".to_string(), None),
+        ]
+    );
+}
