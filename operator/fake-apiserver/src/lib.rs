@@ -30,7 +30,7 @@
 //!   never change `status` (for resources that have the subresource).
 //! - Finalizers: delete sets `deletionTimestamp`; the object goes when the last one is removed.
 //! - PATCH: JSON merge patch, JSON patch (add, remove, replace, move, copy, test), strategic
-//!   merge patch (as a merge patch, see [`patch`]), server-side apply with `fieldManager`,
+//!   merge patch (lists merged by key; 415 for custom resources; see [`patch`]), server-side apply with `fieldManager`,
 //!   `force`, `managedFields` and 409 conflicts naming the other manager's fields (see
 //!   [`apply`]).
 //! - Watch (`?watch=true`): ADDED/MODIFIED/DELETED from a `resourceVersion` in the retained
@@ -61,7 +61,8 @@
 //!   apply body must be JSON (which YAML accepts; kube and client-go send JSON).
 //! - Eviction recomputes budgets from the pods at each call (see [`eviction`]) and answers
 //!   201 with a success `Status` (the Kubernetes docs say 200; both are a success to clients).
-//! - Strategic merge patch is a JSON merge patch: lists are replaced, not merged by key.
+//! - Strategic merge patch knows the merge keys of a few lists by field name, not by type
+//!   (see [`patch`]).
 
 pub mod apply;
 pub mod eviction;

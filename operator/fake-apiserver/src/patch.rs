@@ -1,9 +1,14 @@
 //! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch.
 //!
-//! Strategic merge patch is applied as a JSON merge patch: lists are replaced whole instead of
-//! merged by their patch-merge key, and `$patch` / `$retainKeys` directives are not understood.
-//! The operator only sends strategic patches for maps and scalars (cordon, labels, taints are
-//! written whole), where the two agree.
+//! Strategic merge patch is a merge patch whose lists may merge instead of being replaced. A
+//! real server takes each list's strategy from the Go types; this fake goes by the field's
+//! name, for the lists of the built-in kinds the operator touches: `conditions` and
+//! `addresses` (by `type`), `containers`, `initContainers`, `volumes`, `env` (by `name`),
+//! `ownerReferences` (by `uid`) merge by key, with `{"$patch": "delete"}` items removing;
+//! `finalizers` merges as a set, with `$deleteFromPrimitiveList/finalizers`. Every other list
+//! (taints, tolerations, ...) is replaced, as in Kubernetes for lists without a strategy.
+//! `$retainKeys` and `$setElementOrder` are ignored. Custom resources refuse strategic
+//! patches (415, as on a real server).
 
 use serde_json::Value;
 
@@ -24,6 +29,92 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
                 target_map.remove(k);
             } else {
                 merge_patch(target_map.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// The lists merged by a key (field name → merge key).
+const MERGE_KEYS: [(&str, &str); 7] = [
+    ("conditions", "type"),
+    ("addresses", "type"),
+    ("containers", "name"),
+    ("initContainers", "name"),
+    ("volumes", "name"),
+    ("env", "name"),
+    ("ownerReferences", "uid"),
+];
+
+/// The lists of scalars merged as sets.
+const SET_LISTS: [&str; 1] = ["finalizers"];
+
+/// Kubernetes' strategic merge patch, within the limits the module doc lists.
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let Value::Object(target_map) = target else {
+        return;
+    };
+    for (k, v) in patch_map {
+        if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(items)), Some(remove)) =
+                (target_map.get_mut(list), v.as_array())
+            {
+                items.retain(|i| !remove.contains(i));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        let merge_key = MERGE_KEYS.iter().find(|(f, _)| f == k).map(|(_, key)| *key);
+        match (v, target_map.get_mut(k)) {
+            (Value::Null, _) => {
+                target_map.remove(k);
+            }
+            (Value::Array(items), Some(Value::Array(existing)))
+                if SET_LISTS.contains(&k.as_str()) =>
+            {
+                for item in items {
+                    if !existing.contains(item) {
+                        existing.push(item.clone());
+                    }
+                }
+            }
+            (Value::Array(items), Some(Value::Array(existing))) if merge_key.is_some() => {
+                let key = merge_key.unwrap_or_default();
+                for item in items {
+                    let id = item.get(key);
+                    let pos = existing
+                        .iter()
+                        .position(|e| id.is_some() && e.get(key) == id);
+                    let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                    match (pos, delete) {
+                        (Some(i), true) => {
+                            existing.remove(i);
+                        }
+                        (Some(i), false) => strategic_merge_patch(&mut existing[i], item),
+                        (None, true) => {}
+                        (None, false) => {
+                            let mut fresh = Value::Null;
+                            strategic_merge_patch(&mut fresh, item);
+                            existing.push(fresh);
+                        }
+                    }
+                }
+            }
+            (Value::Object(_), Some(existing)) if existing.is_object() => {
+                strategic_merge_patch(existing, v)
+            }
+            _ => {
+                let mut fresh = Value::Null;
+                strategic_merge_patch(&mut fresh, v);
+                target_map.insert(k.clone(), fresh);
             }
         }
     }
@@ -153,6 +244,36 @@ mod tests {
         let mut doc = json!({"spec": {}});
         merge_patch(&mut doc, &json!({"spec": {"unschedulable": true}}));
         assert_eq!(doc, json!({"spec": {"unschedulable": true}}));
+    }
+
+    #[test]
+    fn strategic_merge_patch_lists() {
+        let mut node = json!({
+            "metadata": {"finalizers": ["a"], "labels": {"x": "1"}},
+            "spec": {"taints": [{"key": "t1", "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "DiskPressure", "status": "False"}]},
+        });
+        strategic_merge_patch(
+            &mut node,
+            &json!({
+                "metadata": {"finalizers": ["b", "a"], "labels": {"x": null, "y": "2"}},
+                "spec": {"taints": [{"key": "t2", "effect": "NoExecute"}], "unschedulable": true},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "DiskPressure", "$patch": "delete"}, {"type": "New", "status": "True"}]},
+            }),
+        );
+        assert_eq!(
+            node,
+            json!({
+                "metadata": {"finalizers": ["a", "b"], "labels": {"y": "2"}},
+                "spec": {"taints": [{"key": "t2", "effect": "NoExecute"}], "unschedulable": true},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "New", "status": "True"}]},
+            })
+        );
+        strategic_merge_patch(
+            &mut node,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
+        assert_eq!(node["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct ResourceInfo {
     /// Whether `/status` is a separate subresource: then writes to the main resource keep the
     /// stored status and writes to `/status` keep everything else.
     pub status_subresource: bool,
+    /// Served by a CustomResourceDefinition: then, as on a real server, strategic merge
+    /// patches are refused (415), since custom resources carry no patch strategies.
+    pub custom: bool,
 }
 
 impl ResourceInfo {
@@ -27,6 +30,21 @@ impl ResourceInfo {
             kind: kind.into(),
             namespaced,
             status_subresource: true,
+            custom: false,
+        }
+    }
+
+    /// A custom resource (status subresource on, as the clb.dev CRDs have it).
+    pub fn custom(
+        group: &str,
+        version: &str,
+        resource: &str,
+        kind: &str,
+        namespaced: bool,
+    ) -> Self {
+        ResourceInfo {
+            custom: true,
+            ..Self::new(group, version, resource, kind, namespaced)
         }
     }
 
@@ -78,8 +96,8 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             "CustomResourceDefinition",
             false,
         ),
-        ResourceInfo::new("clb.dev", "v1alpha1", "rollouts", "Rollout", false),
-        ResourceInfo::new("clb.dev", "v1alpha1", "nodeupdates", "NodeUpdate", false),
+        ResourceInfo::custom("clb.dev", "v1alpha1", "rollouts", "Rollout", false),
+        ResourceInfo::custom("clb.dev", "v1alpha1", "nodeupdates", "NodeUpdate", false),
     ]
 }
 
@@ -101,7 +119,7 @@ pub fn crd_resources(crd: &Value) -> Vec<ResourceInfo> {
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
         .filter_map(|v| v.get("name").and_then(Value::as_str))
         .map(|version| {
-            let mut info = ResourceInfo::new(group, version, plural, kind, namespaced);
+            let mut info = ResourceInfo::custom(group, version, plural, kind, namespaced);
             info.status_subresource = spec
                 .and_then(|s| s.get("versions"))
                 .and_then(Value::as_array)

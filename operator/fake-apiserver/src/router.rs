@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::apply::{apply, record_update};
-use crate::patch::{json_patch, merge_patch};
+use crate::patch::{json_patch, merge_patch, strategic_merge_patch};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{ApiError, ResourceInfo, Store, Target};
 use crate::watch::{self, WatchRequest};
@@ -296,9 +296,15 @@ fn dispatch(
             let old = store.get_obj(info, ns, name)?;
             let mut new = old.clone();
             match ct {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    merge_patch(&mut new, &patch)
+                "application/strategic-merge-patch+json" if info.custom => {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                    ));
                 }
+                "application/strategic-merge-patch+json" => strategic_merge_patch(&mut new, &patch),
+                "application/merge-patch+json" => merge_patch(&mut new, &patch),
                 "application/json-patch+json" => json_patch(&mut new, &patch)?,
                 other => {
                     return Err(ApiError::new(

@@ -148,6 +148,22 @@ async fn cordon_status_generation_and_stale_writes() {
         with_status.metadata.resource_version,
         cordoned.metadata.resource_version
     );
+    // Strategic merge: conditions merge by type.
+    let pressure = json!({"status": {"conditions": [{"type": "DiskPressure", "status": "False"}]}});
+    let merged = nodes
+        .patch_status("n1", &PatchParams::default(), &Patch::Strategic(pressure))
+        .await
+        .unwrap();
+    let types: Vec<_> = merged
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    assert_eq!(types, ["Ready", "DiskPressure"]);
+    let with_status = merged;
     // The main resource ignores status; the status subresource ignores spec.
     let mut edited = with_status.clone();
     edited.status = None;
@@ -302,6 +318,13 @@ async fn nodeupdate_status_apply_and_finalizers() {
     assert_eq!(applied.data["status"]["booted"]["slot"], "a");
     assert_eq!(applied.data["spec"]["node"], "node-a");
     assert_eq!(applied.metadata.generation, Some(1));
+
+    // Custom resources take no strategic merge patches, as on a real server.
+    let strategic = Patch::Strategic(json!({"spec": {"node": "x"}}));
+    let refused = nus
+        .patch("node-a", &PatchParams::default(), &strategic)
+        .await;
+    assert_eq!(api_err(refused), (415, "UnsupportedMediaType".into()));
 
     nus.delete("node-a", &DeleteParams::default())
         .await
