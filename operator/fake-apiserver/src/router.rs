@@ -271,6 +271,17 @@ fn dispatch(
                 let m = manager.ok_or_else(|| {
                     ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
                 })?;
+                // An applied configuration names its type; a real server rejects one that does
+                // not (or names another), so a client bug here must fail in tests too.
+                let field = |f: &str| patch.get(f).and_then(Value::as_str).unwrap_or_default();
+                if field("apiVersion") != api_version || field("kind") != info.kind {
+                    return Err(ApiError::bad_request(format!(
+                        "an apply patch must set apiVersion {api_version:?} and kind {:?}, got {:?} and {:?}",
+                        info.kind,
+                        field("apiVersion"),
+                        field("kind")
+                    )));
+                }
                 let force = q.get("force").is_some_and(|v| v == "true");
                 return match store.get_obj(info, ns, name) {
                     Ok(old) => {

@@ -228,6 +228,12 @@ async fn server_side_apply_conflicts_and_force() {
         .unwrap();
     let data = forced.data.clone().unwrap_or_default();
     assert_eq!((data["a"].as_str(), data["b"].as_str()), ("9", "2"));
+    // An applied object must say what it is.
+    let untyped = json!({"metadata": {"name": "cm"}, "data": {"c": "3"}});
+    let r = cms
+        .patch("cm", &PatchParams::apply("carol"), &Patch::Apply(&untyped))
+        .await;
+    assert_eq!(api_err(r), (400, "BadRequest".into()));
     // A resourceVersion in the applied object is a precondition.
     let stale = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "cm", "resourceVersion": created.metadata.resource_version}});
