@@ -88,7 +88,6 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 pub use faults::LoggedRequest;
 pub use store::{ApiError, ResourceInfo, Store};
@@ -227,7 +226,9 @@ where
 pub struct FakeApiServer {
     shared: Arc<Shared>,
     addr: Option<SocketAddr>,
-    task: Option<JoinHandle<()>>,
+    /// Dropping it stops the server thread (its runtime, and with it every connection).
+    stop: Option<tokio::sync::watch::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Default for FakeApiServer {
@@ -238,9 +239,44 @@ impl Default for FakeApiServer {
 
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            // The thread only finishes its current poll; a panic there is already reported.
+            let _ = thread.join();
         }
+    }
+}
+
+/// The accept loop of the HTTP server; returns when the stop sender is dropped.
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Out of file descriptors or the like: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(shared, req).await) }
+            });
+            // A client hanging up mid-request is not the server's error.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
     }
 }
 
@@ -251,40 +287,37 @@ impl FakeApiServer {
         FakeApiServer {
             shared: Arc::default(),
             addr: None,
-            task: None,
+            stop: None,
+            thread: None,
         }
     }
 
-    /// Serves HTTP/1.1 on 127.0.0.1 on a free port. Needs a tokio runtime.
+    /// Serves HTTP/1.1 on 127.0.0.1 on a free port, from a thread of its own with its own
+    /// runtime: a test may block (wait for a child process, sleep) without starving the
+    /// server its child processes talk to. Async only for the callers' convenience.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_blocking()
+    }
+
+    /// [`FakeApiServer::start`] for callers without a runtime.
+    pub fn start_blocking() -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let shared: Arc<Shared> = Arc::default();
-        let for_task = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    // Out of file descriptors or the like: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let shared = for_task.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, req).await) }
-                    });
-                    // A client hanging up mid-request is not the server's error.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("fake-apiserver".into())
+            .spawn(move || runtime.block_on(serve(listener, for_thread, stopped)))?;
         Ok(FakeApiServer {
             shared,
             addr: Some(addr),
-            task: Some(task),
+            stop: Some(stop),
+            thread: Some(thread),
         })
     }
 

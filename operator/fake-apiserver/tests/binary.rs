@@ -41,3 +41,36 @@ async fn the_binary_serves_and_writes_a_kubeconfig() {
     result.unwrap();
     assert_eq!(listed.unwrap().items.len(), 1);
 }
+
+/// `start_blocking` needs no runtime and keeps serving while the test thread blocks; dropping
+/// the server closes its port.
+#[test]
+fn a_blocking_test_thread_does_not_starve_the_server() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let server = clb_fake_apiserver::FakeApiServer::start_blocking().unwrap();
+    let addr = server
+        .url()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /api/v1/nodes?labelSelector=a%3Db HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains(r#""kind":"NodeList""#), "{response}");
+    let log = server.requests();
+    assert_eq!(
+        (log[0].path.as_str(), log[0].query.as_str()),
+        ("/api/v1/nodes", "labelSelector=a%3Db")
+    );
+    drop(server);
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "the port is closed once the server is dropped"
+    );
+}
