@@ -356,6 +356,12 @@ impl Store {
                 }
             },
         };
+        // As on a real server: re-creating an object read earlier is a client bug, not a write.
+        if meta_str(&obj, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         if info.namespaced && namespace.is_none() {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object is missing",

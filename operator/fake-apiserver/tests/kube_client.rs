@@ -58,6 +58,12 @@ async fn create_get_list_with_selectors() {
         (409, "AlreadyExists".into())
     );
     assert_eq!(api_err(nodes.get("zz").await), (404, "NotFound".into()));
+    let mut read = nodes.get("a").await.unwrap();
+    read.metadata.name = Some("a2".into());
+    assert_eq!(
+        api_err(nodes.create(&PostParams::default(), &read).await),
+        (400, "BadRequest".into())
+    );
     assert_eq!(nodes.get("b").await.unwrap().labels()["pool"], "y");
 
     let list = |sel: &str| ListParams::default().labels(sel);
