@@ -5,7 +5,8 @@
 //! memory and speaks the REST protocol of the Kubernetes API conventions, so the controller
 //! runtime, drains and server-side apply run against it unchanged. It is used two ways:
 //! - in process: [`FakeApiServer::client`] is a `tower::Service` for `kube::Client::new`;
-//! - over HTTP: [`FakeApiServer::start`] serves on `127.0.0.1:<random port>` and
+//! - over HTTP: [`FakeApiServer::start`] serves on `127.0.0.1:<random port>` (from a thread
+//!   of its own, so a test blocking on its child processes does not starve it) and
 //!   [`FakeApiServer::kubeconfig`] writes a kubeconfig (plain http, a dummy token;
 //!   [`FakeApiServer::kubeconfig_for`] one token per process) so the operator and the node
 //!   bridge run as real processes;
@@ -23,16 +24,18 @@
 //! - create (201, 409 `AlreadyExists`, `generateName`), get (404 `NotFound`), list with
 //!   `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, exists, `!`) and `fieldSelector` (`=`,
 //!   `!=` on any dotted path), update (PUT; 409 `Conflict` on a stale `resourceVersion`),
-//!   delete and deletecollection, errors as `Status` objects with `reason` and `code`.
+//!   delete and deletecollection, errors as `Status` objects with `reason` and `code`; a
+//!   create carrying a `resourceVersion` is a 400; `/version` answers.
 //! - One global, monotonically increasing `resourceVersion`; lists carry it; no-op writes do
 //!   not bump it. `metadata.generation` counts changes outside `metadata` and `status`.
 //! - The `/status` subresource: writes to it change only `status`, writes to the main resource
 //!   never change `status` (for resources that have the subresource).
 //! - Finalizers: delete sets `deletionTimestamp`; the object goes when the last one is removed.
 //! - PATCH: JSON merge patch, JSON patch (add, remove, replace, move, copy, test), strategic
-//!   merge patch (lists merged by key; 415 for custom resources; see [`patch`]), server-side apply with `fieldManager`,
-//!   `force`, `managedFields` and 409 conflicts naming the other manager's fields (see
-//!   [`apply`]).
+//!   merge patch (lists merged by key; 415 for custom resources; see [`patch`]), server-side
+//!   apply with `fieldManager` (required), `force`, `managedFields` and 409 conflicts naming
+//!   the other manager's fields; the applied object must name its `apiVersion` and `kind`
+//!   (see [`apply`]).
 //! - Watch (`?watch=true`): ADDED/MODIFIED/DELETED from a `resourceVersion` in the retained
 //!   history, synthetic ADDED from "0" or none, BOOKMARK with `allowWatchBookmarks=true`, an
 //!   ERROR event with a 410 `Expired` Status for versions older than the history window; an
