@@ -8,7 +8,8 @@
 //! - `minAvailable` (count or percent of expected, rounded up) is the desired healthy count;
 //!   `maxUnavailable` gives `expected - maxUnavailable` (percent rounded up); neither: 0;
 //! - `disruptionsAllowed = max(0, healthy - desired)`; a healthy pod may go if it is > 0, an
-//!   unhealthy one if `healthy >= desired` (the default `IfHealthyBudget` policy);
+//!   unhealthy one if `healthy >= desired` (the default `IfHealthyBudget` policy), or always
+//!   with `unhealthyPodEvictionPolicy: AlwaysAllow`;
 //! - pods in phase `Pending`, `Succeeded` or `Failed`, or already being deleted, skip the
 //!   budget check, as in Kubernetes.
 //!
@@ -162,10 +163,12 @@ pub fn evict(
         }
         if let Some(pdb) = matching.first() {
             let (_, current, desired, allowed) = budget(store, &pods, ns, pdb)?;
+            let always_unhealthy =
+                pdb.pointer("/spec/unhealthyPodEvictionPolicy") == Some(&json!("AlwaysAllow"));
             let ok = if healthy(&pod) {
                 allowed > 0
             } else {
-                current >= desired
+                always_unhealthy || current >= desired
             };
             if !ok {
                 write_pdb_status(store, &pdbs, &pods, ns, pdb)?;

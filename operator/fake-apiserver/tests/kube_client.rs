@@ -632,6 +632,29 @@ async fn eviction_with_disruption_budgets() {
     let st = pdbs.get("web").await.unwrap().status.unwrap();
     assert_eq!((st.current_healthy, st.disruptions_allowed), (1, 0));
 
+    // An unready pod may go when the budget is met, or always with AlwaysAllow.
+    let unready: Pod = obj(
+        json!({"metadata": {"name": "w3", "labels": {"app": "web"}}, "spec": {"containers": []},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}),
+    );
+    pods.create(&PostParams::default(), &unready).await.unwrap();
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 2}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api_err(pods.evict("w3", &EvictParams::default()).await),
+        (429, "TooManyRequests".into())
+    );
+    let always = Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}}));
+    pdbs.patch("web", &PatchParams::default(), &always)
+        .await
+        .unwrap();
+    pods.evict("w3", &EvictParams::default()).await.unwrap();
+
     // A pod no budget covers goes at once; one that two budgets cover cannot be evicted.
     pods.evict("solo", &EvictParams::default()).await.unwrap();
     pdbs.create(&PostParams::default(), &pdb("web-too", 0))
