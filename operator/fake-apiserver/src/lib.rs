@@ -68,6 +68,7 @@
 //!   (see [`patch`]).
 
 pub mod apply;
+pub mod event;
 pub mod eviction;
 pub mod faults;
 pub mod meta;

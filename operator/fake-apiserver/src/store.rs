@@ -311,7 +311,7 @@ impl Store {
         };
         self.watchers.retain(|w| match w.event_for(&change) {
             Some(kind) => {
-                w.tx.send(crate::watch::event_line(kind, &change.object))
+                w.tx.send(crate::event::event_line(kind, &change.object))
                     .is_ok()
             }
             None => true,

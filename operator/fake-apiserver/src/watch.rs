@@ -10,15 +10,9 @@ use http_body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+pub use crate::event::event_line;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{ApiError, ResourceInfo, Store, Watcher};
-
-/// One event as a line of the stream.
-pub fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = json!({"type": kind, "object": object}).to_string();
-    line.push('\n');
-    Bytes::from(line)
-}
 
 /// A BOOKMARK carries only the kind, apiVersion and the current resourceVersion.
 fn bookmark_line(info: &ResourceInfo, rv: u64) -> Bytes {
