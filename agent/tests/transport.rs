@@ -9,41 +9,6 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A TCP proxy to the registry that sends responses at `rate` bytes/second, so that a
-/// download is still running when the test kills it.
-fn throttled_proxy(upstream: String, rate: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (mut c_read, mut s_write) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_read, &mut s_write);
-            });
-            let (mut s_read, mut c_write) = (server, client);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; rate / 20];
-                loop {
-                    let n = match s_read.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if c_write.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A TCP proxy that cuts the first `cuts` responses carrying a body after `limit` bytes
 /// (a flaky network): the client must retry and resume with a Range request.
 fn cutting_proxy(upstream: String, limit: usize, cuts: usize) -> String {
@@ -202,7 +167,9 @@ fn killed_upgrade_resumes_without_refetching() {
     );
     fx.push(&[&big], "big:v1", &[]);
     let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
-    let proxy = throttled_proxy(fx.reg.addr(), 1 << 20);
+    // Responses at 1 MiB/s, so the download is still running when the test kills it.
+    let throttle = common::bus::Throttle::start(fx.reg.addr(), 1 << 20);
+    let proxy = throttle.addr();
     let state = fx.new_state_dir("state");
     let mut child = Command::new(clb_bin())
         .args([
