@@ -33,6 +33,9 @@ pub struct NodeObservation {
     /// The node carries the quarantine label (set by this or an earlier rollout; only a person
     /// removes it).
     pub quarantined: bool,
+    /// The node runs a clb node bridge (its `NodeUpdate` exists). A node without one is never
+    /// started: nothing could carry out the rollout's requests on it.
+    pub has_bridge: bool,
     /// The node's phase in this rollout as last recorded (`Pending` when never recorded).
     pub phase: Phase,
     /// When `phase` was recorded.
@@ -69,6 +72,7 @@ impl NodeObservation {
             cordoned_by_us: false,
             other_owner: None,
             quarantined: false,
+            has_bridge: true,
             phase: Phase::Pending,
             since: Timestamp(0),
             failure: None,

@@ -116,6 +116,8 @@ pub enum WaitReason {
     OwnedByOtherRollout,
     /// The node carries the quarantine label.
     Quarantined,
+    /// The node runs no clb node bridge (it has no `NodeUpdate`).
+    NoBridge,
     /// The failure budget is exceeded.
     Halted,
     /// The rollout is paused.

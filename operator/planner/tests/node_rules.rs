@@ -443,3 +443,15 @@ fn a_node_in_flight_taken_by_another_rollout_is_left_alone() {
     assert_eq!(only(&plan).phase, Phase::Draining);
     assert!(!only(&plan).hold);
 }
+
+#[test]
+fn a_node_without_a_bridge_is_never_started_and_keeps_the_rollout_from_completing() {
+    let mut lonely = node("a");
+    lonely.has_bridge = false;
+    let plan = plan(&settings(), &observe(100, vec![lonely]));
+    assert_eq!(only(&plan).phase, Phase::Pending);
+    assert_eq!(only(&plan).wait_reason(), Some(WaitReason::NoBridge));
+    assert!(plan.started.is_empty());
+    assert_eq!(plan.unavailable, 0, "a node without a bridge still serves");
+    assert!(!plan.complete);
+}

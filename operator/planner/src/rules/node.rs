@@ -72,6 +72,9 @@ fn pending(settings: &Settings, node: &NodeObservation) -> Step {
         // image it runs): nothing to disrupt, it is simply recorded as updated.
         return Step::Done(to(node, Phase::Updated, Vec::new(), None, None));
     }
+    if !node.has_bridge {
+        return Step::Done(wait(node, Phase::Pending, WaitReason::NoBridge, None));
+    }
     if !node.ready {
         return Step::Done(wait(node, Phase::Pending, WaitReason::NotReady, None));
     }
