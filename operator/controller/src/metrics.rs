@@ -1,0 +1,246 @@
+//! Prometheus metrics on `/metrics` (text exposition format 0.0.4) and `/healthz`, written by
+//! hand: a few gauges and counters do not need a metrics library.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Upper bounds of the drain duration histogram, in seconds.
+const DRAIN_BUCKETS: [f64; 8] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    leader: AtomicBool,
+    steps: AtomicU64,
+    step_errors: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (rollout, phase) → nodes.
+    nodes: BTreeMap<(String, &'static str), u64>,
+    halts: BTreeMap<String, u64>,
+    drain_counts: [u64; DRAIN_BUCKETS.len()],
+    drain_sum: f64,
+    drain_total: u64,
+    plan_seconds: BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Poisoned only if a writer panicked mid-update; numbers are still worth serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    pub fn step_done(&self, ok: bool) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.step_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_nodes(&self, rollout: &str, counts: &[(&'static str, u64)], plan_seconds: f64) {
+        let mut inner = self.inner();
+        inner.nodes.retain(|(name, _), _| name != rollout);
+        for (phase, count) in counts {
+            inner.nodes.insert((rollout.to_string(), phase), *count);
+        }
+        inner.plan_seconds.insert(rollout.to_string(), plan_seconds);
+    }
+
+    pub fn forget(&self, rollout: &str) {
+        let mut inner = self.inner();
+        inner.nodes.retain(|(name, _), _| name != rollout);
+        inner.plan_seconds.remove(rollout);
+    }
+
+    pub fn halted(&self, rollout: &str) {
+        *self.inner().halts.entry(rollout.to_string()).or_default() += 1;
+    }
+
+    pub fn drain_took(&self, seconds: f64) {
+        let mut inner = self.inner();
+        for (count, bound) in inner.drain_counts.iter_mut().zip(DRAIN_BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        inner.drain_sum += seconds;
+        inner.drain_total += 1;
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let inner = self.inner();
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP clb_operator_leader 1 if this replica holds the leader lease."
+        );
+        let _ = writeln!(out, "# TYPE clb_operator_leader gauge");
+        let _ = writeln!(out, "clb_operator_leader {}", u8::from(self.is_leader()));
+        let _ = writeln!(
+            out,
+            "# HELP clb_operator_steps_total Rollout steps carried out."
+        );
+        let _ = writeln!(out, "# TYPE clb_operator_steps_total counter");
+        let _ = writeln!(
+            out,
+            "clb_operator_steps_total {}",
+            self.steps.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clb_operator_step_errors_total Rollout steps that failed (retried)."
+        );
+        let _ = writeln!(out, "# TYPE clb_operator_step_errors_total counter");
+        let _ = writeln!(
+            out,
+            "clb_operator_step_errors_total {}",
+            self.step_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clb_rollout_nodes Selected nodes per rollout and phase."
+        );
+        let _ = writeln!(out, "# TYPE clb_rollout_nodes gauge");
+        for ((rollout, phase), count) in &inner.nodes {
+            let _ = writeln!(
+                out,
+                "clb_rollout_nodes{{rollout=\"{}\",phase=\"{phase}\"}} {count}",
+                escape(rollout)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP clb_rollout_halts_total Times a rollout halted (failures beyond its budget)."
+        );
+        let _ = writeln!(out, "# TYPE clb_rollout_halts_total counter");
+        for (rollout, count) in &inner.halts {
+            let _ = writeln!(
+                out,
+                "clb_rollout_halts_total{{rollout=\"{}\"}} {count}",
+                escape(rollout)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP clb_rollout_plan_seconds How long the last plan of the rollout took."
+        );
+        let _ = writeln!(out, "# TYPE clb_rollout_plan_seconds gauge");
+        for (rollout, seconds) in &inner.plan_seconds {
+            let _ = writeln!(
+                out,
+                "clb_rollout_plan_seconds{{rollout=\"{}\"}} {seconds}",
+                escape(rollout)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP clb_node_drain_duration_seconds How long node drains took (to the reboot, or to the timeout)."
+        );
+        let _ = writeln!(out, "# TYPE clb_node_drain_duration_seconds histogram");
+        for (count, bound) in inner.drain_counts.iter().zip(DRAIN_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "clb_node_drain_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "clb_node_drain_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            inner.drain_total
+        );
+        let _ = writeln!(
+            out,
+            "clb_node_drain_duration_seconds_sum {}",
+            inner.drain_sum
+        );
+        let _ = writeln!(
+            out,
+            "clb_node_drain_duration_seconds_count {}",
+            inner.drain_total
+        );
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "metrics listener");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(request.uri().path(), &metrics)) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "metrics connection");
+            }
+        });
+    }
+}
+
+fn answer(path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, body, kind) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            metrics.render(),
+            "text/plain; version=0.0.4",
+        ),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_string(),
+            "text/plain",
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(kind) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
