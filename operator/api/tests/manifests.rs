@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use clb_operator_api::{
-    GROUP, QUARANTINED_TAINT_EFFECT, QUARANTINED_TAINT_KEY, VERSION, crds, crds_path,
+    GROUP, NodeUpdate, QUARANTINED_TAINT_EFFECT, QUARANTINED_TAINT_KEY, VERSION, crds, crds_path,
 };
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -34,8 +34,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
-use kube::core::cel::KubeCelExt;
 use kube::core::cel::cel::{Context, Program, Value as CelValue};
+use kube::core::cel::{KubeCelExt, Validator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -1169,7 +1169,27 @@ fn the_admission_policy_keeps_each_bridge_to_its_own_node() {
             ),
         ),
     ];
+    // The requests' objects are NodeUpdates the CRD accepts (its types and CEL rules), so each
+    // case turns on the policy alone.
+    let crd = crds()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == "NodeUpdate");
+    let crd = serde_json::to_value(crd.unwrap()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let assert_valid = |what: &str, request: &Request| {
+        for object in std::iter::once(&request.object).chain(&request.old_object) {
+            let _: NodeUpdate = serde_json::from_value(object.clone())
+                .unwrap_or_else(|err| panic!("{what}: not a NodeUpdate: {err}"));
+        }
+        if let Err(errors) =
+            Validator::new().validate(schema, &request.object, request.old_object.as_ref())
+        {
+            panic!("{what}: the CRD refuses it: {errors:?}");
+        }
+    };
+
     for (what, request) in &allowed {
+        assert_valid(what, request);
         assert_eq!(admit(&policy, request), Verdict::Allowed, "{what}");
     }
 
@@ -1280,6 +1300,7 @@ fn the_admission_policy_keeps_each_bridge_to_its_own_node() {
         ),
     ];
     for (what, request, reason) in &denied {
+        assert_valid(what, request);
         match admit(&policy, request) {
             Verdict::Denied(messages) => assert!(
                 messages.iter().any(|m| m.contains(reason)),
@@ -1329,6 +1350,7 @@ fn the_admission_policy_keeps_each_bridge_to_its_own_node() {
         ),
     ];
     for (what, request) in &not_matched {
+        assert_valid(what, request);
         assert_eq!(admit(&policy, request), Verdict::NotMatched, "{what}");
     }
 }
