@@ -408,7 +408,6 @@ const OPERATOR_RULES: &[(&str, &str, &[&str])] = &[
     ("core", "nodes", &["get", "list", "watch", "patch"]),
     ("core", "pods", &["get", "list", "watch"]),
     ("core", "pods/eviction", &["create"]),
-    ("policy", "poddisruptionbudgets", &["get", "list", "watch"]),
     ("core", "events", &["create", "patch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
