@@ -20,7 +20,11 @@ pub const BOOT_COMMITTED_FILE: &str = "/run/clb/boot_committed";
 pub const HOST_STATE_MOUNT: &str = "/run/clb/state";
 
 pub enum Target {
-    Dir(StateStore),
+    /// `booted`: only what `clb daemon --booted-slot` simulates (tests); otherwise `None`.
+    Dir {
+        store: StateStore,
+        booted: Option<SlotName>,
+    },
     Disk {
         store: StateStore,
         _disk: StateDisk,
@@ -43,7 +47,10 @@ impl Target {
             (Some(_), Some(_)) => Err(ClbError::Invalid(
                 "--state-dir and --disk exclude each other".into(),
             )),
-            (Some(dir), None) => Ok(Target::Dir(StateStore::open(dir)?)),
+            (Some(dir), None) => Ok(Target::Dir {
+                store: StateStore::open(dir)?,
+                booted: None,
+            }),
             (None, Some(disk)) => {
                 let d = match StateDisk::open(disk, label, writable) {
                     Ok(d) => d,
@@ -84,16 +91,28 @@ impl Target {
 
     pub fn store(&self) -> &StateStore {
         match self {
-            Target::Dir(s) | Target::Disk { store: s, .. } | Target::Host { store: s, .. } => s,
+            Target::Dir { store: s, .. }
+            | Target::Disk { store: s, .. }
+            | Target::Host { store: s, .. } => s,
         }
     }
 
-    /// The slot running now: only known on a host booted by clb.
+    /// The slot running now: only known on a host booted by clb (or simulated on a state
+    /// directory, see [`Target::simulate_booted`]).
     pub fn booted(&self) -> Option<SlotName> {
         match self {
-            Target::Host { booted, .. } => *booted,
-            _ => None,
+            Target::Host { booted, .. } | Target::Dir { booted, .. } => *booted,
+            Target::Disk { .. } => None,
         }
+    }
+
+    /// Pretends `slot` is the slot running now, on a state directory only (`clb daemon
+    /// --booted-slot`, for tests and simulations); a host or a disk keeps what it has.
+    pub fn simulate_booted(mut self, slot: Option<SlotName>) -> Self {
+        if let Target::Dir { booted, .. } = &mut self {
+            *booted = slot;
+        }
+        self
     }
 
     pub fn is_host(&self) -> bool {

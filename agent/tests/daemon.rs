@@ -28,7 +28,7 @@ fn big_dir(root: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
 /// Apply with reboot=true stages slot b and calls logind.
 #[test]
 fn busctl_and_gdbus_drive_a_whole_cycle_under_the_shipped_policy() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start(clb_bin());
     let fx = Fixture::new();
     let r = releases(fx.work.path(), &["v1", "v2"]);
     let big = big_dir(fx.work.path(), "v2-payload", 4 << 20, 21);
@@ -213,7 +213,7 @@ fn busctl_and_gdbus_drive_a_whole_cycle_under_the_shipped_policy() {
 /// `admin_group`.
 #[test]
 fn callers_are_checked_by_the_bus_policy_and_by_admin_group() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start(clb_bin());
     let (fx, state, _r) = staged();
     fx.sign("os:v2");
     let cfg = config_dir(
@@ -378,7 +378,7 @@ fn callers_are_checked_by_the_bus_policy_and_by_admin_group() {
 /// reload it.
 #[test]
 fn a_malformed_config_keeps_the_last_good_one() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start(clb_bin());
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
     std::fs::create_dir(&state).unwrap();

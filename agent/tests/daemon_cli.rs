@@ -24,7 +24,7 @@ fn assert_code(out: &Output, code: i32, what: &str) {
 
 #[test]
 fn the_cli_goes_through_the_daemon_that_serves_its_state() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start(clb_bin());
     let (fx, state, _r) = staged();
     fx.sign("os:v2");
     let s = state.to_str().unwrap();

@@ -62,7 +62,7 @@ fn wait_partial(state: &Path, digest: &str, above: u64, timeout: Duration) -> u6
 /// restart.
 #[test]
 fn busy_while_downloading_cancel_and_resume_after_sigkill() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start(clb_bin());
     let fx = Fixture::new();
     let r = releases(fx.work.path(), &["v1", "big"]);
     let payload = big_dir(fx.work.path(), "payload", 8 << 20, 33);

@@ -23,7 +23,7 @@ fn to(server: &FleetLockServer, endpoint: &str) -> Vec<FleetLockRequest> {
 
 #[test]
 fn fleet_lock_gates_the_reboot_and_steady_state_follows_the_good_boot() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start(clb_bin());
     let (fx, state, _r) = staged();
     fx.sign("os:v2");
     // No free slot: every pre-reboot is refused until the test grants one.

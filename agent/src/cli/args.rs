@@ -248,6 +248,21 @@ pub struct DaemonArgs {
     /// Serve the API only: no update checks of its own, whatever the strategy.
     #[arg(long)]
     pub no_updates: bool,
+    /// For tests and simulations, with --state-dir only: report this slot as the one running
+    /// (a state directory has no booted slot), as if the machine had booted it: `a`, `b`,
+    /// `recovery`, or `active` for the slot the boot state names active when the daemon
+    /// starts (a reboot into what was staged).
+    #[arg(long, value_name = "SLOT", value_parser = parse_simulated_boot)]
+    pub booted_slot: Option<clb::daemon::SimulatedBoot>,
+}
+
+fn parse_simulated_boot(s: &str) -> Result<clb::daemon::SimulatedBoot, String> {
+    if s == "active" {
+        return Ok(clb::daemon::SimulatedBoot::Active);
+    }
+    SlotName::parse(s)
+        .map(clb::daemon::SimulatedBoot::Slot)
+        .ok_or_else(|| format!("unknown slot {s:?} (a, b, recovery or active)"))
 }
 
 #[derive(Args, Debug)]

@@ -15,6 +15,7 @@ pub async fn serve(cli: &Cli, a: &DaemonArgs) -> Result<()> {
         state_label: cli.state_label.clone(),
         config_dir: a.config_dir.clone(),
         updates: !a.no_updates,
+        booted_slot: a.booted_slot,
     })
     .await
     .context("running the clb daemon")

@@ -175,12 +175,7 @@ impl AgentInterface {
     async fn get_status(&self) -> Result<String, AgentError> {
         let opts = self.runner.options().clone();
         let json = crate::blocking(move || {
-            let target = crate::target::Target::open(
-                opts.state_dir.as_deref(),
-                None,
-                &opts.state_label,
-                false,
-            )?;
+            let target = opts.open_target(false)?;
             let status = crate::status::status(target.store(), target.booted())?;
             serde_json::to_string_pretty(&status)
                 .map_err(|e| ClbError::State(format!("serializing the status: {e}")))
@@ -393,6 +388,7 @@ pub fn introspection_xml() -> String {
             state_label: String::new(),
             config_dir: PathBuf::new(),
             updates: false,
+            booted_slot: None,
         },
         crate::config::ConfigHolder::with_defaults(PathBuf::new()),
     ));

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::config::{self, ConfigHolder};
 use crate::error::{ClbError, Result};
+use crate::target::Target;
 
 /// The well-known bus name the daemon owns.
 pub const BUS_NAME: &str = "dev.clb.Agent";
@@ -36,11 +37,71 @@ pub struct DaemonOptions {
     pub config_dir: PathBuf,
     /// Run the update loop (check, download, stage, reboot per strategy).
     pub updates: bool,
+    /// With `state_dir` only, for tests and simulations: the slot to report as booted (a
+    /// state directory has none), as if the machine had booted it. See
+    /// [`SimulatedBoot`].
+    pub booted_slot: Option<SimulatedBoot>,
+}
+
+/// The booted slot `clb daemon --booted-slot` simulates on a state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatedBoot {
+    /// This slot.
+    Slot(clb_ondisk::SlotName),
+    /// The slot the boot state names active when the daemon starts: a reboot into what was
+    /// staged (read once at start, so a later `Apply` does not move it).
+    Active,
+}
+
+impl DaemonOptions {
+    /// Opens the state the daemon works on, with the simulated booted slot (resolved by
+    /// [`run`] at start) on a state directory. Blocking: call it from `crate::blocking`.
+    pub fn open_target(&self, writable: bool) -> Result<Target> {
+        let booted = match self.booted_slot {
+            Some(SimulatedBoot::Slot(slot)) => Some(slot),
+            Some(SimulatedBoot::Active) | None => None,
+        };
+        Ok(
+            Target::open(self.state_dir.as_deref(), None, &self.state_label, writable)?
+                .simulate_booted(booted),
+        )
+    }
+
+    /// Checks `booted_slot` is used with a state directory, and resolves `Active` to the slot
+    /// the boot state names now.
+    fn resolve_booted_slot(mut self) -> Result<Self> {
+        match self.booted_slot {
+            None => return Ok(self),
+            Some(_) if self.state_dir.is_none() => {
+                return Err(ClbError::Invalid(
+                    "--booted-slot simulates a boot on a --state-dir only; a host reports the slot it booted".into(),
+                ));
+            }
+            Some(SimulatedBoot::Slot(_)) => {}
+            Some(SimulatedBoot::Active) => {
+                let target = self.open_target(false)?;
+                let state = target.store().read_bootstate()?.ok_or_else(|| {
+                    ClbError::State(
+                        "--booted-slot active: nothing installed in the state directory".into(),
+                    )
+                })?;
+                self.booted_slot = Some(SimulatedBoot::Slot(state.active));
+            }
+        }
+        if let Some(SimulatedBoot::Slot(slot)) = self.booted_slot {
+            tracing::warn!(
+                slot = slot.as_str(),
+                "simulating a boot of this slot (--booted-slot)"
+            );
+        }
+        Ok(self)
+    }
 }
 
 /// Serves the interface until SIGTERM/SIGINT; SIGHUP re-reads the configuration (a bad file
 /// keeps the last good one).
 pub async fn run(opts: DaemonOptions) -> Result<()> {
+    let opts = crate::blocking(move || opts.resolve_booted_slot()).await?;
     let dir = opts.config_dir.clone();
     let holder = crate::blocking(move || Ok(ConfigHolder::open(dir)?)).await?;
     for w in &holder.current().warnings {

@@ -295,10 +295,7 @@ impl Runner {
         let config = self.config();
         let writable = kind != OpKind::Check;
         let opts = self.opts.clone();
-        let target = crate::blocking(move || {
-            Target::open(opts.state_dir.as_deref(), None, &opts.state_label, writable)
-        })
-        .await?;
+        let target = crate::blocking(move || opts.open_target(writable)).await?;
         let target = Arc::new(target);
         let progress = Progress::observed(Arc::new(Observer(self.clone())));
         let (store, booted) = (target.store(), target.booted());
@@ -420,7 +417,7 @@ impl Runner {
         let opts = self.opts.clone();
         let configured = self.config().image;
         let view = crate::blocking(move || {
-            let target = Target::open(opts.state_dir.as_deref(), None, &opts.state_label, false)?;
+            let target = opts.open_target(false)?;
             let s = status::status(target.store(), target.booted())?;
             let downloaded = target
                 .store()
@@ -508,11 +505,17 @@ impl Runner {
     pub async fn boot_decided(&self) -> bool {
         let opts = self.opts.clone();
         crate::blocking(move || {
-            let target = Target::open(opts.state_dir.as_deref(), None, &opts.state_label, false)?;
+            let target = opts.open_target(false)?;
             let state = target.store().read_bootstate()?;
             Ok(state.is_none_or(|s| match target.booted() {
                 // A host: this boot must have been committed, not only the slot once.
-                Some(b) => s.good && b == s.active && crate::target::boot_committed(),
+                // (A simulated boot on a state directory has no boot record: the slot's
+                // `good` stands for it.)
+                Some(b) => {
+                    s.good
+                        && b == s.active
+                        && (!target.is_host() || crate::target::boot_committed())
+                }
                 None => s.good,
             }))
         })

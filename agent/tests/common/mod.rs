@@ -5,14 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub mod bus;
+/// The daemon harness (private system bus, fake logind, `clb daemon`), shared with the node
+/// bridge's tests.
+#[allow(unused_imports)]
+pub use clb_testsupport::bus;
 
 #[allow(unused_imports)]
 pub use clb_testsupport::{Registry, RegistryOptions};
 #[allow(unused_imports)]
 pub use clb_testsupport::{hash_tree, require_tool};
 
-pub const PASSWORD: &str = "test-password";
+pub const PASSWORD: &str = clb_testsupport::COSIGN_PASSWORD;
 
 pub fn clb_bin() -> &'static str {
     env!("CARGO_BIN_EXE_clb")

@@ -65,20 +65,25 @@ fn value_at<'a>(obj: &'a Value, path: &FieldPath) -> Option<&'a Value> {
     path.iter().try_fold(obj, |v, k| v.get(k))
 }
 
-fn remove_at(obj: &mut Value, path: &FieldPath) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = obj;
-    for k in parents {
-        match cur.get_mut(k) {
-            Some(next) => cur = next,
-            None => return,
+/// Removes the field at `path`, and the maps above it that this leaves empty (as a real
+/// server does: the manager owned those maps too), keeping the top-level fields.
+fn remove_at(obj: &mut Value, path: &[String]) {
+    fn go(cur: &mut Value, path: &[String], top: bool) {
+        let (Some((first, rest)), Some(map)) = (path.split_first(), cur.as_object_mut()) else {
+            return;
+        };
+        if rest.is_empty() {
+            map.remove(first);
+            return;
+        }
+        if let Some(next) = map.get_mut(first) {
+            go(next, rest, false);
+            if !top && next.as_object().is_some_and(serde_json::Map::is_empty) {
+                map.remove(first);
+            }
         }
     }
-    if let Some(map) = cur.as_object_mut() {
-        map.remove(last);
-    }
+    go(obj, path, true);
 }
 
 /// Objects merge recursively; everything else (lists included) replaces.
@@ -464,6 +469,22 @@ mod tests {
         let a2 = json!({"metadata": {"labels": {"l": "1"}}});
         let obj = apply(Some(&forced), &a2, "alice", false, Target::Main, "v1").unwrap();
         assert_eq!(obj["data"], json!({"a": "9"}));
+    }
+
+    #[test]
+    fn a_map_whose_fields_all_went_goes_too() {
+        let first = json!({"spec": {"phase": "Busy", "progress": {"percent": 5, "message": "x"}}});
+        let obj = apply(None, &first, "bridge", false, Target::Main, "v1").unwrap();
+        let second = json!({"spec": {"phase": "Idle"}});
+        let obj = apply(Some(&obj), &second, "bridge", false, Target::Main, "v1").unwrap();
+        assert_eq!(
+            obj["spec"],
+            json!({"phase": "Idle"}),
+            "no empty progress left"
+        );
+        let none = json!({"metadata": {"name": "x"}});
+        let obj = apply(Some(&obj), &none, "bridge", false, Target::Main, "v1").unwrap();
+        assert!(obj.get("spec").is_some(), "top-level fields stay");
     }
 
     #[test]

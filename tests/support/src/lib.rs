@@ -10,6 +10,8 @@
 //!   before" after a failing operation.
 //! - [`write_oci_layout`]: a hand-written OCI image layout that `skopeo` can copy to a registry.
 //! - [`require_tool`]: tests fail (never skip) when a prerequisite is missing.
+//! - [`bus`] (feature `bus`): a private system bus with the shipped D-Bus policy, a fake
+//!   logind, `busctl` clients and monitor, the `clb daemon` process, a throttling proxy.
 //! - [`FleetLockServer`]: a FleetLock reboot-lock server on 127.0.0.1, written from the
 //!   protocol document, that records every request.
 //!
@@ -21,6 +23,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accesslog;
+#[cfg(feature = "bus")]
+pub mod bus;
 mod fleetlock;
 mod http;
 mod oci;
@@ -71,6 +75,9 @@ pub fn workspace_root() -> PathBuf {
         .canonicalize()
         .unwrap_or_else(|e| panic!("workspace root above tests/support: {e}"))
 }
+
+/// The cosign key password the tests' keys are made with (`COSIGN_PASSWORD`).
+pub const COSIGN_PASSWORD: &str = "test-password";
 
 /// Debian's interpreter, where `scripts/install-test-deps` installs python3-cryptography and
 /// python3-jsonschema. Another `python3` may come first on PATH (pyenv on the machine image)

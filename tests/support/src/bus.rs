@@ -4,6 +4,10 @@
 //! `Reboot` calls; `busctl` and `gdbus` as independent clients (as root or as uid 65534 via
 //! `setpriv`); `busctl monitor` recording what the daemon emits; the `clb daemon` process;
 //! and a throttling TCP proxy in front of the registry.
+//!
+//! Shared by the agent's daemon tests and the node bridge's tests (feature `bus`). The `clb`
+//! binary under test is given to [`SystemBus::start`] (a test names it with
+//! `env!("CARGO_BIN_EXE_clb")` in the agent, or finds it in the target directory).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,7 +17,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{PASSWORD, clb_bin, require_tool, sh};
+use crate::{COSIGN_PASSWORD as PASSWORD, require_tool};
+
+/// Runs a shell command, panics with its stderr on failure.
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 pub const NAME: &str = "dev.clb.Agent";
 pub const OBJECT: &str = "/dev/clb/Agent";
@@ -21,7 +35,7 @@ pub const IFACE: &str = "dev.clb.Agent1";
 /// The policy file packaging installs into /usr/share/dbus-1/system.d: the one under test.
 pub const POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../packaging/dbus/dev.clb.Agent.conf"
+    "/../../packaging/dbus/dev.clb.Agent.conf"
 );
 /// The group the shipped policy lets call the daemon's methods.
 pub const POLICY_GROUP: &str = "clb";
@@ -209,6 +223,8 @@ pub struct SystemBus {
     pub address: String,
     /// gid of the policy's group.
     pub clb_gid: u32,
+    /// The `clb` binary under test.
+    clb: PathBuf,
     bin: PathBuf,
     reboots: Arc<Mutex<Vec<bool>>>,
     logind: Option<zbus::Connection>,
@@ -216,7 +232,10 @@ pub struct SystemBus {
 }
 
 impl SystemBus {
-    pub fn start() -> SystemBus {
+    /// Starts the bus; `clb` is the binary [`SystemBus::clb`] and [`Daemon::start`] run.
+    pub fn start(clb: impl Into<PathBuf>) -> SystemBus {
+        let clb = clb.into();
+        assert!(clb.is_file(), "the clb binary {} is missing", clb.display());
         for tool in ["dbus-daemon", "busctl", "gdbus", "setpriv", "getent"] {
             require_tool(tool);
         }
@@ -290,6 +309,7 @@ impl SystemBus {
             child,
             address,
             clb_gid,
+            clb,
             bin,
             reboots,
             logind: Some(logind),
@@ -309,9 +329,14 @@ impl SystemBus {
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
     }
 
-    /// `clb ARGS` on this bus (as `common::clb_owned` runs it otherwise).
+    /// The `clb` binary under test.
+    pub fn clb_bin(&self) -> &Path {
+        &self.clb
+    }
+
+    /// `clb ARGS` on this bus (as the agent tests' `common::clb_owned` runs it otherwise).
     pub fn clb(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(clb_bin());
+        let mut cmd = Command::new(&self.clb);
         self.env(&mut cmd)
             .args(args)
             .env("COSIGN_PASSWORD", PASSWORD)
@@ -333,8 +358,13 @@ impl SystemBus {
             state.to_str().unwrap(),
             "status",
         ]);
-        super::assert_ok(&out);
-        super::json(&out)
+        assert!(
+            out.status.success(),
+            "clb status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     fn run(&self, caller: Caller, program: &str, args: &[&str]) -> Reply {
@@ -638,7 +668,8 @@ fn parse_event(line: &str) -> Vec<Event> {
 
 static DAEMONS: AtomicUsize = AtomicUsize::new(0);
 
-/// `clb --state-dir STATE daemon --config-dir CONFIG [--no-updates]` on a [`SystemBus`].
+/// `clb --state-dir STATE daemon --config-dir CONFIG [--no-updates] [EXTRA…]` on a
+/// [`SystemBus`].
 pub struct Daemon {
     child: Option<Child>,
     pub log: PathBuf,
@@ -647,16 +678,28 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until it owns its name.
     pub fn start(bus: &SystemBus, state: &Path, config_dir: &Path, updates: bool) -> Daemon {
+        Daemon::start_with(bus, state, config_dir, updates, &[])
+    }
+
+    /// [`Daemon::start`] with more arguments of `clb daemon` (such as `--booted-slot`).
+    pub fn start_with(
+        bus: &SystemBus,
+        state: &Path,
+        config_dir: &Path,
+        updates: bool,
+        extra: &[&str],
+    ) -> Daemon {
         assert!(!bus.name_has_owner(), "{NAME} already has an owner");
         let n = DAEMONS.fetch_add(1, Ordering::Relaxed);
         let log = bus.dir.path().join(format!("daemon-{n}.log"));
-        let mut cmd = Command::new(clb_bin());
+        let mut cmd = Command::new(&bus.clb);
         bus.env(&mut cmd)
             .arg("--state-dir")
             .arg(state)
             .arg("daemon")
             .arg("--config-dir")
             .arg(config_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("HOME", "/nonexistent-clb-test-home")
             .env_remove("REGISTRY_AUTH_FILE")
