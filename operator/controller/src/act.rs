@@ -281,7 +281,21 @@ impl Actuator {
     ) -> Result<Rollout, ActError> {
         let name = rollout.metadata.name.clone().unwrap_or_default();
         let api: Api<Rollout> = Api::all(self.client.clone());
-        let body = json!({"status": status});
+        // A merge patch leaves alone what it does not mention, and the status omits empty
+        // fields: name each field that is gone as null, or it would stay.
+        let mut patch = serde_json::to_value(status).unwrap_or_default();
+        if let (Some(patch), Some(Value::Object(before))) = (
+            patch.as_object_mut(),
+            rollout
+                .status
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok()),
+        ) {
+            for key in before.keys() {
+                patch.entry(key.clone()).or_insert(Value::Null);
+            }
+        }
+        let body = json!({"status": patch});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
             .await
             .map_err(|source| ActError::Api {

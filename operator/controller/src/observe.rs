@@ -124,7 +124,8 @@ pub fn node_observation(
         observed.booted_digest = status.booted.as_ref().map(|s| s.digest.clone());
         observed.staged_digest = status.staged.as_ref().map(|s| s.digest.clone());
         observed.slot_good = status.marked_good;
-        observed.rolled_back = status.rolled_back
+        observed.rolled_back = view.update.is_some_and(|u| reboot_reported(u, target))
+            && status.rolled_back
             && status
                 .rolled_back_from
                 .as_ref()
@@ -134,6 +135,23 @@ pub fn node_observation(
     observed.drained = pods::drained(view.pods.iter().copied(), &spec.drain);
     observed.pods_ready_since = pods::ready_since(view.pods.iter().copied());
     observed
+}
+
+/// The bridge has finished our latest request, a `Reboot` into `target`. A fallback from
+/// `target` counts only then: the agent keeps reporting an earlier attempt's fallback until
+/// the next reboot, and a node whose quarantine a person cleared must not fail again on the
+/// old report.
+fn reboot_reported(update: &NodeUpdate, target: &str) -> bool {
+    let Some(request) = update.spec.request.as_ref() else {
+        return false;
+    };
+    let Some(outcome) = update.status.as_ref().and_then(|s| s.request.as_ref()) else {
+        return false;
+    };
+    request.action == RequestAction::Reboot
+        && request.digest == target
+        && outcome.id == request.id
+        && outcome.state != RequestState::Running
 }
 
 /// The bridge's failure of our latest `Stage` request for `target`, if that is how it ended.

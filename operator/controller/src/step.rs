@@ -159,21 +159,13 @@ pub async fn step(ctx: &Context, world: &World, rollout: &Rollout) -> Result<Req
         image: &image,
         digest: &digest,
     };
-    let outcomes: Vec<(String, bool)> = futures_util::stream::iter(work)
-        .map(|(node_plan, view)| {
-            let job = &job;
-            async move {
-                let previous = records_ref.get(node_plan.name.as_str()).map(|r| r.phase);
-                let ok = match job.carry_out(node_plan, view, previous.map(observe::phase_from_api)).await {
-                    Ok(()) => true,
-                    Err(error) => {
-                        tracing::warn!(rollout = %job.rollout, node = %node_plan.name, %error, "step not carried out; it is repeated");
-                        false
-                    }
-                };
-                (node_plan.name.clone(), ok)
-            }
-        })
+    // The futures are made first: a stream's `map` closure in a spawned future trips rustc's
+    // higher-ranked lifetime check ("FnOnce is not general enough").
+    let jobs: Vec<_> = work
+        .into_iter()
+        .map(|(node_plan, view)| job.carry_out_logged(node_plan, view, records_ref))
+        .collect();
+    let outcomes: Vec<(String, bool)> = futures_util::stream::iter(jobs)
         .buffer_unordered(PARALLEL_NODES)
         .collect()
         .await;
@@ -303,6 +295,26 @@ struct NodeJob<'a> {
 }
 
 impl NodeJob<'_> {
+    /// Carries out the node's actions; a failure is logged and reported as `false`.
+    async fn carry_out_logged(
+        &self,
+        plan: &NodePlan,
+        view: &NodeView<'_>,
+        records: &BTreeMap<&str, &NodeRecord>,
+    ) -> (String, bool) {
+        let previous = records
+            .get(plan.name.as_str())
+            .map(|r| observe::phase_from_api(r.phase));
+        let ok = match self.carry_out(plan, view, previous).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(rollout = %self.rollout, node = %plan.name, %error, "step not carried out; it is repeated");
+                false
+            }
+        };
+        (plan.name.clone(), ok)
+    }
+
     async fn carry_out(
         &self,
         plan: &NodePlan,

@@ -1,0 +1,272 @@
+//! The controller against a simulated fleet on the fake API server (see `sim`): whole rollouts
+//! with canaries, failures, halts, and a leader that dies mid-rollout.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod sim;
+
+use std::time::Duration;
+
+use clb_operator_api::{
+    CORDONED_BY_ANNOTATION, QUARANTINED_LABEL, QUARANTINED_TAINT_KEY, RolloutPhase,
+};
+use serde_json::json;
+use sim::{Fate, Fleet, V2, node_name};
+
+fn spec(extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "image": format!("127.0.0.1:5000/os@{V2}"),
+        "nodeSelector": {"matchLabels": {"os": "clb"}},
+        "canary": {"nodes": 1, "soak": "1s"},
+        "maxUnavailable": 2,
+        "failureBudget": 0,
+        "drain": {"timeout": "3s"},
+        "healthCheck": {"minReadySeconds": 1, "timeout": "20s"},
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        spec[key] = value.clone();
+    }
+    spec
+}
+
+fn phase(rollout: &clb_operator_api::Rollout) -> Option<RolloutPhase> {
+    rollout.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rolls_canary_first_within_max_unavailable_and_every_node_once() {
+    let fleet = Fleet::start(6).await;
+    let controller = fleet.controller("replica-a").await;
+    fleet.create_rollout("to-v2", spec(json!({}))).await;
+    let done = fleet
+        .wait_rollout("to-v2", Duration::from_secs(90), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.pinned_digest.as_deref(), Some(V2));
+    assert_eq!((status.counts.updated, status.counts.total), (6, 6));
+    assert_eq!(status.updated_text.as_deref(), Some("6/6"));
+    let complete = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert_eq!(
+        (complete.status.as_str(), complete.reason.as_str()),
+        ("True", "AllUpdated")
+    );
+    // The canary (the first node by name) was updated before any other node began.
+    let records: std::collections::BTreeMap<_, _> = status
+        .nodes
+        .iter()
+        .map(|r| (r.name.clone(), r.since.clone()))
+        .collect();
+    let canary_done = records[&node_name(0)].clone();
+    for index in 1..6 {
+        assert!(
+            records[&node_name(index)].0 > canary_done.0,
+            "node {index} ended after the canary"
+        );
+    }
+    assert!(
+        *fleet.max_cordoned.lock().unwrap() <= 2,
+        "never more than maxUnavailable cordoned"
+    );
+    for update in fleet.updates().await {
+        let request = update.spec.request.as_ref().unwrap();
+        // One Stage and one Reboot per node: never started twice.
+        assert_eq!(request.id, 2, "{:?}", update.metadata.name);
+        assert_eq!(update.spec.rollout, None, "released at the end");
+        assert_eq!(update.status.unwrap().booted.unwrap().digest, V2);
+    }
+    for node in fleet.nodes().await {
+        assert_ne!(
+            node.spec.and_then(|s| s.unschedulable),
+            Some(true),
+            "nobody left cordoned"
+        );
+        let annotations = node.metadata.annotations.unwrap_or_default();
+        assert!(!annotations.contains_key(CORDONED_BY_ANNOTATION));
+    }
+    // Events for the transitions, on the nodes.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(fleet.client.clone(), "default");
+    let events = events.list(&Default::default()).await.unwrap().items;
+    for index in 0..6 {
+        let mut reasons: Vec<String> = events
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.clone()) == Some(node_name(index)))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        reasons.sort();
+        // Staged is skipped when there is room to cordon at once.
+        reasons.retain(|r| r != "Staged");
+        assert_eq!(
+            reasons,
+            ["Draining", "Rebooting", "Staging", "Updated", "Verifying"],
+            "node {index}"
+        );
+    }
+    let requests = fleet.operator_requests();
+    assert!(requests.iter().all(|r| r.status < 500));
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_node_is_quarantined_and_a_failure_beyond_the_budget_halts() {
+    let fleet = Fleet::start(5).await;
+    fleet.set_fate(&node_name(1), Fate::RollsBack);
+    fleet.set_fate(&node_name(2), Fate::StageFails);
+    let controller = fleet.controller("replica-a").await;
+    fleet
+        .create_rollout(
+            "to-v2",
+            spec(json!({"maxUnavailable": 1, "failureBudget": 1})),
+        )
+        .await;
+    let halted = fleet
+        .wait_rollout("to-v2", Duration::from_secs(90), |r| {
+            phase(r) == Some(RolloutPhase::Halted)
+        })
+        .await;
+    let status = halted.status.unwrap();
+    assert_eq!(status.failed_nodes, vec![node_name(1), node_name(2)]);
+    assert_eq!((status.counts.quarantined, status.counts.failed), (1, 1));
+    let halt = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Halted")
+        .unwrap();
+    assert_eq!(halt.status, "True");
+    assert!(halt.message.contains(&node_name(1)), "{}", halt.message);
+    // Give the controller time to (wrongly) start more nodes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = fleet.rollout("to-v2").await.status.unwrap();
+    assert_eq!(
+        status.counts.updated, 1,
+        "only the canary; nothing starts after the halt"
+    );
+    let nodes = fleet.nodes().await;
+    let quarantined = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(&node_name(1)))
+        .unwrap();
+    assert_eq!(
+        quarantined.metadata.labels.as_ref().unwrap()[QUARANTINED_LABEL],
+        "true"
+    );
+    let taints = quarantined.spec.as_ref().unwrap().taints.clone().unwrap();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == QUARANTINED_TAINT_KEY && t.effect == "NoSchedule")
+    );
+    for node in &nodes {
+        assert_ne!(
+            node.spec.as_ref().and_then(|s| s.unschedulable),
+            Some(true),
+            "{:?}",
+            node.metadata.name
+        );
+    }
+    for index in 3..5 {
+        let update = fleet
+            .updates()
+            .await
+            .into_iter()
+            .find(|u| u.metadata.name == Some(node_name(index)))
+            .unwrap();
+        assert_eq!(update.spec.request, None, "node {index} was never started");
+    }
+
+    // A person clears the quarantine: the label goes, the controller removes its taint, and
+    // with the budget back within reach the rollout resumes... and meets the same failure.
+    let nodes_api: kube::Api<k8s_openapi::api::core::v1::Node> =
+        kube::Api::all(fleet.client.clone());
+    fleet.set_fate(&node_name(1), Fate::Success);
+    nodes_api
+        .patch(
+            &node_name(1),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {QUARANTINED_LABEL: null}}})),
+        )
+        .await
+        .unwrap();
+    let resumed = fleet
+        .wait_rollout("to-v2", Duration::from_secs(90), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!((resumed.counts.updated, resumed.counts.failed), (4, 1));
+    let node = nodes_api.get(&node_name(1)).await.unwrap();
+    assert!(
+        node.spec
+            .unwrap()
+            .taints
+            .unwrap_or_default()
+            .iter()
+            .all(|t| t.key != QUARANTINED_TAINT_KEY)
+    );
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_resumes_a_rollout_without_starting_a_node_twice() {
+    let fleet = Fleet::start(6).await;
+    let first = fleet.controller("replica-a").await;
+    let second = fleet.controller("replica-b").await;
+    fleet
+        .create_rollout(
+            "to-v2",
+            spec(json!({"canary": {"nodes": 0}, "maxUnavailable": 1})),
+        )
+        .await;
+    fleet
+        .wait_rollout("to-v2", Duration::from_secs(60), |r| {
+            r.status.as_ref().is_some_and(|s| s.counts.updated >= 2)
+        })
+        .await;
+    // Whoever leads dies without releasing the Lease; the other takes over when it runs out.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(fleet.client.clone(), "clb-system");
+    let holder = leases
+        .get(clb_operator_api::LEADER_LEASE_NAME)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let survivor = if holder == "replica-a" {
+        first.crash();
+        second
+    } else {
+        second.crash();
+        first
+    };
+    let done = fleet
+        .wait_rollout("to-v2", Duration::from_secs(90), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await;
+    assert_eq!(done.status.unwrap().counts.updated, 6);
+    let new_holder = leases
+        .get(clb_operator_api::LEADER_LEASE_NAME)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_ne!(new_holder.as_deref(), Some(holder.as_str()));
+    for update in fleet.updates().await {
+        assert_eq!(
+            update.spec.request.unwrap().id,
+            2,
+            "{:?}: one Stage, one Reboot",
+            update.metadata.name
+        );
+    }
+    survivor.stop().await;
+}
