@@ -30,8 +30,12 @@
 //!
 //! The controller claims a node for a rollout by setting `spec.rollout` together with the first
 //! `Stage` request, with the object's `resourceVersion` as a precondition, so two rollouts can
-//! never both claim it, and removes `spec.rollout` when the node reaches an end in that rollout
-//! (updated, failed or quarantined). The controller never creates a `NodeUpdate`: a node
+//! never both claim it. The claim holds while that rollout's record of the node
+//! (`Rollout.status.nodes`) is in progress; once the node reached an end there (updated,
+//! failed or quarantined), or the rollout is gone, another rollout may claim it. `spec.rollout`
+//! is not cleared at the end: that would cost a write per node and say nothing the rollout's
+//! record does not (`spec.rollout` thus names the last rollout that claimed the node). The
+//! controller never creates a `NodeUpdate`: a node
 //! without one runs no bridge and is never started. (Its apply of `spec.rollout` and
 //! `spec.request` alone cannot create one by mistake: the schema requires `spec.nodeName`.)
 //!

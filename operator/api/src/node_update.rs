@@ -27,7 +27,7 @@ const DIGEST_PATTERN: &str = "^sha256:[0-9a-f]{64}$";
     printcolumn(
         name = "Rollout",
         type_ = "string",
-        description = "The rollout holding the node",
+        description = "The rollout that claimed the node last",
         json_path = ".spec.rollout"
     ),
     printcolumn(
@@ -83,9 +83,9 @@ pub struct NodeUpdateSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName never changes").reason(Reason::FieldValueForbidden))]
     pub node_name: String,
 
-    /// The rollout that holds the node while it rolls it (set by the controller with the first
-    /// request, cleared when the node reaches an end); absent: no rollout acts on the node.
-    /// Only one rollout acts on a node at a time.
+    /// The rollout that claimed the node last (set by the controller with its first request).
+    /// It holds the node while its record of the node is in progress; only one rollout acts on
+    /// a node at a time. Absent: no rollout ever claimed the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub rollout: Option<String>,

@@ -113,29 +113,6 @@ impl Actuator {
             })
     }
 
-    /// Gives the node up: `spec.rollout` goes (the last request stays, since ids only grow).
-    pub async fn release(&self, update: &NodeUpdate) -> Result<NodeUpdate, ActError> {
-        let name = update.metadata.name.clone().unwrap_or_default();
-        let mut spec = json!({});
-        if let Some(request) = &update.spec.request {
-            spec["request"] = json!(request);
-        }
-        let body = json!({
-            "apiVersion": NodeUpdate::api_version(&()),
-            "kind": NodeUpdate::kind(&()),
-            "metadata": {"name": name},
-            "spec": spec,
-        });
-        self.updates()
-            .patch(&name, &Self::apply_params(), &Patch::Apply(body))
-            .await
-            .map_err(|source| ActError::Api {
-                what: "release of nodeupdate",
-                name,
-                source,
-            })
-    }
-
     async fn patch_node(
         &self,
         name: &str,

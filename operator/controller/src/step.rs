@@ -112,7 +112,7 @@ pub async fn step(ctx: &Context, world: &World, rollout: &Rollout) -> Result<Req
             let update = world.updates.get(node_name).map(|u| u.as_ref());
             let other_owner = update
                 .and_then(|u| u.spec.rollout.clone())
-                .filter(|holder| *holder != name && world.has_rollout(holder));
+                .filter(|holder| *holder != name && world.holds(holder, node_name));
             NodeView {
                 node,
                 update,
@@ -367,14 +367,6 @@ impl NodeJob<'_> {
                 }
                 Action::MarkFailed { .. } | Action::Wait { .. } => {}
             }
-        }
-        // An end reached: the node is free for other rollouts.
-        if !plan.hold
-            && let Some(current) = &update
-            && current.spec.rollout.as_deref() == Some(self.rollout)
-        {
-            let written = actuator.release(current).await?;
-            overlay.updates.remember(written);
         }
         if previous.unwrap_or(Phase::Pending) != plan.phase {
             self.transition_event(plan, &node, &refused).await;

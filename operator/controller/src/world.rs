@@ -9,6 +9,8 @@ use clb_operator_api::{NodeUpdate, Rollout};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Resource;
 
+use crate::observe;
+
 /// A snapshot for one step.
 pub struct World {
     /// Oldest first, so that an older rollout claims contested nodes first.
@@ -63,11 +65,18 @@ impl World {
         }
     }
 
-    /// The rollout named `name` exists (a holder or cordoner that was deleted holds nothing).
-    pub fn has_rollout(&self, name: &str) -> bool {
+    /// The rollout `rollout` holds `node`: it exists, and its record of the node (for its
+    /// current image) is in progress. A claim is not cleared when the node reaches an end,
+    /// and a deleted rollout holds nothing.
+    pub fn holds(&self, rollout: &str, node: &str) -> bool {
         self.rollouts
             .iter()
-            .any(|r| r.metadata.name.as_deref() == Some(name))
+            .filter(|r| r.metadata.name.as_deref() == Some(rollout))
+            .filter_map(|r| r.status.as_ref().map(|s| (r, s)))
+            // Records of an earlier image are void: the rollout starts over.
+            .filter(|(r, s)| s.image.as_deref() == Some(r.spec.image.as_str()))
+            .flat_map(|(_, s)| s.nodes.iter())
+            .any(|record| record.name == node && observe::phase_from_api(record.phase).in_flight())
     }
 }
 

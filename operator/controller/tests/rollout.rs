@@ -10,7 +10,7 @@ use clb_operator_api::{
     CORDONED_BY_ANNOTATION, QUARANTINED_LABEL, QUARANTINED_TAINT_KEY, RolloutPhase,
 };
 use serde_json::json;
-use sim::{Fate, Fleet, V2, node_name};
+use sim::{Fate, Fleet, V1, V2, node_name};
 
 fn spec(extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({
@@ -76,7 +76,11 @@ async fn a_fleet_rolls_canary_first_within_max_unavailable_and_every_node_once()
         let request = update.spec.request.as_ref().unwrap();
         // One Stage and one Reboot per node: never started twice.
         assert_eq!(request.id, 2, "{:?}", update.metadata.name);
-        assert_eq!(update.spec.rollout, None, "released at the end");
+        assert_eq!(
+            update.spec.rollout.as_deref(),
+            Some("to-v2"),
+            "the last claim"
+        );
         assert_eq!(update.status.unwrap().booted.unwrap().digest, V2);
     }
     for node in fleet.nodes().await {
@@ -109,6 +113,34 @@ async fn a_fleet_rolls_canary_first_within_max_unavailable_and_every_node_once()
     }
     let requests = fleet.operator_requests();
     assert!(requests.iter().all(|r| r.status < 500));
+
+    // Rolling back is just another rollout: the finished rollout's claims hold nothing.
+    fleet
+        .create_rollout(
+            "back-to-v1",
+            spec(json!({"image": format!("127.0.0.1:5000/os@{V1}"), "canary": {"nodes": 0}, "maxUnavailable": 3})),
+        )
+        .await;
+    let back = fleet
+        .wait_rollout("back-to-v1", Duration::from_secs(90), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await;
+    assert_eq!(back.status.unwrap().counts.updated, 6);
+    for update in fleet.updates().await {
+        assert_eq!(update.spec.rollout.as_deref(), Some("back-to-v1"));
+        assert_eq!(
+            update.spec.request.as_ref().unwrap().id,
+            4,
+            "one more Stage and Reboot each"
+        );
+        assert_eq!(update.status.unwrap().booted.unwrap().digest, V1);
+    }
+    // The first rollout, complete, stays complete: its nodes ended there.
+    assert_eq!(
+        phase(&fleet.rollout("to-v2").await),
+        Some(RolloutPhase::Complete)
+    );
     controller.stop().await;
 }
 
