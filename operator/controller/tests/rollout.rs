@@ -35,7 +35,25 @@ fn phase(rollout: &clb_operator_api::Rollout) -> Option<RolloutPhase> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_rolls_canary_first_within_max_unavailable_and_every_node_once() {
     let fleet = Fleet::start(6).await;
-    let controller = fleet.controller("replica-a").await;
+    // A pod on node-0002 that the drain must evict (a ReplicaSet's), and a DaemonSet's it
+    // must leave.
+    for (pod, owner) in [("web", "ReplicaSet"), ("agent", "DaemonSet")] {
+        fleet
+            .server
+            .create(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": "default", "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": owner, "name": "x", "uid": "u", "controller": true}]},
+                "spec": {"nodeName": node_name(2), "containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+            }))
+            .unwrap();
+    }
+    let metrics = sim::free_address();
+    let controller = fleet
+        .controller_with_metrics("replica-a", Some(metrics))
+        .await;
     fleet.create_rollout("to-v2", spec(json!({}))).await;
     let done = fleet
         .wait_rollout("to-v2", Duration::from_secs(90), |r| {
@@ -113,6 +131,45 @@ async fn a_fleet_rolls_canary_first_within_max_unavailable_and_every_node_once()
     }
     let requests = fleet.operator_requests();
     assert!(requests.iter().all(|r| r.status < 500));
+    let evictions: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/eviction"))
+        .collect();
+    assert!(
+        !evictions.is_empty() && evictions.iter().all(|r| r.path.contains("/pods/web/")),
+        "{evictions:?}"
+    );
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(fleet.client.clone(), "default");
+    let left: Vec<_> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(
+        left,
+        ["agent"],
+        "the ReplicaSet's pod was evicted, the DaemonSet's left"
+    );
+    let scraped = tokio::task::spawn_blocking(move || sim::http_get(metrics, "/metrics"))
+        .await
+        .unwrap();
+    for line in [
+        "clb_operator_leader 1",
+        "clb_rollout_nodes{rollout=\"to-v2\",phase=\"Updated\"} 6",
+        "clb_node_drain_duration_seconds_count 6",
+    ] {
+        assert!(scraped.lines().any(|l| l == line), "{line} in:\n{scraped}");
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(move || sim::http_get(metrics, "/healthz"))
+            .await
+            .unwrap(),
+        "ok\n"
+    );
 
     // Rolling back is just another rollout: the finished rollout's claims hold nothing.
     fleet
@@ -301,4 +358,92 @@ async fn a_new_leader_resumes_a_rollout_without_starting_a_node_twice() {
         );
     }
     survivor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_window_or_a_pause_starts_nothing_until_it_opens() {
+    let fleet = Fleet::start(3).await;
+    let controller = fleet.controller("replica-a").await;
+    // A window on no day but yesterday's weekday: closed now, whatever the time.
+    let yesterday = match k8s_openapi::jiff::Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .weekday()
+    {
+        k8s_openapi::jiff::civil::Weekday::Monday => "Sun",
+        k8s_openapi::jiff::civil::Weekday::Tuesday => "Mon",
+        k8s_openapi::jiff::civil::Weekday::Wednesday => "Tue",
+        k8s_openapi::jiff::civil::Weekday::Thursday => "Wed",
+        k8s_openapi::jiff::civil::Weekday::Friday => "Thu",
+        k8s_openapi::jiff::civil::Weekday::Saturday => "Fri",
+        k8s_openapi::jiff::civil::Weekday::Sunday => "Sat",
+    };
+    fleet
+        .create_rollout(
+            "later",
+            spec(json!({"window": {"days": [yesterday], "start": "00:00", "end": "00:01", "timeZone": "UTC"}})),
+        )
+        .await;
+    let waiting = fleet
+        .wait_rollout("later", Duration::from_secs(30), |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "OutsideWindow"))
+        })
+        .await;
+    assert_eq!(phase(&waiting), Some(RolloutPhase::Progressing));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        fleet
+            .updates()
+            .await
+            .iter()
+            .all(|u| u.spec.request.is_none()),
+        "nothing started"
+    );
+
+    // Open the window but pause: still nothing; unpause: it runs.
+    let rollouts: kube::Api<clb_operator_api::Rollout> = kube::Api::all(fleet.client.clone());
+    let patch = |body: serde_json::Value| {
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .patch(
+                    "later",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(body),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    patch(json!({"spec": {"window": null, "paused": true}})).await;
+    let paused = fleet
+        .wait_rollout("later", Duration::from_secs(30), |r| {
+            phase(r) == Some(RolloutPhase::Paused)
+        })
+        .await;
+    let condition = paused
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Paused")
+        .unwrap();
+    assert_eq!(condition.status, "True");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        fleet
+            .updates()
+            .await
+            .iter()
+            .all(|u| u.spec.request.is_none()),
+        "nothing started while paused"
+    );
+    patch(json!({"spec": {"paused": false}})).await;
+    fleet
+        .wait_rollout("later", Duration::from_secs(60), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await;
+    controller.stop().await;
 }

@@ -120,13 +120,22 @@ impl Fleet {
 
     /// Starts a controller replica; it runs until the returned handle is stopped.
     pub async fn controller(&self, identity: &str) -> Controller {
+        self.controller_with_metrics(identity, None).await
+    }
+
+    /// A controller replica that serves `/metrics` at `metrics`.
+    pub async fn controller_with_metrics(
+        &self,
+        identity: &str,
+        metrics: Option<std::net::SocketAddr>,
+    ) -> Controller {
         let client = self.operator_client().await;
         let options = clb_operator::Options {
             namespace: "clb-system".into(),
             identity: identity.into(),
             lease_name: clb_operator_api::LEADER_LEASE_NAME.into(),
             lease_seconds: 3,
-            metrics_address: None,
+            metrics_address: metrics,
             insecure_registries: Vec::new(),
             resync: Duration::from_secs(2),
         };
@@ -411,4 +420,30 @@ async fn set_ready(nodes: &Api<Node>, name: &str, ready: bool) {
         )
         .await
         .unwrap();
+}
+
+/// A free port on 127.0.0.1 (bound and released; the controller binds it right after).
+pub fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `GET path` over plain HTTP/1.1; the body.
+pub fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
