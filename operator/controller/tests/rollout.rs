@@ -391,15 +391,7 @@ async fn a_closed_window_or_a_pause_starts_nothing_until_it_opens() {
         })
         .await;
     assert_eq!(phase(&waiting), Some(RolloutPhase::Progressing));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        fleet
-            .updates()
-            .await
-            .iter()
-            .all(|u| u.spec.request.is_none()),
-        "nothing started"
-    );
+    fleet.assert_nothing_started("outside the window").await;
 
     // Open the window but pause: still nothing; unpause: it runs.
     let rollouts: kube::Api<clb_operator_api::Rollout> = kube::Api::all(fleet.client.clone());
@@ -430,15 +422,7 @@ async fn a_closed_window_or_a_pause_starts_nothing_until_it_opens() {
         .find(|c| c.type_ == "Paused")
         .unwrap();
     assert_eq!(condition.status, "True");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        fleet
-            .updates()
-            .await
-            .iter()
-            .all(|u| u.spec.request.is_none()),
-        "nothing started while paused"
-    );
+    fleet.assert_nothing_started("paused").await;
     patch(json!({"spec": {"paused": false}})).await;
     fleet
         .wait_rollout("later", Duration::from_secs(60), |r| {

@@ -169,19 +169,38 @@ impl Fleet {
     }
 
     pub async fn nodes(&self) -> Vec<Node> {
-        Api::<Node>::all(self.client.clone())
+        self.list().await
+    }
+
+    pub async fn updates(&self) -> Vec<NodeUpdate> {
+        self.list().await
+    }
+
+    async fn list<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::<K>::all(self.client.clone())
             .list(&Default::default())
             .await
             .unwrap()
             .items
     }
 
-    pub async fn updates(&self) -> Vec<NodeUpdate> {
-        Api::<NodeUpdate>::all(self.client.clone())
-            .list(&Default::default())
+    /// Waits a while and checks that no node was asked to do anything.
+    pub async fn assert_nothing_started(&self, why: &str) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started: Vec<_> = self
+            .updates()
             .await
-            .unwrap()
-            .items
+            .into_iter()
+            .filter(|u| u.spec.request.is_some())
+            .filter_map(|u| u.metadata.name)
+            .collect();
+        assert!(started.is_empty(), "{why}, yet started: {started:?}");
     }
 
     /// Waits until `done` holds for the rollout, or panics after `timeout` with its status.
@@ -302,12 +321,7 @@ async fn bridges(
         }
         for update in list.items {
             let name = update.metadata.name.clone().unwrap();
-            let fate = fates
-                .lock()
-                .unwrap()
-                .get(&name)
-                .copied()
-                .unwrap_or(Fate::Success);
+            let fate = fate_of(&fates, &name);
             let Some(request) = update.spec.request.clone() else {
                 continue;
             };
@@ -366,12 +380,7 @@ async fn bridges(
             .collect();
         for name in back {
             let (_, id, digest) = rebooting.remove(&name).unwrap();
-            let fate = fates
-                .lock()
-                .unwrap()
-                .get(&name)
-                .copied()
-                .unwrap_or(Fate::Success);
+            let fate = fate_of(&fates, &name);
             let now = jiff_now();
             let status = if fate == Fate::RollsBack {
                 json!({"phase": "Idle", "booted": slot("a", V1), "staged": null, "markedGood": true,
@@ -446,4 +455,13 @@ pub fn http_get(address: std::net::SocketAddr, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
+}
+
+fn fate_of(fates: &Mutex<BTreeMap<String, Fate>>, node: &str) -> Fate {
+    fates
+        .lock()
+        .unwrap()
+        .get(node)
+        .copied()
+        .unwrap_or(Fate::Success)
 }
