@@ -90,97 +90,104 @@ impl Metrics {
     /// The text exposition.
     pub fn render(&self) -> String {
         let inner = self.inner();
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP clb_operator_leader 1 if this replica holds the leader lease."
+        let mut out = Exposition::default();
+        out.family(
+            "clb_operator_leader",
+            "gauge",
+            "1 if this replica holds the leader lease.",
         );
-        let _ = writeln!(out, "# TYPE clb_operator_leader gauge");
-        let _ = writeln!(out, "clb_operator_leader {}", u8::from(self.is_leader()));
-        let _ = writeln!(
-            out,
-            "# HELP clb_operator_steps_total Rollout steps carried out."
+        out.sample("clb_operator_leader", "", u8::from(self.is_leader()));
+        out.family(
+            "clb_operator_steps_total",
+            "counter",
+            "Rollout steps carried out.",
         );
-        let _ = writeln!(out, "# TYPE clb_operator_steps_total counter");
-        let _ = writeln!(
-            out,
-            "clb_operator_steps_total {}",
-            self.steps.load(Ordering::Relaxed)
+        out.sample(
+            "clb_operator_steps_total",
+            "",
+            self.steps.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP clb_operator_step_errors_total Rollout steps that failed (retried)."
+        out.family(
+            "clb_operator_step_errors_total",
+            "counter",
+            "Rollout steps that failed (retried).",
         );
-        let _ = writeln!(out, "# TYPE clb_operator_step_errors_total counter");
-        let _ = writeln!(
-            out,
-            "clb_operator_step_errors_total {}",
-            self.step_errors.load(Ordering::Relaxed)
+        out.sample(
+            "clb_operator_step_errors_total",
+            "",
+            self.step_errors.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP clb_rollout_nodes Selected nodes per rollout and phase."
+        out.family(
+            "clb_rollout_nodes",
+            "gauge",
+            "Selected nodes per rollout and phase.",
         );
-        let _ = writeln!(out, "# TYPE clb_rollout_nodes gauge");
         for ((rollout, phase), count) in &inner.nodes {
-            let _ = writeln!(
-                out,
-                "clb_rollout_nodes{{rollout=\"{}\",phase=\"{phase}\"}} {count}",
-                escape(rollout)
-            );
+            let labels = format!("rollout=\"{}\",phase=\"{phase}\"", escape(rollout));
+            out.sample("clb_rollout_nodes", &labels, count);
         }
-        let _ = writeln!(
-            out,
-            "# HELP clb_rollout_halts_total Times a rollout halted (failures beyond its budget)."
+        out.family(
+            "clb_rollout_halts_total",
+            "counter",
+            "Times a rollout halted (failures beyond its budget).",
         );
-        let _ = writeln!(out, "# TYPE clb_rollout_halts_total counter");
         for (rollout, count) in &inner.halts {
-            let _ = writeln!(
-                out,
-                "clb_rollout_halts_total{{rollout=\"{}\"}} {count}",
-                escape(rollout)
+            out.sample(
+                "clb_rollout_halts_total",
+                &format!("rollout=\"{}\"", escape(rollout)),
+                count,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP clb_rollout_plan_seconds How long the last plan of the rollout took."
+        out.family(
+            "clb_rollout_plan_seconds",
+            "gauge",
+            "How long the last plan of the rollout took.",
         );
-        let _ = writeln!(out, "# TYPE clb_rollout_plan_seconds gauge");
         for (rollout, seconds) in &inner.plan_seconds {
-            let _ = writeln!(
-                out,
-                "clb_rollout_plan_seconds{{rollout=\"{}\"}} {seconds}",
-                escape(rollout)
+            out.sample(
+                "clb_rollout_plan_seconds",
+                &format!("rollout=\"{}\"", escape(rollout)),
+                seconds,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP clb_node_drain_duration_seconds How long node drains took (to the reboot, or to the timeout)."
+        let drain = "clb_node_drain_duration_seconds";
+        out.family(
+            drain,
+            "histogram",
+            "How long node drains took (to the reboot, or to the timeout).",
         );
-        let _ = writeln!(out, "# TYPE clb_node_drain_duration_seconds histogram");
         for (count, bound) in inner.drain_counts.iter().zip(DRAIN_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "clb_node_drain_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+            out.sample(
+                &format!("{drain}_bucket"),
+                &format!("le=\"{bound}\""),
+                count,
             );
         }
-        let _ = writeln!(
-            out,
-            "clb_node_drain_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            inner.drain_total
-        );
-        let _ = writeln!(
-            out,
-            "clb_node_drain_duration_seconds_sum {}",
-            inner.drain_sum
-        );
-        let _ = writeln!(
-            out,
-            "clb_node_drain_duration_seconds_count {}",
-            inner.drain_total
-        );
-        out
+        out.sample(&format!("{drain}_bucket"), "le=\"+Inf\"", inner.drain_total);
+        out.sample(&format!("{drain}_sum"), "", inner.drain_sum);
+        out.sample(&format!("{drain}_count"), "", inner.drain_total);
+        out.text
+    }
+}
+
+/// The Prometheus text format, line by line.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let _ = if labels.is_empty() {
+            writeln!(self.text, "{name} {value}")
+        } else {
+            writeln!(self.text, "{name}{{{labels}}} {value}")
+        };
     }
 }
 
