@@ -10,7 +10,7 @@ use clb_operator_api::{
     CORDONED_BY_ANNOTATION, QUARANTINED_LABEL, QUARANTINED_TAINT_KEY, RolloutPhase,
 };
 use serde_json::json;
-use sim::{Fate, Fleet, V1, V2, node_name};
+use sim::{Fate, Fleet, V1, V2, V3, node_name};
 
 fn spec(extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({
@@ -87,7 +87,7 @@ async fn a_fleet_rolls_canary_first_within_max_unavailable_and_every_node_once()
         );
     }
     assert!(
-        *fleet.max_cordoned.lock().unwrap() <= 2,
+        fleet.max_cordoned() <= 2,
         "never more than maxUnavailable cordoned"
     );
     for update in fleet.updates().await {
@@ -429,5 +429,46 @@ async fn a_closed_window_or_a_pause_starts_nothing_until_it_opens() {
             phase(r) == Some(RolloutPhase::Complete)
         })
         .await;
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rollouts_of_the_same_nodes_take_turns_node_by_node() {
+    let fleet = Fleet::start(4).await;
+    let controller = fleet.controller("replica-a").await;
+    let both = json!({"canary": {"nodes": 0}, "maxUnavailable": 4});
+    fleet.create_rollout("first", spec(both.clone())).await;
+    let mut second = spec(both);
+    second["image"] = json!(format!("127.0.0.1:5000/os@{V3}"));
+    fleet.create_rollout("second", second).await;
+    for name in ["first", "second"] {
+        fleet
+            .wait_rollout(name, Duration::from_secs(90), |r| {
+                phase(r) == Some(RolloutPhase::Complete)
+            })
+            .await;
+    }
+    // Each node went through one rollout's Stage and Reboot, then the other's: never one
+    // rollout's request while the other's was in progress.
+    for index in 0..4 {
+        let node = node_name(index);
+        let steps: Vec<_> = fleet
+            .history()
+            .into_iter()
+            .filter(|(n, _, _)| *n == node)
+            .map(|(_, action, digest)| (action, digest))
+            .collect();
+        use clb_operator_api::RequestAction::{Reboot, Stage};
+        let expected = [
+            (Stage, V2.to_string()),
+            (Reboot, V2.to_string()),
+            (Stage, V3.to_string()),
+            (Reboot, V3.to_string()),
+        ];
+        assert_eq!(steps, expected, "{node}");
+    }
+    for update in fleet.updates().await {
+        assert_eq!(update.status.unwrap().booted.unwrap().digest, V3);
+    }
     controller.stop().await;
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
-use clb_operator_api::{NodeUpdate, Rollout};
+use clb_operator_api::{NodeUpdate, RequestAction, Rollout};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 pub const V1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 pub const V2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+pub const V3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
 pub const OPERATOR_TOKEN: &str = "clb-operator";
 
 /// How a node takes its update.
@@ -31,15 +32,21 @@ pub enum Fate {
     RollsBack,
 }
 
+/// What the simulated bridges were told and saw.
+#[derive(Default)]
+struct Seen {
+    fates: Mutex<BTreeMap<String, Fate>>,
+    max_cordoned: Mutex<usize>,
+    history: Mutex<Vec<(String, RequestAction, String)>>,
+}
+
 pub struct Fleet {
     pub server: FakeApiServer,
     /// The simulation's own client (in process, no token).
     pub client: Client,
     pub kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
-    fates: Arc<Mutex<BTreeMap<String, Fate>>>,
-    /// The most nodes ever cordoned at once, and when the simulation saw it.
-    pub max_cordoned: Arc<Mutex<usize>>,
+    seen: Arc<Seen>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -92,21 +99,29 @@ impl Fleet {
             client,
             kubeconfig,
             _dir: dir,
-            fates: Arc::default(),
-            max_cordoned: Arc::default(),
+            seen: Arc::default(),
             stop,
         };
-        tokio::spawn(bridges(
-            fleet.client.clone(),
-            fleet.fates.clone(),
-            fleet.max_cordoned.clone(),
-            stopped,
-        ));
+        tokio::spawn(bridges(fleet.client.clone(), fleet.seen.clone(), stopped));
         fleet
     }
 
     pub fn set_fate(&self, node: &str, fate: Fate) {
-        self.fates.lock().unwrap().insert(node.to_string(), fate);
+        self.seen
+            .fates
+            .lock()
+            .unwrap()
+            .insert(node.to_string(), fate);
+    }
+
+    /// The most nodes the simulation ever saw cordoned at once.
+    pub fn max_cordoned(&self) -> usize {
+        *self.seen.max_cordoned.lock().unwrap()
+    }
+
+    /// Every request the simulated bridges carried out, in order: (node, action, digest).
+    pub fn history(&self) -> Vec<(String, RequestAction, String)> {
+        self.seen.history.lock().unwrap().clone()
     }
 
     /// A kube client of the controller (over HTTP, with the operator's token).
@@ -288,12 +303,7 @@ pub fn slot(name: &str, digest: &str) -> Value {
 
 /// Every node's simulated bridge: polls the NodeUpdates (in process, no request log noise for
 /// the controller's counts) and carries out new requests.
-async fn bridges(
-    client: Client,
-    fates: Arc<Mutex<BTreeMap<String, Fate>>>,
-    max_cordoned: Arc<Mutex<usize>>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
+async fn bridges(client: Client, seen: Arc<Seen>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let updates: Api<NodeUpdate> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     // Reboots in progress: node → when it comes back.
@@ -316,12 +326,12 @@ async fn bridges(
                         .unwrap_or(false)
                 })
                 .count();
-            let mut max = max_cordoned.lock().unwrap();
+            let mut max = seen.max_cordoned.lock().unwrap();
             *max = (*max).max(cordoned);
         }
         for update in list.items {
             let name = update.metadata.name.clone().unwrap();
-            let fate = fate_of(&fates, &name);
+            let fate = fate_of(&seen.fates, &name);
             let Some(request) = update.spec.request.clone() else {
                 continue;
             };
@@ -334,6 +344,11 @@ async fn bridges(
                 continue;
             }
             let now = jiff_now();
+            seen.history.lock().unwrap().push((
+                name.clone(),
+                request.action,
+                request.digest.clone(),
+            ));
             match request.action {
                 clb_operator_api::RequestAction::Stage => {
                     let (state, message, staged) = match fate {
@@ -380,7 +395,7 @@ async fn bridges(
             .collect();
         for name in back {
             let (_, id, digest) = rebooting.remove(&name).unwrap();
-            let fate = fate_of(&fates, &name);
+            let fate = fate_of(&seen.fates, &name);
             let now = jiff_now();
             let status = if fate == Fate::RollsBack {
                 json!({"phase": "Idle", "booted": slot("a", V1), "staged": null, "markedGood": true,
