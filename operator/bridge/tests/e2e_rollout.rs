@@ -557,6 +557,8 @@ fn rollout_with_real_agents_canary_drain_timeout_rollback_halt_and_leader_crash(
     let mut started_order: Vec<String> = Vec::new();
     let mut max_cordoned = 0;
     let mut killed: Option<String> = None;
+    // How many API requests had been made when the leader died.
+    let mut killed_at_request = 0;
     let mut halted_at: Option<Instant> = None;
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -566,6 +568,7 @@ fn rollout_with_real_agents_canary_drain_timeout_rollback_halt_and_leader_crash(
             let (proc, _) = operators.get_mut(&holder).unwrap();
             assert!(proc.alive(), "{holder} died on its own:\n{}", proc.log());
             proc.kill9();
+            killed_at_request = fleet.api.requests().len();
             killed = Some(holder);
         }
         fleet.handle_reboots();
@@ -787,16 +790,55 @@ fn rollout_with_real_agents_canary_drain_timeout_rollback_halt_and_leader_crash(
     let (survivor_proc, metrics) = operators.get_mut(&survivor).unwrap();
     assert!(survivor_proc.alive(), "{}", survivor_proc.log());
     let requests = fleet.api.requests();
-    let writes_by = |identity: &str| {
+    let by = |identity: &str| format!("operator-{identity}");
+    assert!(
+        requests[killed_at_request..]
+            .iter()
+            .all(|r| r.token.as_deref() != Some(&by(&killed))),
+        "{killed} made requests after its SIGKILL"
+    );
+    // Each node's NodeUpdate was written by the operators exactly once per request (a Stage,
+    // then a Reboot), across both replicas: the new leader started nothing again.
+    let operator_writes = |node: &str, identity: Option<&str>| {
         requests
             .iter()
-            .filter(|r| r.token.as_deref() == Some(&format!("operator-{identity}")))
-            .filter(|r| r.method == "PATCH" && r.path.contains("nodeupdates"))
+            .filter(|r| {
+                r.token.as_deref().is_some_and(|t| match identity {
+                    Some(i) => t == by(i),
+                    None => t.starts_with("operator-"),
+                })
+            })
+            .filter(|r| {
+                r.method == "PATCH"
+                    && r.path == format!("/apis/clb.dev/v1alpha1/nodeupdates/{node}")
+            })
             .count()
     };
+    for (node, writes) in [
+        ("node-1", 2),
+        ("node-2", 2),
+        ("node-3", 1),
+        ("node-4", 2),
+        ("node-5", 0),
+    ] {
+        assert_eq!(
+            operator_writes(node, None),
+            writes,
+            "requests written for {node}"
+        );
+    }
+    // The requests after the crash (node-3's and node-4's) came from the survivor.
+    assert_eq!(operator_writes("node-3", Some(&survivor)), 1);
+    assert_eq!(operator_writes("node-4", Some(&survivor)), 2);
+    // The drain tried to evict the pod; the budget refused it (429) until the timeout.
+    let evictions: Vec<u16> = requests
+        .iter()
+        .filter(|r| r.path == "/api/v1/namespaces/default/pods/web-0/eviction")
+        .map(|r| r.status)
+        .collect();
     assert!(
-        writes_by(&survivor) > 0,
-        "the survivor never wrote a NodeUpdate"
+        !evictions.is_empty() && evictions.iter().all(|s| *s == 429),
+        "evictions of web-0: {evictions:?}"
     );
     assert!(
         requests.iter().all(|r| r.status < 500),
