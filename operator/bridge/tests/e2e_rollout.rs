@@ -5,10 +5,12 @@
 //! over HTTP holding the Nodes, a Pod and its PodDisruptionBudget.
 //!
 //! Reboots are simulated: when a node's fake logind records the daemon's reboot call, the test
-//! marks the Node NotReady, stops that node's daemon, does what the booted system would do
-//! (`clb mark-good` after boot-complete, or `clb mark-bad` for a release that does not come up
-//! healthy, which falls back to the old slot and records the rollback), starts the daemon
-//! again with `--booted-slot active`, and marks the Node Ready.
+//! marks the Node NotReady, stops that node's daemon, makes the initrd's boot decision on the
+//! node's boot state (the hook's own code: `clb_ondisk::BootState::decide_boot`), does what
+//! the booted system would do (`clb mark-good` after boot-complete; for a release that never
+//! comes up, nothing, so the boots spend the tries until the initrd falls back to the old slot
+//! and records the rollback), starts the daemon again with `--booted-slot active`, and marks
+//! the Node Ready.
 //!
 //! The nodes, in name order (the planner's order; maxUnavailable 1 makes it one at a time):
 //! 1. the canary: updated before anything else starts;
@@ -31,6 +33,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
+use clb_ondisk::bootstate::BootDecision;
+use clb_ondisk::{BootState, SlotName, StateLayout};
 use clb_testsupport::Registry;
 use clb_testsupport::bus::{Daemon, Monitor, SystemBus, config_dir};
 use serde_json::{Value, json};
@@ -47,7 +51,7 @@ enum Fate {
     Good,
     /// Its drain is blocked by a PodDisruptionBudget.
     DrainBlocked,
-    /// The new slot does not come up healthy: marked bad, the old slot runs again.
+    /// The new slot never comes up: the initrd falls back to the old one.
     RollsBack,
 }
 
@@ -268,20 +272,26 @@ impl Fleet {
             node.daemon = None;
             let state = node.state.to_str().unwrap();
             match node.fate {
-                // clb-mark-good.service after boot-complete.target.
-                Fate::Good => ok(node
-                    .bus
-                    .clb(&["--no-daemon", "--state-dir", state, "mark-good"])),
-                // The health check failed on the new slot: marked bad, the next boot is the
-                // fallback, which records the rollback (what the initrd's boot decision does
-                // when the tries run out).
-                Fate::RollsBack => {
+                Fate::Good => {
+                    // The initrd boots the new slot (a try spent); it reaches boot-complete
+                    // and clb-mark-good.service marks it good.
+                    assert_eq!(initrd_boot(&node.state), SlotName::B, "{name}");
                     ok(node
                         .bus
-                        .clb(&["--no-daemon", "--state-dir", state, "mark-bad"]))
+                        .clb(&["--no-daemon", "--state-dir", state, "mark-good"]));
+                }
+                Fate::RollsBack => {
+                    // The new slot never comes up (nothing marks it good): every boot spends a
+                    // try until the initrd falls back to the old slot and records it.
+                    let mut boots = 0;
+                    while initrd_boot(&node.state) == SlotName::B {
+                        boots += 1;
+                        assert!(boots < 10, "{name}: the initrd never fell back");
+                    }
+                    assert!(boots >= 1, "{name}: fell back without trying the new slot");
                 }
                 Fate::DrainBlocked => panic!("{name}: rebooted although its drain is blocked"),
-            };
+            }
             node.daemon = Some(Daemon::start_with(
                 &node.bus,
                 &node.state,
@@ -310,6 +320,20 @@ impl Fleet {
             }
         }
         out
+    }
+}
+
+/// One boot's decision, as the initrd hook makes it (initrd-hook/src/plan.rs `decide`): read
+/// the boot state, decide (a try spent, or the fallback once none is left, recorded as a
+/// rollback), write it back; returns the slot that boots.
+fn initrd_boot(state: &std::path::Path) -> SlotName {
+    let path = StateLayout::new(state).bootstate();
+    let mut boot = BootState::parse(&std::fs::read(&path).unwrap()).unwrap();
+    let decision = boot.decide_boot();
+    clb_ondisk::atomic::write_atomic(&path, &boot.to_block().unwrap()).unwrap();
+    match decision {
+        BootDecision::Boot(slot) => slot,
+        BootDecision::Recovery => panic!("{}: the initrd would boot recovery", state.display()),
     }
 }
 
