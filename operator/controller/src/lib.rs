@@ -37,4 +37,4 @@ pub mod step;
 pub mod window;
 pub mod world;
 
-pub use run::{Options, RunError, run};
+pub use run::{Options, RunError, client, run};

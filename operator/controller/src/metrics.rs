@@ -66,10 +66,16 @@ impl Metrics {
         inner.plan_seconds.insert(rollout.to_string(), plan_seconds);
     }
 
-    pub fn forget(&self, rollout: &str) {
+    /// Drops the gauges of rollouts that are gone.
+    pub fn keep_only<'a>(&self, rollouts: impl Iterator<Item = &'a str>) {
+        let live: std::collections::BTreeSet<&str> = rollouts.collect();
         let mut inner = self.inner();
-        inner.nodes.retain(|(name, _), _| name != rollout);
-        inner.plan_seconds.remove(rollout);
+        inner
+            .nodes
+            .retain(|(name, _), _| live.contains(name.as_str()));
+        inner
+            .plan_seconds
+            .retain(|name, _| live.contains(name.as_str()));
     }
 
     pub fn halted(&self, rollout: &str) {

@@ -55,6 +55,15 @@ pub enum RunError {
     LeaseLost,
 }
 
+/// The client the controller needs: without kube's retry layer, which would retry a refused
+/// eviction (429 while a PodDisruptionBudget allows no disruption) with a growing backoff
+/// inside one step, for minutes, holding every rollout and running a drain far past its
+/// timeout. The controller retries by stepping again, and spaces refused evictions itself.
+pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Client::try_from(config)
+}
+
 /// Runs until `shutdown` resolves; then gives up the Lease so another replica takes over at
 /// once.
 pub async fn run(
@@ -134,6 +143,13 @@ pub async fn run(
             &ctx.overlay,
         );
         next = options.resync;
+        step::release_orphaned_cordons(&ctx, &world).await;
+        ctx.metrics.keep_only(
+            world
+                .rollouts
+                .iter()
+                .filter_map(|r| r.metadata.name.as_deref()),
+        );
         for rollout in &world.rollouts {
             if !*leader.borrow() {
                 break;

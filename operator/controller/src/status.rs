@@ -173,12 +173,8 @@ pub fn records(
             record(node, previous.get(node.name.as_str()).copied(), done, now)
         })
         .collect();
-    // Records of nodes no longer selected are kept: they say what the rollout did to them.
-    for (name, record) in previous {
-        if plan.node(name).is_none() {
-            out.push((*record).clone());
-        }
-    }
+    // Records of nodes no longer selected are dropped: the rollout lets go of them (a cordon
+    // of ours on one is undone by the step).
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }

@@ -171,6 +171,16 @@ pub async fn step(ctx: &Context, world: &World, rollout: &Rollout) -> Result<Req
         .await;
     let carried_out: BTreeMap<String, bool> = outcomes.into_iter().collect();
 
+    // Nodes that left the selection: never leave them cordoned by us.
+    let selected_names: std::collections::BTreeSet<&str> =
+        views.iter().map(|v| observe::node_name(v.node)).collect();
+    for node in &world.nodes {
+        let node_name = observe::node_name(node);
+        if !selected_names.contains(node_name) && cordoned_by(node) == Some(name.as_str()) {
+            uncordon_orphan(ctx, node, "left the rollout's selection").await;
+        }
+    }
+
     // Quarantine taints whose label a person removed.
     for view in &views {
         if !observe::is_quarantined(view.node) && has_quarantine_taint(view.node) {
@@ -439,5 +449,37 @@ impl NodeJob<'_> {
                 note,
             )
             .await;
+    }
+}
+
+/// The rollout whose cordon the node carries, if it is cordoned by a rollout.
+fn cordoned_by(node: &Node) -> Option<&str> {
+    observe::is_unschedulable(node)
+        .then(|| observe::annotation(node, clb_operator_api::CORDONED_BY_ANNOTATION))
+        .flatten()
+}
+
+async fn uncordon_orphan(ctx: &Context, node: &Node, why: &str) {
+    let name = observe::node_name(node);
+    match ctx.actuator.uncordon(name).await {
+        Ok(written) => {
+            tracing::info!(node = %name, why, "uncordoned a node a rollout had cordoned");
+            ctx.overlay.nodes.remember(written);
+        }
+        Err(error) => tracing::warn!(node = %name, %error, "could not uncordon"),
+    }
+}
+
+/// Undoes cordons whose rollout no longer exists (deleted mid-flight): nobody else would.
+pub async fn release_orphaned_cordons(ctx: &Context, world: &World) {
+    for node in &world.nodes {
+        if let Some(owner) = cordoned_by(node)
+            && !world
+                .rollouts
+                .iter()
+                .any(|r| r.metadata.name.as_deref() == Some(owner))
+        {
+            uncordon_orphan(ctx, node, "its rollout was deleted").await;
+        }
     }
 }

@@ -472,3 +472,93 @@ async fn two_rollouts_of_the_same_nodes_take_turns_node_by_node() {
     }
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_let_go_of_mid_drain_are_uncordoned() {
+    let fleet = Fleet::start(2).await;
+    // Each node runs a pod that a PodDisruptionBudget keeps from being evicted.
+    for index in 0..2 {
+        fleet
+            .server
+            .create(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("db-{index}"), "namespace": "default", "labels": {"app": "db"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}]},
+                "spec": {"nodeName": node_name(index), "containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+            }))
+            .unwrap();
+    }
+    fleet
+        .server
+        .create(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}},
+        }))
+        .unwrap();
+    let controller = fleet.controller("replica-a").await;
+    fleet
+        .create_rollout(
+            "stuck",
+            spec(json!({"canary": {"nodes": 0}, "drain": {"timeout": "10m"}})),
+        )
+        .await;
+    fleet
+        .wait_rollout("stuck", Duration::from_secs(30), |r| {
+            r.status.as_ref().is_some_and(|s| s.counts.draining == 2)
+        })
+        .await;
+    let cordoned = |nodes: Vec<k8s_openapi::api::core::v1::Node>, name: String| {
+        nodes
+            .into_iter()
+            .find(|n| n.metadata.name.as_ref() == Some(&name))
+            .and_then(|n| n.spec.and_then(|s| s.unschedulable))
+            .unwrap_or(false)
+    };
+    assert!(cordoned(fleet.nodes().await, node_name(0)));
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(fleet.client.clone());
+    let params = kube::api::PatchParams::default();
+    // A person takes node-0000 out of the selection: the rollout lets go and uncordons it.
+    nodes
+        .patch(
+            &node_name(0),
+            &params,
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"os": null}}})),
+        )
+        .await
+        .unwrap();
+    let status = fleet
+        .wait_rollout("stuck", Duration::from_secs(30), |r| {
+            r.status.as_ref().is_some_and(|s| s.counts.total == 1)
+        })
+        .await
+        .status
+        .unwrap();
+    assert!(
+        status.nodes.iter().all(|r| r.name != node_name(0)),
+        "its record is dropped"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !cordoned(fleet.nodes().await, node_name(0)),
+        "uncordoned when let go"
+    );
+    assert!(
+        cordoned(fleet.nodes().await, node_name(1)),
+        "still draining"
+    );
+    // The rollout is deleted mid-drain: its cordon goes too.
+    let rollouts: kube::Api<clb_operator_api::Rollout> = kube::Api::all(fleet.client.clone());
+    rollouts.delete("stuck", &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cordoned(fleet.nodes().await, node_name(1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node-0001 still cordoned by a deleted rollout"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    controller.stop().await;
+}

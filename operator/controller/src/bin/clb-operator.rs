@@ -80,15 +80,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registries,
         resync: Duration::from_secs(args.resync_seconds),
     };
-    let mut config = kube::Config::infer()
+    let config = kube::Config::infer()
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
-    // No retry layer in the client: it would retry a refused eviction (429 while a
-    // PodDisruptionBudget allows no disruption) with a growing backoff inside one step, for
-    // minutes, holding every rollout's step and running a drain far past its timeout. The
-    // controller retries by stepping again (and pauses a refused eviction itself).
-    config.default_retry = false;
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let client = clb_operator::client(config).context("building the Kubernetes client")?;
     clb_operator::run(client, options, shutdown())
         .await
         .context("controller")?;

@@ -130,7 +130,7 @@ impl Fleet {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap();
-        Client::try_from(config).unwrap()
+        clb_operator::client(config).unwrap()
     }
 
     /// Starts a controller replica; it runs until the returned handle is stopped.
