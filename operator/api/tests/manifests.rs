@@ -878,17 +878,23 @@ fn the_bridge_daemonset_reaches_the_host_agent() {
         BTreeMap::from([("NODE_NAME".into(), "spec.nodeName".into())])
     );
 
-    // The host's system bus socket, at the path the bus address names, and nothing else of
-    // the host.
+    // The host's D-Bus directory (a new socket after a restart of the host's dbus-daemon is
+    // seen, which a mount of the socket file would not), read-only, at the same path, so the
+    // bus address names the socket inside it; nothing else of the host.
+    let bus_dir = std::path::Path::new(BUS_SOCKET)
+        .parent()
+        .and_then(|p| p.to_str())
+        .expect("the socket's directory");
     let volumes = pod.volumes.clone().unwrap_or_default();
-    assert_eq!(volumes.len(), 1, "one volume: the bus socket");
+    assert_eq!(volumes.len(), 1, "one volume: the bus directory");
     let host_path = volumes[0].host_path.as_ref().expect("a hostPath volume");
-    assert_eq!(host_path.path, BUS_SOCKET);
-    assert_eq!(host_path.type_.as_deref(), Some("Socket"));
+    assert_eq!(host_path.path, bus_dir);
+    assert_eq!(host_path.type_.as_deref(), Some("Directory"));
     let mounts = container.volume_mounts.clone().unwrap_or_default();
     assert_eq!(mounts.len(), 1);
     assert_eq!(mounts[0].name, volumes[0].name);
-    assert_eq!(mounts[0].mount_path, BUS_SOCKET);
+    assert_eq!(mounts[0].mount_path, bus_dir);
+    assert_eq!(mounts[0].read_only, Some(true));
     assert!(mounts[0].sub_path.is_none());
 }
 
