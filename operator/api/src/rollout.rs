@@ -479,7 +479,8 @@ pub enum NodePhase {
 #[serde(rename_all = "camelCase")]
 pub struct NodeFailure {
     /// `StageFailed` (the host agent could not download, verify or stage the image),
-    /// `DrainTimeout` (the drain did not finish within `drain.timeout`), `RolledBack` (the node
+    /// `DrainTimeout` (the drain did not finish within `drain.timeout`), `RebootFailed` (the
+    /// host agent refused or failed the reboot), `RolledBack` (the node
     /// fell back to its previous image on its own) or `VerifyTimeout` (the node did not come
     /// back healthy within `healthCheck.timeout`).
     pub reason: FailureReason,
@@ -498,6 +499,9 @@ pub enum FailureReason {
     StageFailed,
     /// The drain did not finish within `drain.timeout`.
     DrainTimeout,
+    /// The host agent refused or failed the reboot into the image; the node did not boot it
+    /// and was uncordoned on its previous image.
+    RebootFailed,
     /// The node fell back to its previous image on its own.
     RolledBack,
     /// The node did not come back healthy on the image within `healthCheck.timeout`.

@@ -131,7 +131,10 @@ pub fn node_observation(
                 .as_ref()
                 .is_some_and(|from| from.digest == target);
     }
-    observed.agent_error = view.update.and_then(|u| stage_error(u, target));
+    observed.agent_error = view
+        .update
+        .and_then(|u| request_error(u, target))
+        .filter(|_| !observed.rolled_back);
     observed.drained = pods::drained(view.pods.iter().copied(), &spec.drain);
     observed.pods_ready_since = pods::ready_since(view.pods.iter().copied());
     observed
@@ -154,12 +157,12 @@ fn reboot_reported(update: &NodeUpdate, target: &str) -> bool {
         && outcome.state != RequestState::Running
 }
 
-/// The bridge's failure of our latest `Stage` request for `target`, if that is how it ended.
-fn stage_error(update: &NodeUpdate, target: &str) -> Option<String> {
+/// The bridge's failure of our latest request for `target` (a `Stage`, or a `Reboot` the agent
+/// refused or failed), if that is how it ended.
+fn request_error(update: &NodeUpdate, target: &str) -> Option<String> {
     let request = update.spec.request.as_ref()?;
     let outcome = update.status.as_ref()?.request.as_ref()?;
-    let ours = request.action == RequestAction::Stage
-        && request.digest == target
+    let ours = request.digest == target
         && outcome.id == request.id
         && outcome.state == RequestState::Failed;
     ours.then(|| {
@@ -221,6 +224,9 @@ pub fn failure_from_api(failure: &NodeFailure) -> FailureReason {
             message: failure.message.clone(),
         },
         Api::DrainTimeout => FailureReason::DrainTimeout,
+        Api::RebootFailed => FailureReason::RebootFailed {
+            message: failure.message.clone(),
+        },
         Api::RolledBack => FailureReason::RolledBack,
         Api::VerifyTimeout => FailureReason::VerifyTimeout,
     }
@@ -231,6 +237,7 @@ pub fn failure_to_api(failure: &FailureReason) -> NodeFailure {
     let reason = match failure {
         FailureReason::StageFailed { .. } => Api::StageFailed,
         FailureReason::DrainTimeout => Api::DrainTimeout,
+        FailureReason::RebootFailed { .. } => Api::RebootFailed,
         FailureReason::RolledBack => Api::RolledBack,
         FailureReason::VerifyTimeout => Api::VerifyTimeout,
     };

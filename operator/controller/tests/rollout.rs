@@ -206,6 +206,7 @@ async fn a_rolled_back_node_is_quarantined_and_a_failure_beyond_the_budget_halts
     let fleet = Fleet::start(5).await;
     fleet.set_fate(&node_name(1), Fate::RollsBack);
     fleet.set_fate(&node_name(2), Fate::StageFails);
+    fleet.set_fate(&node_name(3), Fate::RebootRefused);
     let controller = fleet.controller("replica-a").await;
     fleet
         .create_rollout(
@@ -269,7 +270,10 @@ async fn a_rolled_back_node_is_quarantined_and_a_failure_beyond_the_budget_halts
     }
 
     // A person clears the quarantine: the label goes, the controller removes its taint, and
-    // with the budget back within reach the rollout resumes... and meets the same failure.
+    // with the failures back within the budget the rollout resumes. node-0003 is first to
+    // start (node-0001 only became Pending in that step); its agent refuses the reboot
+    // (failed, uncordoned, not quarantined: its image never booted), which halts the rollout
+    // again before node-0001 and node-0004 start again.
     let nodes_api: kube::Api<k8s_openapi::api::core::v1::Node> =
         kube::Api::all(fleet.client.clone());
     fleet.set_fate(&node_name(1), Fate::Success);
@@ -281,23 +285,55 @@ async fn a_rolled_back_node_is_quarantined_and_a_failure_beyond_the_budget_halts
         )
         .await
         .unwrap();
-    let resumed = fleet
+    let again = fleet
         .wait_rollout("to-v2", Duration::from_secs(90), |r| {
-            phase(r) == Some(RolloutPhase::Complete)
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Some(RolloutPhase::Halted) && s.failed_nodes.contains(&node_name(3))
+            })
         })
         .await
         .status
         .unwrap();
-    assert_eq!((resumed.counts.updated, resumed.counts.failed), (4, 1));
-    let node = nodes_api.get(&node_name(1)).await.unwrap();
-    assert!(
-        node.spec
-            .unwrap()
-            .taints
-            .unwrap_or_default()
-            .iter()
-            .all(|t| t.key != QUARANTINED_TAINT_KEY)
+    assert_eq!(
+        (
+            again.counts.updated,
+            again.counts.failed,
+            again.counts.quarantined
+        ),
+        (1, 2, 0)
     );
+    assert!(
+        again.nodes.iter().all(|r| r.name != node_name(1)),
+        "node-0001 is Pending again (no record) and waits"
+    );
+    let refused = again.nodes.iter().find(|r| r.name == node_name(3)).unwrap();
+    let failure = refused.failure.as_ref().unwrap();
+    assert_eq!(
+        failure.reason,
+        clb_operator_api::FailureReason::RebootFailed
+    );
+    assert!(
+        failure.message.contains("nothing downloaded"),
+        "{}",
+        failure.message
+    );
+    fleet
+        .assert_nothing_started_on(&node_name(4), "halted again")
+        .await;
+    for node in fleet.nodes().await {
+        assert_ne!(
+            node.spec.as_ref().and_then(|s| s.unschedulable),
+            Some(true),
+            "{:?}",
+            node.metadata.name
+        );
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        assert!(
+            taints.iter().all(|t| t.key != QUARANTINED_TAINT_KEY),
+            "{:?}",
+            node.metadata.name
+        );
+    }
     controller.stop().await;
 }
 

@@ -60,7 +60,8 @@
 //! - **Pause and window.** Paused, or the window closed: nothing new starts; nodes in flight
 //!   finish.
 //! - **Failures.** A drain past `drain.timeout` is uncordoned and marked `Failed`; a staging
-//!   error is `Failed` (the node never left service). A node that falls back on its own
+//!   error is `Failed` (the node never left service); so is a reboot the agent refused or
+//!   failed (the node did not boot the target; it is uncordoned). A node that falls back on its own
 //!   (the initrd gave up on the new slot), or does not come back healthy within the verify
 //!   timeout, is quarantined (label + taint, then uncordoned): no rollout retries it until a
 //!   person removes the label. Failed nodes are not retried by the same rollout.

@@ -51,7 +51,9 @@ pub struct NodeObservation {
     /// The agent reports that the node fell back from the target digest (the initrd gave up
     /// on the new slot and booted the previous one).
     pub rolled_back: bool,
-    /// The agent's last operation for this rollout (staging) failed, with its message.
+    /// The agent's last operation for this rollout failed, with its message: the staging
+    /// (seen while `Staging`) or the reboot (seen while `Rebooting`; a reboot that fell back
+    /// is `rolled_back` instead).
     pub agent_error: Option<String>,
     /// When the controller began evicting the node's pods.
     pub drain_started_at: Option<Timestamp>,
@@ -179,6 +181,9 @@ pub enum FailureReason {
     StageFailed { message: String },
     /// The drain did not finish within `drain.timeout` (PodDisruptionBudgets kept refusing).
     DrainTimeout,
+    /// The agent refused or failed the reboot into the target (for example the staged image
+    /// was gone); the node did not boot it and is uncordoned on its previous image.
+    RebootFailed { message: String },
     /// The node fell back from the target on its own.
     RolledBack,
     /// The node did not come back on the target, or not healthy, within the verify timeout.
@@ -201,6 +206,7 @@ impl FailureReason {
         match self {
             FailureReason::StageFailed { .. } => "StageFailed",
             FailureReason::DrainTimeout => "DrainTimeout",
+            FailureReason::RebootFailed { .. } => "RebootFailed",
             FailureReason::RolledBack => "RolledBack",
             FailureReason::VerifyTimeout => "VerifyTimeout",
         }
@@ -214,6 +220,7 @@ impl std::fmt::Display for FailureReason {
             FailureReason::DrainTimeout => {
                 f.write_str("the drain did not finish within its timeout")
             }
+            FailureReason::RebootFailed { message } => write!(f, "the reboot failed: {message}"),
             FailureReason::RolledBack => f.write_str("the node fell back to its previous image"),
             FailureReason::VerifyTimeout => f.write_str(
                 "the node did not come back healthy on the target within the verify timeout",

@@ -455,3 +455,22 @@ fn a_node_without_a_bridge_is_never_started_and_keeps_the_rollout_from_completin
     assert_eq!(plan.unavailable, 0, "a node without a bridge still serves");
     assert!(!plan.complete);
 }
+
+#[test]
+fn a_refused_reboot_fails_the_node_and_uncordons_it_without_quarantine() {
+    let mut refused = in_phase("a", Phase::Rebooting, 50);
+    refused.agent_error = Some("the staged image is gone".into());
+    let step = plan(&settings(), &observe(100, vec![refused.clone()]));
+    let node = only(&step);
+    assert_eq!(node.phase, Phase::Failed);
+    assert!(matches!(
+        &node.failure,
+        Some(FailureReason::RebootFailed { message }) if message.contains("gone")
+    ));
+    assert!(node.actions.contains(&Action::Uncordon));
+    assert!(!node.actions.contains(&Action::Quarantine));
+    // A node that came back on the target despite an error report is simply verified.
+    refused.booted_digest = Some(TARGET.to_string());
+    let step = plan(&settings(), &observe(100, vec![refused]));
+    assert_eq!(only(&step).phase, Phase::Verifying);
+}

@@ -30,6 +30,8 @@ pub enum Fate {
     StageFails,
     /// The new slot does not boot; the initrd falls back to the old one.
     RollsBack,
+    /// The agent refuses the reboot (say, the staged image was removed meanwhile).
+    RebootRefused,
 }
 
 /// What the simulated bridges were told and saw.
@@ -207,6 +209,15 @@ impl Fleet {
 
     /// Waits a while and checks that no node was asked to do anything.
     pub async fn assert_nothing_started(&self, why: &str) {
+        self.assert_not_started(|_| true, why).await;
+    }
+
+    /// Waits a while and checks that `node` was never asked to do anything.
+    pub async fn assert_nothing_started_on(&self, node: &str, why: &str) {
+        self.assert_not_started(|name| name == node, why).await;
+    }
+
+    async fn assert_not_started(&self, watched: impl Fn(&str) -> bool, why: &str) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let started: Vec<_> = self
             .updates()
@@ -214,6 +225,7 @@ impl Fleet {
             .into_iter()
             .filter(|u| u.spec.request.is_some())
             .filter_map(|u| u.metadata.name)
+            .filter(|name| watched(name))
             .collect();
         assert!(started.is_empty(), "{why}, yet started: {started:?}");
     }
@@ -371,6 +383,17 @@ async fn bridges(client: Client, seen: Arc<Seen>, mut stopped: tokio::sync::watc
                             json!({"code": 9, "class": "verification-failed", "message": message});
                     }
                     patch_status(&updates, &name, status).await;
+                }
+                clb_operator_api::RequestAction::Reboot if fate == Fate::RebootRefused => {
+                    patch_status(
+                        &updates,
+                        &name,
+                        json!({"phase": "Idle", "staged": null,
+                               "lastError": {"code": 11, "class": "state", "message": "nothing downloaded"},
+                               "request": {"id": request.id, "action": "Reboot", "state": "Failed",
+                                           "message": "nothing downloaded", "finishedAt": now}}),
+                    )
+                    .await;
                 }
                 clb_operator_api::RequestAction::Reboot => {
                     patch_status(&updates, &name, json!({"phase": "Rebooting",

@@ -176,6 +176,18 @@ fn rebooting(settings: &Settings, now: Timestamp, node: &NodeObservation) -> Dec
     if node.rolled_back {
         return fail(node, FailureReason::RolledBack);
     }
+    if let Some(message) = node
+        .agent_error
+        .as_ref()
+        .filter(|_| !on_target(settings, node))
+    {
+        // The agent did not reboot into the target: nothing is wrong with the image that we
+        // know of, and waiting would hold a cordon (for ever without a verify timeout).
+        let reason = FailureReason::RebootFailed {
+            message: message.clone(),
+        };
+        return fail(node, reason);
+    }
     if on_target(settings, node) {
         return to(
             node,
