@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Whether `labels` satisfy `selector`. An unknown operator matches nothing (the CRD's schema
 /// refuses one, so it cannot come from a valid Rollout).
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub fn matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let no_labels = BTreeMap::new();
+    let labels = labels.unwrap_or(&no_labels);
     let pairs = selector
         .match_labels
         .iter()
@@ -51,7 +53,7 @@ mod tests {
     #[test]
     fn labels_and_expressions_must_all_hold() {
         let everything = LabelSelector::default();
-        assert!(matches(&everything, &labels(&[])));
+        assert!(matches(&everything, Some(&labels(&[]))));
         let selector = LabelSelector {
             match_labels: Some(labels(&[("os", "clb")])),
             match_expressions: Some(vec![
@@ -62,7 +64,7 @@ mod tests {
             ]),
         };
         let good = labels(&[("os", "clb"), ("pool", "a"), ("zone", "z1")]);
-        assert!(matches(&selector, &good));
+        assert!(matches(&selector, Some(&good)));
         for (key, value) in [
             ("os", "other"),
             ("pool", "c"),
@@ -71,15 +73,19 @@ mod tests {
         ] {
             let mut bad = good.clone();
             bad.insert(key.into(), value.into());
-            assert!(!matches(&selector, &bad), "{key}={value} must not match");
+            assert!(
+                !matches(&selector, Some(&bad)),
+                "{key}={value} must not match"
+            );
         }
         let mut no_zone = good.clone();
         no_zone.remove("zone");
-        assert!(!matches(&selector, &no_zone));
+        assert!(!matches(&selector, Some(&no_zone)));
+        assert!(matches(&everything, None));
         let odd = LabelSelector {
             match_expressions: Some(vec![req("os", "Like", &["clb"])]),
             ..Default::default()
         };
-        assert!(!matches(&odd, &good));
+        assert!(!matches(&odd, Some(&good)));
     }
 }

@@ -97,10 +97,7 @@ pub async fn step(ctx: &Context, world: &World, rollout: &Rollout) -> Result<Req
     let selected: Vec<&Arc<Node>> = world
         .nodes
         .iter()
-        .filter(|n| {
-            let labels = n.metadata.labels.clone().unwrap_or_default();
-            select::matches(&spec.node_selector, &labels)
-        })
+        .filter(|n| select::matches(&spec.node_selector, n.metadata.labels.as_ref()))
         .collect();
     let records = observe::records(&old_records);
     let records_ref = &records;

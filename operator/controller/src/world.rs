@@ -2,7 +2,7 @@
 //! its own latest writes laid over them (a cache may not have seen them yet; acting on the
 //! older object would repeat the write, or worse, a request).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use clb_operator_api::{NodeUpdate, Rollout};
@@ -19,6 +19,9 @@ pub struct World {
     pub updates: BTreeMap<String, Arc<NodeUpdate>>,
     /// The pods bound to each node, by node name.
     pub pods: HashMap<String, Vec<Arc<Pod>>>,
+    /// (rollout, node) for every node a rollout is rolling now: its record of the node, for
+    /// the rollout's current image, is in progress.
+    in_progress: HashSet<(String, String)>,
 }
 
 impl World {
@@ -57,26 +60,32 @@ impl World {
                 by_node.entry(node).or_default().push(pod);
             }
         }
+        let in_progress = rollouts
+            .iter()
+            .filter_map(|r| Some((r.metadata.name.clone()?, r.status.as_ref()?, r)))
+            // Records of an earlier image are void: the rollout starts over.
+            .filter(|(_, s, r)| s.image.as_deref() == Some(r.spec.image.as_str()))
+            .flat_map(|(name, s, _)| {
+                s.nodes
+                    .iter()
+                    .filter(|record| observe::phase_from_api(record.phase).in_flight())
+                    .map(move |record| (name.clone(), record.name.clone()))
+            })
+            .collect();
         World {
             rollouts,
             nodes,
             updates,
             pods: by_node,
+            in_progress,
         }
     }
 
-    /// The rollout `rollout` holds `node`: it exists, and its record of the node (for its
-    /// current image) is in progress. A claim is not cleared when the node reaches an end,
-    /// and a deleted rollout holds nothing.
+    /// The rollout `rollout` holds `node`: it exists and is rolling the node now. A claim is
+    /// not cleared when the node reaches an end, and a deleted rollout holds nothing.
     pub fn holds(&self, rollout: &str, node: &str) -> bool {
-        self.rollouts
-            .iter()
-            .filter(|r| r.metadata.name.as_deref() == Some(rollout))
-            .filter_map(|r| r.status.as_ref().map(|s| (r, s)))
-            // Records of an earlier image are void: the rollout starts over.
-            .filter(|(r, s)| s.image.as_deref() == Some(r.spec.image.as_str()))
-            .flat_map(|(_, s)| s.nodes.iter())
-            .any(|record| record.name == node && observe::phase_from_api(record.phase).in_flight())
+        self.in_progress
+            .contains(&(rollout.to_string(), node.to_string()))
     }
 }
 

@@ -598,3 +598,41 @@ async fn nodes_let_go_of_mid_drain_are_uncordoned() {
     }
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_image_starts_the_rollout_over() {
+    let fleet = Fleet::start(2).await;
+    let controller = fleet.controller("replica-a").await;
+    fleet
+        .create_rollout("os", spec(json!({"canary": {"nodes": 0}})))
+        .await;
+    fleet
+        .wait_rollout("os", Duration::from_secs(60), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await;
+    let rollouts: kube::Api<clb_operator_api::Rollout> = kube::Api::all(fleet.client.clone());
+    rollouts
+        .patch(
+            "os",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"image": format!("127.0.0.1:5000/os@{V3}")}})),
+        )
+        .await
+        .unwrap();
+    let again = fleet
+        .wait_rollout("os", Duration::from_secs(60), |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.pinned_digest.as_deref() == Some(V3) && s.phase == Some(RolloutPhase::Complete)
+            })
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!(again.counts.updated, 2);
+    for update in fleet.updates().await {
+        assert_eq!(update.spec.request.as_ref().unwrap().id, 4, "rolled again");
+        assert_eq!(update.status.unwrap().booted.unwrap().digest, V3);
+    }
+    controller.stop().await;
+}
