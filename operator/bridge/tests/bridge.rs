@@ -5,13 +5,16 @@
 //! `scripts/install-test-deps`; a missing prerequisite fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::bridge_command;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
-use clb_testsupport::Registry;
 use clb_testsupport::bus::{Daemon, SystemBus, config_dir};
+use clb_testsupport::{LoggedChild, Registry};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-1";
@@ -109,10 +112,7 @@ impl Images {
 }
 
 /// The `clb-node-bridge` process.
-struct Bridge {
-    child: Option<Child>,
-    log: PathBuf,
-}
+struct Bridge(LoggedChild);
 
 impl Bridge {
     fn start(bus: &SystemBus, api: &FakeApiServer, dir: &Path, n: usize) -> Bridge {
@@ -120,64 +120,19 @@ impl Bridge {
         api.kubeconfig_for(&kubeconfig, &format!("bridge-{n}"))
             .unwrap();
         let log = dir.join(format!("bridge-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_clb-node-bridge"))
-            .args(["--node-name", NODE, "--bus-address", &bus.address])
-            .args(["--resync", "2s"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,clb_node_bridge=debug")
-            .env_remove("NODE_NAME")
-            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Bridge {
-            child: Some(child),
+        Bridge(LoggedChild::spawn(
+            &mut bridge_command(NODE, &bus.address, &kubeconfig),
             log,
-        }
+        ))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
     /// SIGTERM; it must exit 0 within 10 s.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "bridge exited {status} on SIGTERM:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the bridge ignored SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.terminate(Duration::from_secs(10));
     }
 }
 

@@ -26,17 +26,20 @@
 //! -p clb-operator --bin clb-operator`); a missing prerequisite fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::bridge_command;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
 use clb_ondisk::bootstate::BootDecision;
 use clb_ondisk::{BootState, SlotName, StateLayout};
-use clb_testsupport::Registry;
 use clb_testsupport::bus::{Daemon, Monitor, SystemBus, config_dir};
+use clb_testsupport::{LoggedChild, Registry};
 use serde_json::{Value, json};
 
 const NODES: usize = 5;
@@ -113,51 +116,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A child process with its output in a log file, killed when dropped.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGKILL: a crash, nothing released.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// One simulated host: its bus, agent, state and bridge.
 struct Node {
     name: String,
@@ -166,7 +124,7 @@ struct Node {
     monitor: Monitor,
     state: PathBuf,
     daemon: Option<Daemon>,
-    bridge: Proc,
+    bridge: LoggedChild,
     /// Reboot calls already acted on.
     reboots_done: usize,
 }
@@ -479,14 +437,10 @@ fn rollout_with_real_agents_canary_drain_timeout_rollback_halt_and_leader_crash(
         let kubeconfig = dir.path().join(format!("kubeconfig-{name}"));
         api.kubeconfig_for(&kubeconfig, &format!("bridge-{name}"))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clb-node-bridge"));
-        cmd.args(["--node-name", &name, "--bus-address", &bus.address])
-            .args(["--resync", "2s"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,clb_node_bridge=debug")
-            .env_remove("NODE_NAME")
-            .env_remove("DBUS_SYSTEM_BUS_ADDRESS");
-        let bridge = Proc::spawn(cmd, dir.path().join(format!("bridge-{name}.log")));
+        let bridge = LoggedChild::spawn(
+            &mut bridge_command(&name, &bus.address, &kubeconfig),
+            dir.path().join(format!("bridge-{name}.log")),
+        );
         nodes.push(Node {
             name,
             fate: fate(i),
@@ -534,7 +488,7 @@ fn rollout_with_real_agents_canary_drain_timeout_rollback_halt_and_leader_crash(
 
     // Two controller replicas.
     let registry_host = reg.addr();
-    let mut operators: BTreeMap<String, (Proc, String)> = BTreeMap::new();
+    let mut operators: BTreeMap<String, (LoggedChild, String)> = BTreeMap::new();
     for identity in ["replica-a", "replica-b"] {
         let kubeconfig = fleet.dir.path().join(format!("kubeconfig-{identity}"));
         fleet
@@ -552,7 +506,10 @@ fn rollout_with_real_agents_canary_drain_timeout_rollback_halt_and_leader_crash(
             .env_remove("POD_NAME")
             .env_remove("POD_NAMESPACE");
         let log = fleet.dir.path().join(format!("{identity}.log"));
-        operators.insert(identity.to_string(), (Proc::spawn(cmd, log), metrics));
+        operators.insert(
+            identity.to_string(),
+            (LoggedChild::spawn(&mut cmd, log), metrics),
+        );
     }
     let setup = started.elapsed();
 

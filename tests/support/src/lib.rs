@@ -28,6 +28,7 @@ pub mod bus;
 mod fleetlock;
 mod http;
 mod oci;
+mod process;
 mod registry;
 mod token;
 mod tree;
@@ -40,6 +41,7 @@ pub use http::{HttpResponse, http_request};
 pub use oci::{
     OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec,
 };
+pub use process::LoggedChild;
 pub use registry::{Registry, RegistryOptions};
 pub use token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenRequest, TokenServer};
 pub use tree::{hash_tree, tree_manifest};
