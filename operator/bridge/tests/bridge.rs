@@ -6,10 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::bridge_command;
+use common::{bridge_command, ok, require_root, workspace_bin};
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
@@ -19,31 +18,6 @@ use serde_json::{Value, json};
 
 const NODE: &str = "node-1";
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The `clb` binary of this workspace's target directory.
-fn clb_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| clb_testsupport::workspace_root().join("target"));
-    let bin = target.join("debug/clb");
-    assert!(
-        bin.is_file(),
-        "missing test prerequisite: {} (run `cargo build -p clb --bin clb`)",
-        bin.display()
-    );
-    bin
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "clb failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// A registry with signed releases and a state directory with the first one installed.
 struct Images {
@@ -212,7 +186,8 @@ fn writes(api: &FakeApiServer) -> usize {
 
 #[test]
 fn reports_stages_reboots_and_never_runs_a_request_twice() {
-    let bus = SystemBus::start(clb_bin());
+    require_root();
+    let bus = SystemBus::start(workspace_bin("clb", "cargo build -p clb --bin clb"));
     // v3 is pushed but never downloaded: the wrong digest.
     let images = Images::build(&bus, &[("v1", true), ("v2", true), ("v3", true)]);
     let state = images.install_first(&bus);
@@ -360,7 +335,8 @@ fn reports_stages_reboots_and_never_runs_a_request_twice() {
 
 #[test]
 fn no_agent_reports_unreachable() {
-    let bus = SystemBus::start(clb_bin());
+    require_root();
+    let bus = SystemBus::start(workspace_bin("clb", "cargo build -p clb --bin clb"));
     let api = FakeApiServer::start_blocking().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut bridge = Bridge::start(&bus, &api, dir.path(), 1);

@@ -27,12 +27,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::bridge_command;
+use common::{bridge_command, ok, require_root, workspace_bin};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clb_fake_apiserver::FakeApiServer;
@@ -68,40 +68,6 @@ fn fate(i: usize) -> Fate {
         3 => Fate::RollsBack,
         _ => Fate::Good,
     }
-}
-
-/// A binary of this workspace's target directory (built beforehand).
-fn workspace_bin(name: &str, build: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| clb_testsupport::workspace_root().join("target"));
-    let bin = target.join("debug").join(name);
-    assert!(
-        bin.is_file(),
-        "missing test prerequisite: {} (run `{build}`)",
-        bin.display()
-    );
-    bin
-}
-
-fn require_root() {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "0",
-        "missing test prerequisite: root (the private system bus's policy and the daemon)"
-    );
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "clb failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn now() -> String {
