@@ -636,3 +636,61 @@ async fn editing_the_image_starts_the_rollout_over() {
     }
     controller.stop().await;
 }
+
+/// Pushes a minimal OCI image (an empty config, one layer) as `repo:tag`; its digest.
+fn push_image(registry: &clb_testsupport::Registry, repo: &str, tag: &str, layer: &[u8]) -> String {
+    let config = registry.push_blob(repo, b"{}").unwrap();
+    let layer_digest = registry.push_blob(repo, layer).unwrap();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest, "size": layer.len()}],
+    });
+    registry
+        .push_manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.to_string().as_bytes(),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_is_resolved_once_and_stays_pinned_when_it_moves() {
+    let registry = clb_testsupport::Registry::start_plain();
+    let first = push_image(&registry, "os", "stable", b"release one");
+    let fleet = Fleet::start(2).await;
+    fleet.trust_registry(&registry.addr());
+    let controller = fleet.controller("replica-a").await;
+    fleet
+        .create_rollout(
+            "stable",
+            spec(json!({"image": registry.image_ref("os:stable"), "canary": {"nodes": 1, "soak": "2s"}})),
+        )
+        .await;
+    fleet
+        .wait_rollout("stable", Duration::from_secs(30), |r| {
+            r.status.as_ref().is_some_and(|s| s.counts.updated >= 1)
+        })
+        .await;
+    // The tag moves while the canary soaks: the rest of the fleet still gets the first digest.
+    let moved = push_image(&registry, "os", "stable", b"release two");
+    assert_ne!(moved, first);
+    let done = fleet
+        .wait_rollout("stable", Duration::from_secs(60), |r| {
+            phase(r) == Some(RolloutPhase::Complete)
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!(done.pinned_digest.as_deref(), Some(first.as_str()));
+    for update in fleet.updates().await {
+        let request = update.spec.request.unwrap();
+        assert_eq!(request.digest, first);
+        assert_eq!(request.image, format!("{}/os@{first}", registry.addr()));
+    }
+    controller.stop().await;
+}

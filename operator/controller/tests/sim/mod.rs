@@ -49,6 +49,8 @@ pub struct Fleet {
     pub kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
     seen: Arc<Seen>,
+    /// Registries the controllers resolve tags from over plain HTTP.
+    insecure_registries: Mutex<Vec<String>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -102,10 +104,19 @@ impl Fleet {
             kubeconfig,
             _dir: dir,
             seen: Arc::default(),
+            insecure_registries: Mutex::default(),
             stop,
         };
         tokio::spawn(bridges(fleet.client.clone(), fleet.seen.clone(), stopped));
         fleet
+    }
+
+    /// Controllers started from now on resolve tags from `registry` over plain HTTP.
+    pub fn trust_registry(&self, registry: &str) {
+        self.insecure_registries
+            .lock()
+            .unwrap()
+            .push(registry.to_string());
     }
 
     pub fn set_fate(&self, node: &str, fate: Fate) {
@@ -153,7 +164,7 @@ impl Fleet {
             lease_name: clb_operator_api::LEADER_LEASE_NAME.into(),
             lease_seconds: 3,
             metrics_address: metrics,
-            insecure_registries: Vec::new(),
+            insecure_registries: self.insecure_registries.lock().unwrap().clone(),
             resync: Duration::from_secs(2),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
