@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod download;
 pub mod error;
+mod growing;
 pub mod health;
 pub mod hooks;
 pub mod kernelargs;

@@ -3,7 +3,7 @@
 //! layers are stored as downloaded. A layer shared by two slots is fetched and written once.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clb_ondisk::LayerRecord;
@@ -13,6 +13,7 @@ use oci_client::manifest::OciDescriptor;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClbError, Result};
+use crate::growing::{FinishOnDrop, GrowingFile, Watermark};
 use crate::progress::Progress;
 use crate::registry::{Registry, ResolvedImage};
 use crate::store::StateStore;
@@ -131,25 +132,30 @@ pub async fn pull_layers(
     Ok((records, stats))
 }
 
-/// Moves a downloaded layer into the store (converting a tar layer to SquashFS first) and
-/// returns its digest in the store. Blocking: conversion and fsync'd renames.
-fn store_layer(
-    store: &StateStore,
-    desc: &OciDescriptor,
-    kind: LayerKind,
-    partial: &Path,
-    convert: &clb_convert::ConvertOptions,
-) -> Result<String> {
-    if kind == LayerKind::Squashfs {
-        check_squashfs_magic(partial)?;
-        store.install_layer(partial, &desc.digest)?;
-        return Ok(desc.digest.clone());
-    }
-    let out = store
+/// Stores a downloaded native SquashFS layer as it is. Blocking: fsync'd renames.
+fn store_squashfs_layer(store: &StateStore, desc: &OciDescriptor, partial: &Path) -> Result<()> {
+    check_squashfs_magic(partial)?;
+    store.install_layer(partial, &desc.digest).map(drop)
+}
+
+/// Where a tar layer's SquashFS form is written before it is installed.
+fn conversion_output(store: &StateStore, desc: &OciDescriptor) -> PathBuf {
+    store
         .layout()
         .tmp_dir()
-        .join(format!("{}.squashfs.tmp", digest_file_name(&desc.digest)));
-    let digest = match convert_file(partial, &out, convert) {
+        .join(format!("{}.squashfs.tmp", digest_file_name(&desc.digest)))
+}
+
+/// Installs a finished conversion of a verified download, or cleans up after a failed one,
+/// and returns the converted layer's digest. Blocking: fsync'd renames.
+fn finish_conversion(
+    store: &StateStore,
+    desc: &OciDescriptor,
+    partial: &Path,
+    out: &Path,
+    converted: Result<String>,
+) -> Result<String> {
+    let digest = match converted {
         Ok(d) => d,
         Err(e) => {
             // Bad content is not worth resuming; after a full disk the download is kept so a
@@ -157,11 +163,11 @@ fn store_layer(
             if e.exit_code() == crate::error::exit::INVALID_INPUT {
                 let _ = std::fs::remove_file(partial);
             }
-            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_file(out);
             return Err(e);
         }
     };
-    store.install_layer(&out, &digest)?;
+    store.install_layer(out, &digest)?;
     store.record_conversion(&desc.digest, &digest)?;
     let _ = std::fs::remove_file(partial);
     Ok(digest)
@@ -173,7 +179,7 @@ async fn ensure_layer(
     registry: &Registry,
     image: &ResolvedImage,
     desc: &OciDescriptor,
-    convert: &clb_convert::ConvertOptions,
+    convert: &Arc<clb_convert::ConvertOptions>,
     progress: &Progress,
 ) -> Result<(LayerRecord, bool)> {
     let kind = layer_kind(&desc.media_type)?;
@@ -192,26 +198,124 @@ async fn ensure_layer(
         .layout()
         .tmp_dir()
         .join(format!("{}.partial", digest_file_name(&desc.digest)));
-    registry
-        .download_blob(&image.reference, desc, &partial, &|n| bar.set(n))
-        .await?;
-    bar.message(match kind {
-        LayerKind::Squashfs => "checking",
-        LayerKind::Tar => "converting to SquashFS",
-    });
-    let (owned_store, owned_desc, convert) = (store.clone(), desc.clone(), convert.clone());
-    let digest =
-        crate::blocking(move || store_layer(&owned_store, &owned_desc, kind, &partial, &convert))
-            .await?;
+    let digest = match kind {
+        LayerKind::Squashfs => {
+            registry
+                .download_blob(&image.reference, desc, &partial, &|n| bar.set(n))
+                .await?;
+            bar.message("checking");
+            let (owned_store, owned_desc) = (store.clone(), desc.clone());
+            crate::blocking(move || {
+                store_squashfs_layer(&owned_store, &owned_desc, &partial)?;
+                Ok(owned_desc.digest)
+            })
+            .await?
+        }
+        LayerKind::Tar => {
+            convert_while_downloading(store, registry, image, desc, convert, &partial, &bar).await?
+        }
+    };
     bar.finish("stored");
     Ok((record(store, desc, &digest)?, true))
+}
+
+/// Downloads a tar layer and converts it to SquashFS in the same pass: the converter reads
+/// the partial file as the download writes it (a resumed download first converts the bytes a
+/// previous run left, at disk speed). Nothing is installed unless the download completed with
+/// its digest; a download that had to start over from byte 0 is converted again afterwards.
+async fn convert_while_downloading(
+    store: &StateStore,
+    registry: &Registry,
+    image: &ResolvedImage,
+    desc: &OciDescriptor,
+    convert: &Arc<clb_convert::ConvertOptions>,
+    partial: &Path,
+    bar: &crate::progress::LayerProgress,
+) -> Result<String> {
+    let out = conversion_output(store, desc);
+    // The converter opens the file before the downloader does; create it so both see one
+    // file (the downloader opens it without truncating and resumes from its length).
+    let owned_partial = partial.to_path_buf();
+    crate::blocking(move || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&owned_partial)
+            .map(drop)
+            .map_err(ClbError::io(format!(
+                "creating {}",
+                owned_partial.display()
+            )))
+    })
+    .await?;
+    let mark = Watermark::new();
+    let finish_on_drop = FinishOnDrop(mark.clone());
+    bar.message("downloading and converting");
+    let converter = {
+        let (input, out, convert, mark) = (
+            partial.to_path_buf(),
+            out.clone(),
+            convert.clone(),
+            mark.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let file = GrowingFile::open(&input, mark)
+                .map_err(ClbError::io(format!("opening {}", input.display())))?;
+            convert_reader(file, &out, &convert)
+        })
+    };
+    let downloaded = registry
+        .download_blob(&image.reference, desc, partial, &|n| {
+            mark.advance(n);
+            bar.set(n);
+        })
+        .await;
+    mark.finish(downloaded.is_ok());
+    drop(finish_on_drop);
+    bar.message("converting to SquashFS");
+    let converted = converter.await.map_err(ClbError::from).and_then(|r| r);
+    let (owned_store, owned_desc, partial, convert) = (
+        store.clone(),
+        desc.clone(),
+        partial.to_path_buf(),
+        convert.clone(),
+    );
+    if let Err(e) = downloaded {
+        // The conversion may have finished before the download failed its digest check.
+        let _ = std::fs::remove_file(&out);
+        return Err(e);
+    }
+    let restarted = converted.is_err() && mark.restarted();
+    crate::blocking(move || {
+        let converted = if restarted {
+            tracing::info!(layer = %short_digest(&owned_desc.digest), "download started over; converting the finished file");
+            convert_file(&partial, &out, &convert)
+        } else {
+            converted
+        };
+        finish_conversion(&owned_store, &owned_desc, &partial, &out, converted)
+    })
+    .await
 }
 
 fn convert_file(input: &Path, out: &Path, opts: &clb_convert::ConvertOptions) -> Result<String> {
     let file =
         std::fs::File::open(input).map_err(ClbError::io(format!("opening {}", input.display())))?;
-    clb_convert::tar_layer_to_squashfs(std::io::BufReader::new(file), out, opts)
-        .map_err(ClbError::from)?;
+    convert_reader(file, out, opts)
+}
+
+/// Converts a tar layer to SquashFS at `out` and returns the image's digest.
+fn convert_reader(
+    input: impl std::io::Read,
+    out: &Path,
+    opts: &clb_convert::ConvertOptions,
+) -> Result<String> {
+    clb_convert::tar_layer_to_squashfs(
+        std::io::BufReader::with_capacity(1 << 20, input),
+        out,
+        opts,
+    )
+    .map_err(ClbError::from)?;
     sha256_file(out)
 }
 

@@ -186,12 +186,24 @@ fn killed_upgrade_resumes_without_refetching() {
     let partial = state
         .join("tmp")
         .join(format!("{}.partial", layer.replace(':', "-")));
+    let converted = state
+        .join("tmp")
+        .join(format!("{}.squashfs.tmp", layer.replace(':', "-")));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (1 << 20) {
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (5 << 20) {
         assert!(Instant::now() < deadline, "download did not start");
         assert!(
             child.try_wait().unwrap().is_none(),
             "upgrade finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The layer is converted while it downloads: SquashFS output exists mid-download.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&converted).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no conversion output while downloading"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -234,7 +246,66 @@ fn killed_upgrade_resumes_without_refetching() {
         "only the rest was sent ({sent} bytes, had {had})"
     );
     assert!(!partial.exists(), "partial download consumed");
+    assert!(
+        !converted.exists(),
+        "the killed run's conversion output was replaced"
+    );
     assert_eq!(fx.status(&state)["active"], "a");
+    // The resumed run converted the kept bytes and the rest: the layer holds the whole file.
+    let images: Vec<_> = std::fs::read_dir(state.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    let listed = Command::new("unsquashfs")
+        .arg("-lls")
+        .arg(&images[0])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.contains(&format!(" {size} ")) && listing.contains("payload.bin"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn a_blob_corrupted_mid_stream_stages_nothing() {
+    let fx = Fixture::new();
+    let size = 4 << 20;
+    let big = tree(
+        &fx.work.path().join("big"),
+        &[("payload.bin", &noise(size, 5))],
+    );
+    fx.push(&[&big], "big:v1", &[]);
+    let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
+    let hex = layer.trim_start_matches("sha256:");
+    let blob = fx.reg.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+    // Slow enough that the converter reads the corrupted half before the digest is known.
+    let throttle = common::bus::Throttle::start(fx.reg.addr(), 2 << 20);
+    let state = fx.new_state_dir("state");
+    let before = hash_tree(&state);
+    let out = clb_owned(&[
+        "--state-dir".into(),
+        state.display().to_string(),
+        "upgrade".into(),
+        "--no-verify".into(),
+        "-d".into(),
+        format!("{}/big:v1", throttle.addr()),
+    ]);
+    assert_fails(&out, 5, "digest mismatch");
+    assert_eq!(
+        hash_tree(&state),
+        before,
+        "a corrupt blob changed the state"
+    );
 }
 
 #[test]

@@ -15,7 +15,8 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use super::{Registry, backoff, errors};
 use crate::error::{ClbError, Result};
 
-/// Called with the number of bytes of the blob present so far.
+/// Called with the number of bytes of the blob present in the file so far (readable through
+/// another descriptor); a smaller number than before means the file was started over.
 pub type DownloadProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
 impl Registry {
@@ -62,6 +63,7 @@ impl Registry {
                             file.seek(SeekFrom::Start(0)).await?;
                             hasher = Sha256::new();
                             have = 0;
+                            progress(0);
                         }
                         s.stream
                     }
@@ -80,6 +82,9 @@ impl Registry {
                         ));
                     }
                     file.write_all(&chunk).await?;
+                    // tokio hands the write to a worker; wait for it so that `progress`
+                    // only announces bytes a reader of the file can see.
+                    file.flush().await?;
                     hasher.update(&chunk);
                     have += chunk.len() as u64;
                     progress(have);
