@@ -187,7 +187,7 @@ fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer
             finish_layer(out, diff_id, TAR_GZIP_MEDIA_TYPE)
         }
         LayerFormat::Squashfs => {
-            clb_convert::squashfs_from_dir(dir, out, &clb_convert::ConvertOptions::default())
+            clb_convert::squashfs_from_dir(dir, out, &clb_convert::ConvertOptions::publisher())
                 .map_err(ClbError::from)?;
             let digest = sha256_file(out)?;
             finish_layer(out, digest, SQUASHFS_LAYER_MEDIA_TYPE)
@@ -277,7 +277,7 @@ pub async fn convert_image(
                     clb_convert::tar_layer_to_squashfs(
                         std::io::BufReader::new(f),
                         &o,
-                        &clb_convert::ConvertOptions::default(),
+                        &clb_convert::ConvertOptions::publisher(),
                     )
                     .map_err(ClbError::from)
                 })
@@ -294,7 +294,7 @@ pub async fn convert_image(
         crate::blocking(move || -> Result<()> {
             let stack = clb_disk::mount_layer_stack(&paths, &m).map_err(ClbError::from)?;
             let result =
-                clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::default())
+                clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::publisher())
                     .map_err(ClbError::from);
             stack.unmount().map_err(ClbError::from)?;
             result.map(|_| ())

@@ -341,3 +341,74 @@ fn download_now_apply_later_without_the_network() {
     assert!(!state.join("slots/download.json").exists());
     assert_eq!(fx.status(&state), after);
 }
+
+/// `unsquashfs -s` of every layer in a state dir: the compressor and level lines.
+fn layer_compression(state: &std::path::Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(state.join("layers"))
+        .unwrap()
+        .map(|e| {
+            let out = Command::new("unsquashfs")
+                .arg("-s")
+                .arg(e.unwrap().path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("Compression ") || l.contains("compression-level"))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn host_converts_with_the_measured_codec_publisher_keeps_a_high_level() {
+    require_tool("unsquashfs");
+    let fx = Fixture::new();
+    let r = releases(fx.work.path(), &["v1"]);
+    fx.push(&[&r.base, &r.tops[0]], "os:v1", &[]);
+    fx.push(
+        &[&r.base, &r.tops[0]],
+        "os:v1-native",
+        &["--format", "squashfs"],
+    );
+    let host_level = clb_convert::HOST_ZSTD_LEVEL;
+    let cases: [(&str, &[&str], String); 4] = [
+        (
+            "default",
+            &[],
+            format!("Compression zstd compression-level {host_level}"),
+        ),
+        ("lz4", &["--compressor", "lz4"], "Compression lz4".into()),
+        (
+            "level",
+            &["--compression-level", "9"],
+            "Compression zstd compression-level 9".into(),
+        ),
+        // tar2sqfs stores no level for its own default (15).
+        (
+            "zstd-15",
+            &["--compression-level", "15"],
+            "Compression zstd".into(),
+        ),
+    ];
+    for (name, flags, expect) in cases {
+        let state = fx.new_state_dir(name);
+        let mut args = vec!["--no-verify"];
+        args.extend_from_slice(flags);
+        assert_ok(&fx.upgrade(&state, "os:v1", &args));
+        assert_eq!(layer_compression(&state), vec![expect], "{name}");
+    }
+    // Layers a publisher ships as SquashFS keep the publisher's level (zstd 15).
+    let state = fx.new_state_dir("native");
+    assert_ok(&fx.upgrade(&state, "os:v1-native", &["--no-verify"]));
+    assert_eq!(
+        layer_compression(&state),
+        vec!["Compression zstd".to_string()]
+    );
+}

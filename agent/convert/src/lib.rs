@@ -79,8 +79,21 @@ pub struct ConvertOptions {
     pub jobs: usize,
 }
 
-impl Default for ConvertOptions {
-    fn default() -> Self {
+impl ConvertOptions {
+    /// What a host uses to convert the layers it pulls (`clb upgrade`): chosen by measurement
+    /// on real OS content (docs/performance.md, "Host codec"), where every CPU-second spent
+    /// is the host's and is spent at every upgrade.
+    pub fn host() -> Self {
+        Self {
+            compressor: Compressor::Zstd,
+            level: Some(HOST_ZSTD_LEVEL),
+            jobs: 2,
+        }
+    }
+
+    /// What a publisher uses once per release (`clb push --format squashfs`, `clb convert`):
+    /// tar2sqfs's zstd default, level 15, smaller layers for every host that pulls them.
+    pub fn publisher() -> Self {
         Self {
             compressor: Compressor::Zstd,
             level: None,
@@ -88,6 +101,9 @@ impl Default for ConvertOptions {
         }
     }
 }
+
+/// The zstd level of [`ConvertOptions::host`].
+pub const HOST_ZSTD_LEVEL: u32 = 3;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvertStats {

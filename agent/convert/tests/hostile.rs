@@ -175,7 +175,7 @@ fn is_failed_tar2sqfs(err: &ConvertError) -> bool {
 fn bad_level() {
     let opts = clb_convert::ConvertOptions {
         level: Some(30),
-        ..Default::default()
+        ..clb_convert::ConvertOptions::host()
     };
     let dir = tempfile::tempdir().unwrap();
     let err =

@@ -58,17 +58,26 @@ impl RegistryArgs {
     }
 }
 
-fn convert_options(c: CompressorArg, level: Option<u32>) -> clb_convert::ConvertOptions {
+/// The host's conversion settings, with `--compressor` / `--compression-level` laid over
+/// them: another compressor without a level gets that compressor's own default level.
+fn convert_options(c: Option<CompressorArg>, level: Option<u32>) -> clb_convert::ConvertOptions {
+    let host = clb_convert::ConvertOptions::host();
     let compressor = match c {
-        CompressorArg::Zstd => clb_convert::Compressor::Zstd,
-        CompressorArg::Gzip => clb_convert::Compressor::Gzip,
-        CompressorArg::Xz => clb_convert::Compressor::Xz,
-        CompressorArg::Lz4 => clb_convert::Compressor::Lz4,
+        None => host.compressor,
+        Some(CompressorArg::Zstd) => clb_convert::Compressor::Zstd,
+        Some(CompressorArg::Gzip) => clb_convert::Compressor::Gzip,
+        Some(CompressorArg::Xz) => clb_convert::Compressor::Xz,
+        Some(CompressorArg::Lz4) => clb_convert::Compressor::Lz4,
     };
+    let level = level.or(if compressor == host.compressor {
+        host.level
+    } else {
+        None
+    });
     clb_convert::ConvertOptions {
         compressor,
         level,
-        ..Default::default()
+        ..host
     }
 }
 

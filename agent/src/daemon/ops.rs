@@ -405,7 +405,7 @@ impl Runner {
             max_tries: req.max_tries.or(config.max_tries),
             pull: PullOptions {
                 jobs: 3,
-                convert: clb_convert::ConvertOptions::default(),
+                convert: clb_convert::ConvertOptions::host(),
             },
             hooks: hooks_for(hooks, target.is_host()),
             recovery: false,

@@ -186,7 +186,7 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 pub fn opts() -> ConvertOptions {
     ConvertOptions {
         level: Some(3),
-        ..ConvertOptions::default()
+        ..ConvertOptions::host()
     }
 }
 
