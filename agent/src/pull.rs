@@ -91,7 +91,7 @@ pub async fn pull_layers(
             unique.push(desc.clone());
         }
     }
-    let convert = Arc::new(opts.convert.clone());
+    let convert = Arc::new(Conversions::new(opts));
     let results: Result<Vec<(String, LayerRecord, bool)>> = futures_util::stream::iter(unique)
         .map(|desc| {
             let convert = convert.clone();
@@ -130,6 +130,33 @@ pub async fn pull_layers(
         records.push(record.clone());
     }
     Ok((records, stats))
+}
+
+/// How tar layers are converted, and how many conversions run at once: no more than the
+/// machine has CPUs (downloads beyond that wait on disk for a converter, which then reads
+/// them at disk speed), so that converters do not crowd each other or the host's memory.
+struct Conversions {
+    opts: clb_convert::ConvertOptions,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Conversions {
+    fn new(opts: &PullOptions) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            opts: opts.convert.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(cpus.min(opts.jobs).max(1))),
+        }
+    }
+
+    /// Waits for a conversion slot; the slot is free again when the permit drops.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClbError::State("conversion slots closed".into()))
+    }
 }
 
 /// Stores a downloaded native SquashFS layer as it is. Blocking: fsync'd renames.
@@ -179,7 +206,7 @@ async fn ensure_layer(
     registry: &Registry,
     image: &ResolvedImage,
     desc: &OciDescriptor,
-    convert: &Arc<clb_convert::ConvertOptions>,
+    convert: &Arc<Conversions>,
     progress: &Progress,
 ) -> Result<(LayerRecord, bool)> {
     let kind = layer_kind(&desc.media_type)?;
@@ -228,7 +255,7 @@ async fn convert_while_downloading(
     registry: &Registry,
     image: &ResolvedImage,
     desc: &OciDescriptor,
-    convert: &Arc<clb_convert::ConvertOptions>,
+    convert: &Arc<Conversions>,
     partial: &Path,
     bar: &crate::progress::LayerProgress,
 ) -> Result<String> {
@@ -258,10 +285,15 @@ async fn convert_while_downloading(
             convert.clone(),
             mark.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let file = GrowingFile::open(&input, mark)
-                .map_err(ClbError::io(format!("opening {}", input.display())))?;
-            convert_reader(file, &out, &convert)
+        tokio::spawn(async move {
+            let slot = convert.slot().await?;
+            crate::blocking(move || {
+                let _slot = slot;
+                let file = GrowingFile::open(&input, mark)
+                    .map_err(ClbError::io(format!("opening {}", input.display())))?;
+                convert_reader(file, &out, &convert.opts)
+            })
+            .await
         })
     };
     let downloaded = registry
@@ -286,10 +318,16 @@ async fn convert_while_downloading(
         return Err(e);
     }
     let restarted = converted.is_err() && mark.restarted();
+    let slot = if restarted {
+        Some(convert.slot().await?)
+    } else {
+        None
+    };
     crate::blocking(move || {
         let converted = if restarted {
+            let _slot = slot;
             tracing::info!(layer = %short_digest(&owned_desc.digest), "download started over; converting the finished file");
-            convert_file(&partial, &out, &convert)
+            convert_file(&partial, &out, &convert.opts)
         } else {
             converted
         };
