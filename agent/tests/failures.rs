@@ -205,15 +205,7 @@ fn registry_and_input_failures_change_nothing() {
     );
     fx.sign("os:x");
     let top = skopeo_layers(&fx.reg, "os:x")[1].clone();
-    let hex = top.trim_start_matches("sha256:");
-    let blob = fx.reg.storage_dir().join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ));
-    let mut bytes = std::fs::read(&blob).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&blob, &bytes).unwrap();
+    corrupt_blob(&fx.reg, &top, |len| len - 1);
     assert_fails(&fx.upgrade(&state, "os:x", &[]), 5, "digest mismatch");
     unchanged(&state, &before, "digest mismatch");
 
@@ -374,14 +366,7 @@ fn failure_after_some_layers_were_stored_undoes_them() {
     // Corrupt the top layer in the registry's storage: the base converts and is stored
     // first (one job at a time), then the top fails its digest check.
     let top = skopeo_layers(&fx.reg, "os:v1")[1].clone();
-    let hex = top.trim_start_matches("sha256:");
-    let blob = fx.reg.storage_dir().join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ));
-    let mut bytes = std::fs::read(&blob).unwrap();
-    bytes[0] ^= 0xff;
-    std::fs::write(&blob, &bytes).unwrap();
+    corrupt_blob(&fx.reg, &top, |_| 0);
     let state = fx.new_state_dir("fresh");
     let before = hash_tree(&state);
     assert_fails(

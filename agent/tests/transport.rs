@@ -279,15 +279,7 @@ fn a_blob_corrupted_mid_stream_stages_nothing() {
     );
     fx.push(&[&big], "big:v1", &[]);
     let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
-    let hex = layer.trim_start_matches("sha256:");
-    let blob = fx.reg.storage_dir().join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ));
-    let mut bytes = std::fs::read(&blob).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    std::fs::write(&blob, &bytes).unwrap();
+    corrupt_blob(&fx.reg, &layer, |len| len / 2);
     // Slow enough that the converter reads the corrupted half before the digest is known.
     let throttle = common::bus::Throttle::start(fx.reg.addr(), 2 << 20);
     let state = fx.new_state_dir("state");

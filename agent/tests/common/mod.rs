@@ -233,6 +233,20 @@ pub struct Releases {
     pub tops: Vec<PathBuf>,
 }
 
+/// Corrupts a blob in the registry's storage, flipping the byte `pick(len)` picks: the
+/// registry then serves bytes that no longer match the digest.
+pub fn corrupt_blob(reg: &Registry, digest: &str, pick: impl FnOnce(usize) -> usize) {
+    let hex = digest.trim_start_matches("sha256:");
+    let blob = reg.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = pick(bytes.len());
+    bytes[at] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+}
+
 pub fn releases(root: &Path, names: &[&str]) -> Releases {
     let base = tree(
         &root.join("base"),
