@@ -50,6 +50,9 @@ pub struct PullStats {
     pub bytes_reused: u64,
 }
 
+/// Layers downloaded at once unless `--jobs` says otherwise (the daemon always uses it).
+pub const DEFAULT_JOBS: usize = 3;
+
 pub struct PullOptions {
     pub jobs: usize,
     pub convert: clb_convert::ConvertOptions,

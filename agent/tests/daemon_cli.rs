@@ -153,6 +153,12 @@ fn the_cli_goes_through_the_daemon_that_serves_its_state() {
         &v2,
     ]);
     assert_code(&out, 0, "upgrade --check on another state directory");
+    // Flags the daemon does not take from callers keep the command standalone.
+    for flags in [["--jobs", "1"], ["--compressor", "lz4"]] {
+        let mut args = vec!["--state-dir", s, "upgrade", "--check", "-d", &v2];
+        args.extend(flags);
+        assert_code(&bus.clb(&args), 0, &format!("upgrade --check {flags:?}"));
+    }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         monitor.completed_since(m).is_empty(),

@@ -191,9 +191,10 @@ pub struct StageArgs {
     /// trial and a good slot's allowance alike). Default: the machine's setting, 3 on a new one.
     #[arg(long, value_name = "N")]
     pub max_tries: Option<u32>,
-    /// Layers downloaded at once.
-    #[arg(long, default_value_t = 3)]
-    pub jobs: usize,
+    /// Layers downloaded at once [default: 3] (converted at once: no more than CPUs). A
+    /// value other than the default makes the CLI stage by itself, not through the daemon.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// SquashFS compressor for the tar layers this host converts [default: zstd]. The
     /// default was chosen by measurement (docs/performance.md, "Host codec"); a compressor
     /// or level other than the default makes the CLI stage by itself, not through the daemon.

@@ -107,6 +107,7 @@ fn daemon_can_stage(a: &UpgradeArgs) -> bool {
     !a.recovery
         && s.hook_files.is_empty()
         && s.signature_repository.is_none()
+        && s.jobs.is_none()
         && s.compressor.is_none()
         && s.compression_level.is_none()
         && r.creds.is_none()

@@ -95,7 +95,7 @@ impl StageArgs {
             signature_repository: self.signature_repository.clone(),
             max_tries: self.max_tries,
             pull: PullOptions {
-                jobs: self.jobs,
+                jobs: self.jobs.unwrap_or(clb::pull::DEFAULT_JOBS),
                 convert: convert_options(self.compressor, self.compression_level),
             },
             hooks: self.hooks(action, host),

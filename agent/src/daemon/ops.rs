@@ -404,7 +404,7 @@ impl Runner {
             signature_repository: config.signature_repository.clone(),
             max_tries: req.max_tries.or(config.max_tries),
             pull: PullOptions {
-                jobs: 3,
+                jobs: crate::pull::DEFAULT_JOBS,
                 convert: clb_convert::ConvertOptions::host(),
             },
             hooks: hooks_for(hooks, target.is_host()),
