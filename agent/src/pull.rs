@@ -94,13 +94,13 @@ pub async fn pull_layers(
             unique.push(desc.clone());
         }
     }
-    let convert = Arc::new(Conversions::new(opts));
+    let conversions = Arc::new(Conversions::new(opts));
     let results: Result<Vec<(String, LayerRecord, bool)>> = futures_util::stream::iter(unique)
         .map(|desc| {
-            let convert = convert.clone();
+            let conversions = conversions.clone();
             async move {
                 let (record, downloaded) =
-                    ensure_layer(store, registry, image, &desc, &convert, progress).await?;
+                    ensure_layer(store, registry, image, &desc, &conversions, progress).await?;
                 Ok::<_, ClbError>((desc.digest.clone(), record, downloaded))
             }
         })
@@ -209,7 +209,7 @@ async fn ensure_layer(
     registry: &Registry,
     image: &ResolvedImage,
     desc: &OciDescriptor,
-    convert: &Arc<Conversions>,
+    conversions: &Arc<Conversions>,
     progress: &Progress,
 ) -> Result<(LayerRecord, bool)> {
     let kind = layer_kind(&desc.media_type)?;
@@ -242,7 +242,8 @@ async fn ensure_layer(
             .await?
         }
         LayerKind::Tar => {
-            convert_while_downloading(store, registry, image, desc, convert, &partial, &bar).await?
+            convert_while_downloading(store, registry, image, desc, conversions, &partial, &bar)
+                .await?
         }
     };
     bar.finish("stored");
@@ -258,7 +259,7 @@ async fn convert_while_downloading(
     registry: &Registry,
     image: &ResolvedImage,
     desc: &OciDescriptor,
-    convert: &Arc<Conversions>,
+    conversions: &Arc<Conversions>,
     partial: &Path,
     bar: &crate::progress::LayerProgress,
 ) -> Result<String> {
@@ -282,19 +283,19 @@ async fn convert_while_downloading(
     let finish_on_drop = FinishOnDrop(mark.clone());
     bar.message("downloading and converting");
     let converter = {
-        let (input, out, convert, mark) = (
+        let (input, out, conversions, mark) = (
             partial.to_path_buf(),
             out.clone(),
-            convert.clone(),
+            conversions.clone(),
             mark.clone(),
         );
         tokio::spawn(async move {
-            let slot = convert.slot().await?;
+            let slot = conversions.slot().await?;
             crate::blocking(move || {
                 let _slot = slot;
                 let file = GrowingFile::open(&input, mark)
                     .map_err(ClbError::io(format!("opening {}", input.display())))?;
-                convert_reader(file, &out, &convert.opts)
+                convert_reader(file, &out, &conversions.opts)
             })
             .await
         })
@@ -309,32 +310,34 @@ async fn convert_while_downloading(
     drop(finish_on_drop);
     bar.message("converting to SquashFS");
     let converted = converter.await.map_err(ClbError::from).and_then(|r| r);
-    let (owned_store, owned_desc, partial, convert) = (
+    // The converter reads to the end of the file, which it only sees once the download is
+    // complete: a restarted download always failed it, and the finished file is converted
+    // again (in a slot of its own).
+    let restarted = mark.restarted();
+    let slot = match (&downloaded, restarted) {
+        (Ok(()), true) => Some(conversions.slot().await?),
+        _ => None,
+    };
+    let (store, desc, partial, conversions) = (
         store.clone(),
         desc.clone(),
         partial.to_path_buf(),
-        convert.clone(),
+        conversions.clone(),
     );
-    if let Err(e) = downloaded {
-        // The conversion may have finished before the download failed its digest check.
-        let _ = std::fs::remove_file(&out);
-        return Err(e);
-    }
-    let restarted = converted.is_err() && mark.restarted();
-    let slot = if restarted {
-        Some(convert.slot().await?)
-    } else {
-        None
-    };
     crate::blocking(move || {
-        let converted = if restarted {
-            let _slot = slot;
-            tracing::info!(layer = %short_digest(&owned_desc.digest), "download started over; converting the finished file");
-            convert_file(&partial, &out, &convert.opts)
-        } else {
-            converted
+        if let Err(e) = downloaded {
+            // The conversion may have finished before the download failed its digest check.
+            let _ = std::fs::remove_file(&out);
+            return Err(e);
+        }
+        let converted = match slot {
+            Some(_slot) => {
+                tracing::info!(layer = %short_digest(&desc.digest), "download started over; converting the finished file");
+                convert_file(&partial, &out, &conversions.opts)
+            }
+            None => converted,
         };
-        finish_conversion(&owned_store, &owned_desc, &partial, &out, converted)
+        finish_conversion(&store, &desc, &partial, &out, converted)
     })
     .await
 }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -60,28 +61,42 @@ fn cutting_proxy(upstream: String, limit: usize, cuts: usize) -> String {
     addr
 }
 
-#[test]
-fn dropped_connections_are_retried_with_range_requests() {
-    let fx = Fixture::new();
-    let size = 4 << 20;
-    let big = tree(
-        &fx.work.path().join("big"),
-        &[("payload.bin", &noise(size, 4))],
-    );
-    fx.push(&[&big], "flaky:v1", &[]);
-    let layer = skopeo_layers(&fx.reg, "flaky:v1")[0].clone();
-    let proxy = cutting_proxy(fx.reg.addr(), 1 << 20, 2);
-    let state = fx.new_state_dir("state");
-    let marker = fx.reg.clear_log_marker();
-    let out = clb_owned(&[
+/// Pushes a one-layer image holding `size` bytes of noise; returns its layer's digest.
+fn push_big(fx: &Fixture, repo_tag: &str, size: usize, seed: u64) -> String {
+    let dir = fx.work.path().join(repo_tag.replace(':', "-"));
+    let big = tree(&dir, &[("payload.bin", &noise(size, seed))]);
+    fx.push(&[&big], repo_tag, &[]);
+    skopeo_layers(&fx.reg, repo_tag)[0].clone()
+}
+
+/// `clb --json --state-dir STATE upgrade --no-verify -d ADDR/REPO_TAG` (`ADDR` a proxy).
+fn upgrade_via(addr: &str, state: &Path, repo_tag: &str) -> std::process::Output {
+    clb_owned(&[
         "--json".into(),
         "--state-dir".into(),
         state.display().to_string(),
         "upgrade".into(),
         "--no-verify".into(),
         "-d".into(),
-        format!("{proxy}/flaky:v1"),
-    ]);
+        format!("{addr}/{repo_tag}"),
+    ])
+}
+
+/// Where an interrupted download of `digest` waits in a state directory.
+fn partial_path(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("tmp")
+        .join(format!("{}.partial", digest.replace(':', "-")))
+}
+
+#[test]
+fn dropped_connections_are_retried_with_range_requests() {
+    let fx = Fixture::new();
+    let layer = push_big(&fx, "flaky:v1", 4 << 20, 4);
+    let proxy = cutting_proxy(fx.reg.addr(), 1 << 20, 2);
+    let state = fx.new_state_dir("state");
+    let marker = fx.reg.clear_log_marker();
+    let out = upgrade_via(&proxy, &state, "flaky:v1");
     assert_ok(&out);
     assert_eq!(json(&out)["layers_downloaded"], 1);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -161,12 +176,7 @@ fn docker_v2_manifests_and_a_separate_signature_repository() {
 fn killed_upgrade_resumes_without_refetching() {
     let fx = Fixture::new();
     let size = 8 << 20;
-    let big = tree(
-        &fx.work.path().join("big"),
-        &[("payload.bin", &noise(size, 3))],
-    );
-    fx.push(&[&big], "big:v1", &[]);
-    let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
+    let layer = push_big(&fx, "big:v1", size, 3);
     // Responses at 1 MiB/s, so the download is still running when the test kills it.
     let throttle = common::bus::Throttle::start(fx.reg.addr(), 1 << 20);
     let proxy = throttle.addr();
@@ -183,9 +193,7 @@ fn killed_upgrade_resumes_without_refetching() {
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
-    let partial = state
-        .join("tmp")
-        .join(format!("{}.partial", layer.replace(':', "-")));
+    let partial = partial_path(&state, &layer);
     let converted = state
         .join("tmp")
         .join(format!("{}.squashfs.tmp", layer.replace(':', "-")));
@@ -272,32 +280,75 @@ fn killed_upgrade_resumes_without_refetching() {
 #[test]
 fn a_blob_corrupted_mid_stream_stages_nothing() {
     let fx = Fixture::new();
-    let size = 4 << 20;
-    let big = tree(
-        &fx.work.path().join("big"),
-        &[("payload.bin", &noise(size, 5))],
-    );
-    fx.push(&[&big], "big:v1", &[]);
-    let layer = skopeo_layers(&fx.reg, "big:v1")[0].clone();
+    let layer = push_big(&fx, "big:v1", 4 << 20, 5);
     corrupt_blob(&fx.reg, &layer, |len| len / 2);
     // Slow enough that the converter reads the corrupted half before the digest is known.
     let throttle = common::bus::Throttle::start(fx.reg.addr(), 2 << 20);
     let state = fx.new_state_dir("state");
     let before = hash_tree(&state);
-    let out = clb_owned(&[
-        "--state-dir".into(),
-        state.display().to_string(),
-        "upgrade".into(),
-        "--no-verify".into(),
-        "-d".into(),
-        format!("{}/big:v1", throttle.addr()),
-    ]);
+    let out = upgrade_via(throttle.addr(), &state, "big:v1");
     assert_fails(&out, 5, "digest mismatch");
     assert_eq!(
         hash_tree(&state),
         before,
         "a corrupt blob changed the state"
     );
+}
+
+#[test]
+fn a_registry_ignoring_range_requests_gets_the_layer_converted_from_the_new_bytes() {
+    let fx = Fixture::new();
+    let size = 4 << 20;
+    let layer = push_big(&fx, "big:v1", size, 6);
+    // A previous run left half a download, but of wrong bytes: what the converter reads
+    // first is stale, and the registry (behind a proxy that drops Range headers) answers
+    // the resume with the whole blob, so the download starts the file over.
+    let state = fx.new_state_dir("state");
+    let partial = partial_path(&state, &layer);
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, noise(1 << 20, 99)).unwrap();
+    let proxy = forwarder_with("127.0.0.1:0", fx.reg.addr(), drop_range_header);
+    let marker = fx.reg.clear_log_marker();
+    let out = Command::new(clb_bin())
+        .args([
+            "--state-dir",
+            state.to_str().unwrap(),
+            "upgrade",
+            "--no-verify",
+            "-d",
+        ])
+        .arg(format!("{proxy}/big:v1"))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("registry ignored the range request")
+            && log.contains("download started over; converting the finished file"),
+        "{log}"
+    );
+    let fetches = fx.reg.fetches_since(&marker);
+    assert!(
+        fetches.iter().any(|f| f.digest == layer && !f.range),
+        "{fetches:?}"
+    );
+    // The layer holds the payload the registry served, not the stale bytes.
+    let images: Vec<_> = std::fs::read_dir(state.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    let extracted = fx.work.path().join("extracted");
+    let unsquash = Command::new("unsquashfs")
+        .args(["-q", "-d"])
+        .arg(&extracted)
+        .arg(&images[0])
+        .output()
+        .unwrap();
+    assert!(unsquash.status.success(), "{unsquash:?}");
+    assert!(std::fs::read(extracted.join("payload.bin")).unwrap() == noise(size, 6));
+    assert!(!partial.exists());
 }
 
 #[test]
@@ -376,6 +427,22 @@ fn skopeo_copied_image_and_platform_index() {
 
 /// A plain TCP forwarder bound to `bind` (any loopback address).
 fn forwarder(bind: &str, upstream: String) -> String {
+    forwarder_with(bind, upstream, |request| request.to_vec())
+}
+
+/// Drops `Range` header lines from what a client sends (a registry that ignores ranges
+/// answers every resume with the whole blob). Requests arrive in one read on loopback.
+fn drop_range_header(request: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    let kept: Vec<&str> = text
+        .split("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("range:"))
+        .collect();
+    kept.join("\r\n").into_bytes()
+}
+
+/// A TCP forwarder that passes what the client sends through `rewrite` (per read).
+fn forwarder_with(bind: &str, upstream: String, rewrite: fn(&[u8]) -> Vec<u8>) -> String {
     let listener = TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -386,7 +453,17 @@ fn forwarder(bind: &str, upstream: String) -> String {
             };
             let (mut a, mut b) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut a, &mut b);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match a.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if b.write_all(&rewrite(&buf[..n])).is_err() {
+                        break;
+                    }
+                }
+                let _ = b.shutdown(std::net::Shutdown::Write);
             });
             let (mut c, mut d) = (server, client);
             std::thread::spawn(move || {
