@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{COSIGN_PASSWORD as PASSWORD, require_tool};
+use crate::{COSIGN_PASSWORD as PASSWORD, LoggedChild, require_tool};
 
 /// Runs a shell command, panics with its stderr on failure.
 fn sh(cmd: &str) {
@@ -671,8 +671,7 @@ static DAEMONS: AtomicUsize = AtomicUsize::new(0);
 /// `clb --state-dir STATE daemon --config-dir CONFIG [--no-updates] [EXTRA…]` on a
 /// [`SystemBus`].
 pub struct Daemon {
-    child: Option<Child>,
-    pub log: PathBuf,
+    process: LoggedChild,
 }
 
 impl Daemon {
@@ -703,20 +702,16 @@ impl Daemon {
             .env("RUST_LOG", "info")
             .env("HOME", "/nonexistent-clb-test-home")
             .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+            .env_remove("NOTIFY_SOCKET");
         if !updates {
             cmd.arg("--no-updates");
         }
         let mut d = Daemon {
-            child: Some(cmd.spawn().unwrap()),
-            log,
+            process: LoggedChild::spawn(&mut cmd, log),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while !bus.name_has_owner() {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = d.process.exited() {
                 panic!(
                     "clb daemon exited ({status}) before owning {NAME}:\n{}",
                     d.log()
@@ -733,7 +728,7 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("daemon running").id()
+        self.process.pid()
     }
 
     pub fn signal(&self, signal: &str) {
@@ -742,48 +737,23 @@ impl Daemon {
 
     /// Still running?
     pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.process.alive()
     }
 
     /// SIGTERM, as systemd stops it; waits for the exit and for the name to go.
     pub fn stop(&mut self, bus: &SystemBus) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        sh(&format!("kill -TERM {}", child.id()));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "clb daemon exited with {status} on SIGTERM:\n{}",
-                    self.log()
-                );
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("clb daemon ignored SIGTERM for 15 s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.terminate(Duration::from_secs(15));
         wait_name_gone(bus);
     }
 
     /// SIGKILL: no cleanup at all, as a power cut or the OOM killer would leave it.
     pub fn kill9(&mut self, bus: &SystemBus) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
         wait_name_gone(bus);
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 }
 
@@ -792,15 +762,6 @@ fn wait_name_gone(bus: &SystemBus) {
     while bus.name_has_owner() {
         assert!(Instant::now() < deadline, "{NAME} still owned after exit");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! bridge and agent processes.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct LoggedChild {
@@ -31,6 +31,15 @@ impl LoggedChild {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the process is running").id()
+    }
+
+    /// How it exited, if it has (`None` while it runs or after it was stopped here).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         self.child
@@ -38,9 +47,11 @@ impl LoggedChild {
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
-    /// SIGTERM; the process must exit 0 within `timeout`.
+    /// SIGTERM; the process must exit 0 within `timeout`. Nothing to do once stopped.
     pub fn terminate(&mut self, timeout: Duration) {
-        let mut child = self.child.take().expect("the process is running");
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = child.id().to_string();
         assert!(
             Command::new("kill")
@@ -61,6 +72,7 @@ impl LoggedChild {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("SIGTERM ignored for {timeout:?}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
