@@ -82,6 +82,31 @@ fn upgrade_via(addr: &str, state: &Path, repo_tag: &str) -> std::process::Output
     ])
 }
 
+/// `clb --state-dir STATE upgrade --no-verify -d ADDR/REPO_TAG` with logs at `rust_log`.
+fn upgrade_command(addr: &str, state: &Path, repo_tag: &str, rust_log: &str) -> Command {
+    let mut cmd = Command::new(clb_bin());
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args([
+            "upgrade",
+            "--no-verify",
+            "-d",
+            &format!("{addr}/{repo_tag}"),
+        ])
+        .env("RUST_LOG", rust_log);
+    cmd
+}
+
+/// The one layer image in a state directory's store.
+fn only_layer(state: &Path) -> PathBuf {
+    let images: Vec<_> = std::fs::read_dir(state.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    images[0].clone()
+}
+
 /// Where an interrupted download of `digest` waits in a state directory.
 fn partial_path(state: &Path, digest: &str) -> PathBuf {
     state
@@ -181,16 +206,7 @@ fn killed_upgrade_resumes_without_refetching() {
     let throttle = common::bus::Throttle::start(fx.reg.addr(), 1 << 20);
     let proxy = throttle.addr();
     let state = fx.new_state_dir("state");
-    let mut child = Command::new(clb_bin())
-        .args([
-            "--state-dir",
-            state.to_str().unwrap(),
-            "upgrade",
-            "--no-verify",
-            "-d",
-        ])
-        .arg(format!("{proxy}/big:v1"))
-        .env("RUST_LOG", "warn")
+    let mut child = upgrade_command(proxy, &state, "big:v1", "warn")
         .spawn()
         .unwrap();
     let partial = partial_path(&state, &layer);
@@ -260,14 +276,10 @@ fn killed_upgrade_resumes_without_refetching() {
     );
     assert_eq!(fx.status(&state)["active"], "a");
     // The resumed run converted the kept bytes and the rest: the layer holds the whole file.
-    let images: Vec<_> = std::fs::read_dir(state.join("layers"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(images.len(), 1, "{images:?}");
+    let image = only_layer(&state);
     let listed = Command::new("unsquashfs")
         .arg("-lls")
-        .arg(&images[0])
+        .arg(&image)
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listed.stdout);
@@ -309,16 +321,7 @@ fn a_registry_ignoring_range_requests_gets_the_layer_converted_from_the_new_byte
     std::fs::write(&partial, noise(1 << 20, 99)).unwrap();
     let proxy = forwarder_with("127.0.0.1:0", fx.reg.addr(), drop_range_header);
     let marker = fx.reg.clear_log_marker();
-    let out = Command::new(clb_bin())
-        .args([
-            "--state-dir",
-            state.to_str().unwrap(),
-            "upgrade",
-            "--no-verify",
-            "-d",
-        ])
-        .arg(format!("{proxy}/big:v1"))
-        .env("RUST_LOG", "info")
+    let out = upgrade_command(&proxy, &state, "big:v1", "info")
         .output()
         .unwrap();
     assert_ok(&out);
@@ -334,16 +337,12 @@ fn a_registry_ignoring_range_requests_gets_the_layer_converted_from_the_new_byte
         "{fetches:?}"
     );
     // The layer holds the payload the registry served, not the stale bytes.
-    let images: Vec<_> = std::fs::read_dir(state.join("layers"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(images.len(), 1, "{images:?}");
+    let image = only_layer(&state);
     let extracted = fx.work.path().join("extracted");
     let unsquash = Command::new("unsquashfs")
         .args(["-q", "-d"])
         .arg(&extracted)
-        .arg(&images[0])
+        .arg(&image)
         .output()
         .unwrap();
     assert!(unsquash.status.success(), "{unsquash:?}");
