@@ -15,6 +15,8 @@ pub(crate) struct Ctx {
     pub actions: Vec<String>,
     /// Things worth knowing that are not changes (e.g. a unit not started offline).
     pub notes: Vec<String>,
+    /// Where `datasource:` finds the cloud metadata service, when not at its usual address.
+    pub metadata_endpoint: Option<String>,
 }
 
 impl Ctx {
@@ -24,6 +26,7 @@ impl Ctx {
             dry_run,
             actions: Vec::new(),
             notes: Vec::new(),
+            metadata_endpoint: None,
         }
     }
 

@@ -105,13 +105,9 @@ pub enum StepError {
         wanted: &'static str,
         output: String,
     },
-    /// A value could not be encoded to be written (the datasource as JSON).
-    #[error("encode {what}")]
-    Encode {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
+    /// `datasource:` found no provider, or one that answered with something unusable.
+    #[error(transparent)]
+    Datasource(#[from] crate::datasource::DatasourceError),
     /// A part that handles several users (`authorized_keys`): the user whose part failed.
     #[error("{user}")]
     User {
@@ -273,12 +269,15 @@ mod tests {
             (
                 Box::new(part(
                     "datasource",
-                    StepError::Encode {
-                        what: "the datasource",
-                        source: serde_json::from_str::<u8>("x").unwrap_err(),
-                    },
+                    StepError::Datasource(crate::datasource::DatasourceError::NoneAnswered {
+                        tried: vec!["aws: connect to 169.254.169.254:80: refused".into()],
+                        broken: Some(Box::new(crate::datasource::DatasourceError::Garbage {
+                            provider: "hetzner",
+                            problem: "public-keys is 1, not a list".into(),
+                        })),
+                    }),
                 )),
-                "datasource: encode the datasource: expected value",
+                "datasource: no datasource answered (aws: connect to 169.254.169.254:80: refused): hetzner: public-keys is 1, not a list",
             ),
             (
                 Box::new(part(

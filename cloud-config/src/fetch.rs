@@ -63,9 +63,10 @@ pub fn fetch_bytes(url: &str, timeout: Duration, limit: usize) -> Result<Vec<u8>
     Ok(buf.data)
 }
 
-struct LimitedVec {
-    data: Vec<u8>,
-    limit: usize,
+/// A sink that refuses to grow past `limit` bytes.
+pub(crate) struct LimitedVec {
+    pub data: Vec<u8>,
+    pub limit: usize,
 }
 
 /// The write error of a [`LimitedVec`] that would grow past its limit: the fetch reports it as
@@ -112,7 +113,7 @@ fn copy_body(url: &str, from: &mut dyn Read, out: &mut dyn Write) -> Result<u64,
     }
 }
 
-fn http_err(url: &str, problem: impl Into<String>) -> FetchError {
+pub(crate) fn http_err(url: &str, problem: impl Into<String>) -> FetchError {
     FetchError::Http {
         url: url.to_string(),
         problem: problem.into(),
@@ -158,6 +159,69 @@ fn get_http(
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<Option<String>, FetchError> {
+    let get = Request {
+        method: "GET",
+        headers: &[],
+        connect_timeout: timeout,
+        read_timeout: timeout,
+    };
+    let head = exchange(url, current, &get, out)?;
+    if (300..400).contains(&head.status) {
+        let loc = head
+            .header("location")
+            .ok_or_else(|| http_err(url, format!("HTTP {} without Location", head.status)))?;
+        let next = if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc.to_string()
+        } else if loc.starts_with('/') {
+            format!("http://{}{loc}", head.authority)
+        } else {
+            return Err(http_err(url, format!("unsupported redirect to {loc:?}")));
+        };
+        return Ok(Some(next));
+    }
+    if head.status != 200 {
+        return Err(http_err(url, format!("HTTP {}", head.status)));
+    }
+    Ok(None)
+}
+
+/// How one plain-HTTP request is made.
+pub(crate) struct Request<'a> {
+    pub method: &'a str,
+    /// Sent after the fixed ones (Host, User-Agent, Accept, Connection: close).
+    pub headers: &'a [(&'a str, &'a str)],
+    pub connect_timeout: Duration,
+    /// Bounds each read and write, not the whole exchange.
+    pub read_timeout: Duration,
+}
+
+/// The answer to a [`Request`], without its body.
+pub(crate) struct Head {
+    pub status: u16,
+    /// `host[:port]` the request went to, for relative redirects.
+    pub authority: String,
+    /// Header names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One plain-HTTP request to `current` (no redirects followed). The body is written to `out`
+/// only when the status is 200; other bodies are not read. Errors name `url`.
+pub(crate) fn exchange(
+    url: &str,
+    current: &str,
+    request: &Request,
+    out: &mut dyn Write,
+) -> Result<Head, FetchError> {
     let rest = current
         .strip_prefix("http://")
         .ok_or_else(|| http_err(url, "unsupported URL scheme (http:// or https:// only)"))?;
@@ -185,31 +249,38 @@ fn get_http(
         .map_err(io_err(url, format!("resolve {host_port}")))?
         .next()
         .ok_or_else(|| http_err(url, format!("{host_port} resolves to no address")))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+    let mut stream = TcpStream::connect_timeout(&addr, request.connect_timeout)
         .map_err(io_err(url, format!("connect to {addr}")))?;
     let io = |e: std::io::Error| io_err(url, "read the response")(e);
     stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .set_read_timeout(Some(request.read_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(request.read_timeout)))
         .map_err(io_err(url, "set the timeouts"))?;
-    // One write: a server may answer and close after the first packet it reads.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: clb-cloud-config\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    let mut head = format!(
+        "{} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: clb-cloud-config\r\nAccept: */*\r\nConnection: close\r\n",
+        request.method
     );
+    for (name, value) in request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if request.method != "GET" {
+        // A PUT or POST without a body still says so: some servers wait for one otherwise.
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("\r\n");
+    // One write: a server may answer and close after the first packet it reads.
     stream
-        .write_all(request.as_bytes())
+        .write_all(head.as_bytes())
         .map_err(io_err(url, "send the request"))?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).map_err(io)?;
     let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
+        .strip_prefix("HTTP/1.")
+        .and_then(|s| s.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| http_err(url, format!("bad status line {:?}", status_line.trim())))?;
-    let mut chunked = false;
-    let mut length: Option<u64> = None;
-    let mut location = None;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).map_err(io)? == 0 {
@@ -220,30 +291,21 @@ fn get_http(
             break;
         }
         if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                "content-length" => length = value.parse().ok(),
-                "location" => location = Some(value.to_string()),
-                _ => {}
-            }
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
-    if (300..400).contains(&status) {
-        let loc =
-            location.ok_or_else(|| http_err(url, format!("HTTP {status} without Location")))?;
-        let next = if loc.starts_with("http://") || loc.starts_with("https://") {
-            loc
-        } else if loc.starts_with('/') {
-            format!("http://{authority}{loc}")
-        } else {
-            return Err(http_err(url, format!("unsupported redirect to {loc:?}")));
-        };
-        return Ok(Some(next));
-    }
+    let head = Head {
+        status,
+        authority: authority.to_string(),
+        headers,
+    };
     if status != 200 {
-        return Err(http_err(url, format!("HTTP {status}")));
+        return Ok(head);
     }
+    let chunked = head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let length: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
     if chunked {
         loop {
             let mut size_line = String::new();
@@ -272,7 +334,7 @@ fn get_http(
     } else {
         copy_body(url, &mut reader, out)?;
     }
-    Ok(None)
+    Ok(head)
 }
 
 /// Fetch `url` to `dest` through a temporary file in the same directory, renamed into place

@@ -115,7 +115,10 @@ pub(crate) const STEP: Shape = Struct(&[
     ("environment", Any),
     ("environment_file", Any),
     ("timesyncd", Any),
-    ("datasource", Struct(&[("providers", Any), ("path", Any)])),
+    (
+        "datasource",
+        Struct(&[("providers", Any), ("path", Any), ("userdata_name", Any)]),
+    ),
     (
         "layout",
         Struct(&[

@@ -14,6 +14,7 @@
 
 mod conditions;
 mod ctx;
+mod datasource;
 mod error;
 mod exec;
 mod fetch;
@@ -26,6 +27,7 @@ mod schema;
 mod sources;
 pub mod yaml_tree;
 
+pub use datasource::{DatasourceError, PROVIDERS as DATASOURCE_PROVIDERS};
 pub use error::{Diagnostic, Error, PartError, Result, StageError, StepError};
 pub use fetch::{FetchError, fetch, fetch_bytes};
 pub use layout::{

@@ -26,6 +26,9 @@ pub struct Options {
     pub dry_run: bool,
     /// The hostname `node:` matches against, instead of the target's.
     pub hostname: Option<String>,
+    /// `host:port` of the cloud metadata service `datasource:` asks, instead of
+    /// 169.254.169.254:80 (for tests, and clouds that relay the service).
+    pub metadata_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -35,6 +38,7 @@ impl Default for Options {
             strict: false,
             dry_run: false,
             hostname: None,
+            metadata_endpoint: None,
         }
     }
 }
@@ -261,6 +265,7 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
     for i in ordered.order {
         let (file, name, step) = &entries[i];
         let mut ctx = Ctx::new(&options.root, options.dry_run);
+        ctx.metadata_endpoint.clone_from(&options.metadata_endpoint);
         let facts = Facts::gather(&options.root, options.hostname.as_deref());
         let errors = match conditions::check(step, &facts, &mut ctx) {
             Ok(Some(reason)) => Err(reason),

@@ -281,8 +281,13 @@ pub struct Override {
 pub struct Datasource {
     #[serde(deserialize_with = "de::strings")]
     pub providers: Vec<String>,
+    /// Where the user data is written (default `/run/config`); for the `file` provider, the
+    /// file to read.
     #[serde(deserialize_with = "de::string")]
     pub path: String,
+    /// The name of the user data file when it is a cloud-config (default `userdata.yaml`).
+    #[serde(deserialize_with = "de::string")]
+    pub userdata_name: String,
 }
 
 impl Datasource {

@@ -268,9 +268,6 @@ fn system_settings_are_written() {
       timesyncd:
         NTP: 0.pool.ntp.org 1.pool.ntp.org
         FallbackNTP: time.example
-      datasource:
-        providers: [cdrom, file]
-        path: /oem/user-data
     - name: env-file
       environment:
         K: v
@@ -301,9 +298,6 @@ fn system_settings_are_written() {
         read(r, "/etc/systemd/timesyncd.conf"),
         "[Time]\n#NTP=\nNTP=0.pool.ntp.org 1.pool.ntp.org\nFallbackNTP=time.example\n"
     );
-    let ds: serde_json::Value = serde_json::from_str(&read(r, "/etc/clb/datasource.json")).unwrap();
-    assert_eq!(ds["providers"], serde_json::json!(["cdrom", "file"]));
-    assert_eq!(ds["path"], "/oem/user-data");
     assert_idempotent(r, "network");
     // A symlinked resolv.conf is replaced, never followed out of the root.
     let outside = tempfile::NamedTempFile::new().unwrap();

@@ -268,6 +268,7 @@ pub(super) fn run_stage(cli: &Cli, a: &RunStageArgs) -> Result<()> {
         strict: a.strict,
         dry_run: a.dry_run,
         hostname: None,
+        metadata_endpoint: a.metadata_endpoint.clone(),
     };
     let report = clb_cloud_config::run_stage(&a.stage, &sources, &options);
     if cli.json {

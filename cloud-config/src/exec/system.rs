@@ -1,4 +1,4 @@
-//! dns, commands, hostname, sysctl, modules, environment, timesyncd, datasource.
+//! dns, commands, hostname, sysctl, modules, environment, timesyncd.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -7,12 +7,11 @@ use super::files::{Owners, ensure_file};
 use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
 use crate::ctx::Ctx;
 use crate::error::StepError;
-use crate::schema::{Datasource, Dns};
+use crate::schema::Dns;
 
 /// Files clb writes its merged settings to (one per kind, so steps add up).
 pub(crate) const SYSCTL_FILE: &str = "/etc/sysctl.d/90-clb-cloud-config.conf";
 pub(crate) const MODULES_FILE: &str = "/etc/modules-load.d/clb-cloud-config.conf";
-pub(crate) const DATASOURCE_FILE: &str = "/etc/clb/datasource.json";
 
 fn read_root_file(ctx: &Ctx, path: &str) -> Result<String, StepError> {
     match std::fs::read_to_string(ctx.path(path)) {
@@ -193,21 +192,5 @@ pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Resul
     let existing = read_root_file(ctx, PATH)?;
     let merged = merge_ini_section(&existing, "Time", keys);
     ensure_file(ctx, PATH, merged.as_bytes(), 0o644, Owners::default())?;
-    Ok(())
-}
-
-/// Datasources are recorded, not fetched: clb's deploy reads this file (see the docs).
-pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), StepError> {
-    let json = serde_json::to_string_pretty(ds).map_err(|source| StepError::Encode {
-        what: "the datasource",
-        source,
-    })? + "\n";
-    ensure_file(
-        ctx,
-        DATASOURCE_FILE,
-        json.as_bytes(),
-        0o644,
-        Owners::default(),
-    )?;
     Ok(())
 }

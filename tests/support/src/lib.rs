@@ -14,6 +14,9 @@
 //!   logind, `busctl` clients and monitor, the `clb daemon` process, a throttling proxy.
 //! - [`FleetLockServer`]: a FleetLock reboot-lock server on 127.0.0.1, written from the
 //!   protocol document, that records every request.
+//! - [`MetadataServer`]: the metadata services of AWS, GCP, Azure, OpenStack, Hetzner and
+//!   DigitalOcean on 127.0.0.1, written from each cloud's documentation, plus a service that
+//!   hangs and one that answers garbage.
 //!
 //! The fixture is synchronous on purpose (no async runtime): it can be used from plain `#[test]`
 //! functions and from inside a tokio test alike.
@@ -27,9 +30,11 @@ mod accesslog;
 pub mod bus;
 mod fleetlock;
 mod http;
+mod metadata;
 mod oci;
 mod process;
 mod registry;
+mod serve;
 mod token;
 mod tree;
 
@@ -38,6 +43,7 @@ use std::path::{Path, PathBuf};
 pub use accesslog::{AccessLogEntry, BlobFetch, LogMarker};
 pub use fleetlock::{FleetLockRequest, FleetLockServer};
 pub use http::{HttpResponse, http_request};
+pub use metadata::{Cloud, Instance, MetadataRequest, MetadataServer};
 pub use oci::{
     OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec,
 };
