@@ -107,7 +107,7 @@ pub enum StepError {
     },
     /// `datasource:` found no provider, or one that answered with something unusable.
     #[error(transparent)]
-    Datasource(#[from] crate::datasource::DatasourceError),
+    Datasource(#[from] crate::datasource::error::DatasourceError),
     /// A part that handles several users (`authorized_keys`): the user whose part failed.
     #[error("{user}")]
     User {
@@ -269,13 +269,17 @@ mod tests {
             (
                 Box::new(part(
                     "datasource",
-                    StepError::Datasource(crate::datasource::DatasourceError::NoneAnswered {
-                        tried: vec!["aws: connect to 169.254.169.254:80: refused".into()],
-                        broken: Some(Box::new(crate::datasource::DatasourceError::Garbage {
-                            provider: "hetzner",
-                            problem: "public-keys is 1, not a list".into(),
-                        })),
-                    }),
+                    StepError::Datasource(
+                        crate::datasource::error::DatasourceError::NoneAnswered {
+                            tried: vec!["aws: connect to 169.254.169.254:80: refused".into()],
+                            broken: Some(Box::new(
+                                crate::datasource::error::DatasourceError::Garbage {
+                                    provider: "hetzner",
+                                    problem: "public-keys is 1, not a list".into(),
+                                },
+                            )),
+                        },
+                    ),
                 )),
                 "datasource: no datasource answered (aws: connect to 169.254.169.254:80: refused): hetzner: public-keys is 1, not a list",
             ),

@@ -304,35 +304,9 @@ fn openstack(s: &Session) -> Result<Probe, DatasourceError> {
     };
     let meta: serde_json::Value = serde_json::from_slice(&answer.body)
         .map_err(|e| s.garbage(format!("meta_data.json is not JSON: {e}")))?;
-    let mut found = openstack_meta(&meta).map_err(|problem| s.garbage(problem))?;
+    let mut found = super::openstack::meta(&meta).map_err(|problem| s.garbage(problem))?;
     found.user_data = non_empty(s.get("/openstack/latest/user_data")?);
     Ok(Probe::Found(found))
-}
-
-/// The hostname and keys of an OpenStack `meta_data.json` (service and config drive alike).
-pub(crate) fn openstack_meta(meta: &serde_json::Value) -> Result<Found, String> {
-    let object = meta
-        .as_object()
-        .ok_or_else(|| "meta_data.json is not a JSON object".to_string())?;
-    let hostname = object
-        .get("hostname")
-        .or_else(|| object.get("name"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    let ssh_keys = match object.get("public_keys") {
-        None => Vec::new(),
-        Some(serde_json::Value::Object(keys)) => keys
-            .values()
-            .filter_map(|k| k.as_str())
-            .map(|k| k.trim().to_string())
-            .collect(),
-        Some(_) => return Err("meta_data.json public_keys is not an object".to_string()),
-    };
-    Ok(Found {
-        user_data: None,
-        hostname,
-        ssh_keys,
-    })
 }
 
 /// Hetzner Cloud: `/hetzner/v1/metadata/...` and `/hetzner/v1/userdata`.

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use base64::Engine;
 
-use super::metadata::openstack_meta;
+use super::openstack;
 use super::{DatasourceError, Found, MAX_USER_DATA, Probe};
 
 /// Where volumes are mounted while they are read.
@@ -75,7 +75,7 @@ pub(crate) fn config_drive() -> Result<Probe, DatasourceError> {
     };
     let meta: serde_json::Value = serde_json::from_slice(&meta)
         .map_err(|e| garbage(format!("meta_data.json is not JSON: {e}")))?;
-    let mut found = openstack_meta(&meta).map_err(garbage)?;
+    let mut found = openstack::meta(&meta).map_err(garbage)?;
     found.user_data = read_optional(P, &latest.join("user_data"))?.filter(|d| !d.is_empty());
     mounted.unmount()?;
     Ok(Probe::Found(found))

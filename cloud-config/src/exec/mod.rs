@@ -5,15 +5,12 @@
 //! In dry-run mode the same comparison runs and each change that would be made is recorded
 //! instead of made.
 
+mod datasource;
 mod files;
 mod kv;
 mod system;
 mod systemctl;
 mod users;
-
-pub(crate) use files::{Owners, ensure_file};
-pub(crate) use system::{command as run_script, hostname};
-pub(crate) use users::authorized_keys;
 
 use crate::ctx::Ctx;
 use crate::error::{PartError, StepError};
@@ -102,10 +99,7 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
         failed.add("timesyncd", system::timesyncd(ctx, &step.timesyncd));
     }
     if !step.datasource.is_empty() {
-        failed.add(
-            "datasource",
-            crate::datasource::datasource(ctx, &step.datasource),
-        );
+        failed.add("datasource", datasource::datasource(ctx, &step.datasource));
     }
     if !step.layout.is_empty() {
         failed.add("layout", layout(ctx, &step.layout));
