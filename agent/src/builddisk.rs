@@ -1,7 +1,7 @@
 //! `clb build-disk`: a self-deploying image for cloud VMs. It holds `COS_OEM` (with a
 //! first-boot cloud-config) and `COS_RECOVERY` (the recovery slot, installed through the
 //! verified staging path). On first boot in recovery mode the cloud-config copies the user
-//! data from a datasource into `/oem`, lays out `COS_STATE` and `COS_PERSISTENT` in the free
+//! data from a config drive or the cloud's metadata service into `/oem`, lays out `COS_STATE` and `COS_PERSISTENT` in the free
 //! space and installs slot `a` from the recovery slot (`clb deploy --from-recovery`).
 
 use std::path::Path;
@@ -9,24 +9,23 @@ use std::path::Path;
 use crate::error::{ClbError, Result};
 
 /// The first-boot configuration written to `COS_OEM/90_clb_first_boot.yaml`; `STATE_MIB` is
-/// replaced with the size of COS_STATE to create (COS_PERSISTENT takes the rest).
+/// replaced with the size of COS_STATE to create (COS_PERSISTENT takes the rest). The user data
+/// of a config drive or the cloud wins over the one baked in with `--user-data`; on a machine
+/// with neither a drive nor a metadata service, the datasource step fails (logged) and the
+/// baked one is used.
 const FIRST_BOOT_YAML: &str = r#"name: clb first boot
 stages:
   boot:
-    - name: user data from a config drive (label cidata/CIDATA) or /oem/user-data
+    - name: user data from a config drive or the cloud's metadata service
       if: '[ -f /run/clb/recovery_mode ] && [ ! -f /oem/99_userdata.yaml ]'
+      datasource:
+        providers: [cdrom, config-drive, aws, gcp, azure, openstack, hetzner, digitalocean]
+        path: /oem
+        userdata_name: 99_userdata.yaml
+    - name: user data baked into the image
+      if: '[ -f /run/clb/recovery_mode ] && [ ! -f /oem/99_userdata.yaml ] && [ -f /oem/user-data ]'
       commands:
-        - |
-          set -e
-          dev=$(blkid -L cidata 2>/dev/null || blkid -L CIDATA 2>/dev/null || true)
-          if [ -n "$dev" ]; then
-            mkdir -p /run/clb/cidata
-            mount -o ro "$dev" /run/clb/cidata
-            cp /run/clb/cidata/user-data /oem/99_userdata.yaml || true
-            umount /run/clb/cidata
-          elif [ -f /oem/user-data ]; then
-            cp /oem/user-data /oem/99_userdata.yaml
-          fi
+        - cp /oem/user-data /oem/99_userdata.yaml
     - name: deploy from recovery on first boot
       if: '[ -f /run/clb/recovery_mode ] && ! blkid -L COS_STATE >/dev/null 2>&1'
       commands:

@@ -232,11 +232,25 @@ pub fn boot_uefi(disk: &Path, work: &Path, name: &str, timeout: Duration) -> Boo
 /// QEMU user networking that reaches only a server on the host: `restrict=on`, and
 /// 10.0.2.100:80 forwarded (a `busybox nc` per connection) to 127.0.0.1:`port`.
 pub fn restricted_net_args(port: u16) -> Vec<String> {
+    forwarding_net("", "10.0.2.100", port)
+}
+
+/// QEMU user networking in 169.254.0.0/16 (the guest is 169.254.0.15) that reaches only a
+/// cloud metadata service: `restrict=on`, and 169.254.169.254:80 forwarded to
+/// 127.0.0.1:`port`. slirp forwards (and answers ARP for) addresses of its own network only,
+/// hence the link-local network.
+pub fn metadata_net_args(port: u16) -> Vec<String> {
+    forwarding_net(",net=169.254.0.0/16", "169.254.169.254", port)
+}
+
+/// `restrict=on` user networking with `options`, where `guest_addr`:80 is forwarded (a
+/// `busybox nc` per connection) to 127.0.0.1:`port`.
+fn forwarding_net(options: &str, guest_addr: &str, port: u16) -> Vec<String> {
     let busybox = clb_testsupport::require_tool("busybox");
     vec![
         "-netdev".into(),
         format!(
-            "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{} nc 127.0.0.1 {port}",
+            "user,id=n0,restrict=on{options},guestfwd=tcp:{guest_addr}:80-cmd:{} nc 127.0.0.1 {port}",
             busybox.display()
         ),
         "-device".into(),

@@ -50,11 +50,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use clb_testsupport::{Registry, require_tool};
+use clb_testsupport::{Cloud, Instance, MetadataServer, Registry, require_tool};
 use clb_vm_tests::cmd::run;
 use clb_vm_tests::disks::PartitionMount;
 use clb_vm_tests::kit::{self, Kit};
-use clb_vm_tests::qemu::{OVMF_CODE, OVMF_VARS, Qemu};
+use clb_vm_tests::qemu::{OVMF_CODE, OVMF_VARS, Qemu, metadata_net_args};
 use clb_vm_tests::{clb, testos};
 
 /// A TCG boot of this image takes 10–40 s (the deploy formats and copies inside the VM);
@@ -63,8 +63,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// What the initramfs needs on top of the default (virtio) modules to read the config drive
 /// on a CD: the PIIX IDE controller of QEMU's `pc` machine (`-cdrom`), the SCSI CD-ROM
-/// driver and ISO 9660. `libata`, `scsi_mod` and `scsi_common` come in as dependencies.
-const CD_MODULES: &[&str] = &["ata_piix", "sr_mod", "cdrom", "isofs"];
+/// driver and ISO 9660 (`libata`, `scsi_mod` and `scsi_common` come in as dependencies); and
+/// the network card, for the metadata service.
+const EXTRA_MODULES: &[&str] = &["ata_piix", "sr_mod", "cdrom", "isofs", "virtio_net"];
 
 const USER_DATA: &str = r#"#cloud-config
 write_files:
@@ -90,6 +91,15 @@ echo "CLB-CLOUD-IMAGE cmdline=$(cat /proc/cmdline)"
 mods=""
 for m in ata_piix libata sr_mod cdrom isofs; do grep -q "^$m " /proc/modules && mods="$mods $m"; done
 echo "CLB-CLOUD-IMAGE cidata=$(blkid -L cidata 2>/dev/null || echo none) modules=$mods"
+# The network a cloud's DHCP would configure; QEMU's link-local user network (see the test).
+net=none
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 169.254.0.15/16 dev eth0
+    net=169.254.0.15
+fi
+echo "CLB-CLOUD-IMAGE net=$net"
 clb run-stage boot
 rc=$?
 state=$(blkid -L COS_STATE 2>/dev/null || echo none)
@@ -98,7 +108,7 @@ hello=$(cat /usr/local/hello-from-user-data 2>/dev/null || echo none)
 runcmd=$(cat /usr/local/runcmd-saw 2>/dev/null || echo none)
 userdata=no
 [ -f /oem/99_userdata.yaml ] && userdata=yes
-echo "CLB-CLOUD-IMAGE slot=$slot mode=$mode run_stage_exit=$rc reboot_requested=$reboot_requested state=$state persistent=$persistent oem_userdata=$userdata hello=$hello runcmd=$runcmd"
+echo "CLB-CLOUD-IMAGE slot=$slot mode=$mode run_stage_exit=$rc reboot_requested=$reboot_requested state=$state persistent=$persistent oem_userdata=$userdata host=$(cat /proc/sys/kernel/hostname) hello=$hello runcmd=$runcmd"
 # A clean shutdown: what a real system's shutdown does before the power goes.
 for m in /oem /run/initramfs/clb/persistent /run/initramfs/clb/state; do
     grep -q " $m " /proc/mounts && mount -o remount,ro "$m"
@@ -119,7 +129,7 @@ sleep 30
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "mkdir", "cp", "cat", "echo", "ls", "reboot", "poweroff", "sync",
     "sleep", "test", "[", "true", "false", "rm", "mv", "ln", "chmod", "sed", "grep", "cut",
-    "dmesg",
+    "dmesg", "ip",
 ];
 
 /// Host programs copied into the image with their shared libraries: (host name, image path).
@@ -225,10 +235,10 @@ fn cloud_os(kit: &Kit, initrd: &Path, work: &Path) -> Vec<PathBuf> {
     vec![base, boot, tools, top]
 }
 
-/// The clb initramfs with the CD drivers ([`CD_MODULES`]) for the config drive.
+/// The clb initramfs with the CD and network drivers ([`EXTRA_MODULES`]).
 fn initrd_with_cd(kit: &Kit, work: &Path) -> PathBuf {
     let initrd = work.join("initrd-cd.img");
-    let modules = kit.initramfs(&initrd, CD_MODULES);
+    let modules = kit.initramfs(&initrd, EXTRA_MODULES);
     for m in ["libata", "scsi_mod"] {
         assert!(
             modules.iter().any(|n| n == m),
@@ -259,12 +269,41 @@ fn cidata_iso(work: &Path) -> PathBuf {
 /// One QEMU boot through the firmware: OVMF (fresh variables each boot) finds
 /// `EFI/BOOT/BOOTX64.EFI` on the disk's ESP, GRUB boots a slot. The disk is a virtio disk,
 /// `cdrom` (if any) a CD on the IDE controller of the `pc` machine.
-fn boot(disk: &Path, cdrom: Option<&Path>, work: &Path, name: &str) -> String {
+/// `metadata`: the port of a metadata service the guest reaches at 169.254.169.254:80.
+fn boot(
+    disk: &Path,
+    cdrom: Option<&Path>,
+    metadata: Option<u16>,
+    work: &Path,
+    name: &str,
+) -> String {
     let mut vm = Qemu::new().uefi().machine("pc").memory(768).disk(disk);
     if let Some(iso) = cdrom {
         vm = vm.arg("-cdrom").arg(iso);
     }
+    if let Some(port) = metadata {
+        vm = vm.args(metadata_net_args(port));
+    }
     vm.boot(work, name, BOOT_TIMEOUT).console
+}
+
+/// `clb build-disk` of `image` to `disk`: ESP, COS_OEM and COS_RECOVERY only.
+fn build_disk(kit: &Kit, image: &str, disk: &Path) {
+    run(Command::new(&kit.clb)
+        .args(["-q", "build-disk", "-d", image, "--no-verify", "--out"])
+        .arg(disk)
+        .args([
+            "--size",
+            "800M",
+            "--oem-size",
+            "16",
+            "--recovery-size",
+            "160",
+            "--esp-size",
+            "32",
+        ])
+        .args(["--state-size", "256"])
+        .args(["--kernel-args", "console=ttyS0 loglevel=4"]));
 }
 
 /// The init's `CLB-CLOUD-IMAGE KEY=...` line (the first one starting so).
@@ -332,21 +371,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     let layers = cloud_os(&kit, &initrd, work);
     let image = clb::push(&kit, &reg, &layers, "cloud-os:v1");
     let disk = work.join("disk.raw");
-    run(Command::new(&kit.clb)
-        .args(["-q", "build-disk", "-d", &image, "--no-verify", "--out"])
-        .arg(&disk)
-        .args([
-            "--size",
-            "800M",
-            "--oem-size",
-            "16",
-            "--recovery-size",
-            "160",
-            "--esp-size",
-            "32",
-        ])
-        .args(["--state-size", "256"])
-        .args(["--kernel-args", "console=ttyS0 loglevel=4"]));
+    build_disk(&kit, &image, &disk);
     let table = run(Command::new("sgdisk").arg("-p").arg(&disk));
     assert!(
         table.contains("efi")
@@ -384,7 +409,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     // 2. Boot 1 through OVMF and GRUB, no COS_STATE yet: recovery; user data copied from
     //    the CD, deploy from recovery, reboot. (GRUB's clb_load says "no partition labelled
     //    COS_STATE" and waits 10 s before clb_auto turns to recovery.)
-    let c = boot(&disk, Some(&iso), work, "recovery");
+    let c = boot(&disk, Some(&iso), None, work, "recovery");
     if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
         panic!("the recovery boot failed in the hook: {e}\n{c}");
     }
@@ -410,7 +435,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     );
     assert!(c.contains("clb-initrd: booting slot recovery"), "{c}");
     for step in [
-        "user data from a config drive (label cidata/CIDATA) or /oem/user-data: Ran",
+        "user data from a config drive or the cloud's metadata service: Ran",
         "deploy from recovery on first boot: Ran",
     ] {
         assert!(c.contains(step), "first-boot step {step:?}:\n{c}");
@@ -427,6 +452,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
             && !line.contains("state=none")
             && !line.contains("persistent=none")
             && line.contains("oem_userdata=yes")
+            && line.contains("host=clb-test ")
             && line.contains("hello=none"),
         "the recovery boot deploys and asks for a reboot, the user data is not applied yet: {line}\n{c}"
     );
@@ -454,7 +480,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
 
     // 3. Boot 2 through OVMF and GRUB, the CD still attached (as a cloud leaves it): GRUB
     //    reads grubenv and boots slot a with its own kernel; the user data applied.
-    let c = boot(&disk, Some(&iso), work, "installed");
+    let c = boot(&disk, Some(&iso), None, work, "installed");
     if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
         panic!("the installed system's boot failed in the hook: {e}\n{c}");
     }
@@ -472,7 +498,7 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     );
     assert!(c.contains("clb-initrd: booting slot a"), "{c}");
     for step in [
-        "user data from a config drive (label cidata/CIDATA) or /oem/user-data: Ran",
+        "user data from a config drive or the cloud's metadata service: Ran",
         "deploy from recovery on first boot: Ran",
     ] {
         assert!(
@@ -505,6 +531,124 @@ fn qemu_cloud_image_deploys_itself_from_recovery() {
     let s = clb::json(&kit, &["--disk", &disk.display().to_string(), "status"]);
     assert_eq!(s["active"], "a", "{s}");
     assert_eq!(s["good"], true, "{s}");
+    assert_eq!(
+        run(Command::new("losetup").arg("-j").arg(&disk)),
+        "",
+        "loop devices left behind"
+    );
+
+    // 4. The same image on a cloud without a config drive: the user data comes from the
+    //    metadata service (AWS IMDSv2, tokens required) at 169.254.169.254, forwarded by
+    //    QEMU to a server on the host.
+    metadata_deploy(&kit, &image, work);
+}
+
+const METADATA_USER_DATA: &str = r#"#cloud-config
+write_files:
+  - path: /usr/local/hello-from-user-data
+    content: "hello from the metadata service\n"
+runcmd:
+  - echo "slot=$(cat /run/clb/booted_slot)" > /usr/local/runcmd-saw
+"#;
+
+/// A fresh disk from `image` booted with no CD and a metadata service: boot 1 (recovery)
+/// fetches the user data, hostname and key, deploys and reboots; boot 2 (slot a, the service
+/// gone) applies the user data.
+fn metadata_deploy(kit: &Kit, image: &str, work: &Path) {
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0J3mKv8m2cloudimagetestkeyxxxxxxxxxxxx test@clb";
+    let service = MetadataServer::start(
+        Cloud::Aws { required: true },
+        Instance {
+            user_data: Some(METADATA_USER_DATA.as_bytes().to_vec()),
+            hostname: "node-meta".to_string(),
+            ssh_keys: vec![key.to_string()],
+            broken_keys: false,
+        },
+    );
+    let port: u16 = service
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let disk = work.join("disk-metadata.raw");
+    build_disk(kit, image, &disk);
+
+    let c = boot(&disk, None, Some(port), work, "metadata-recovery");
+    if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
+        panic!("the recovery boot failed in the hook: {e}\n{c}");
+    }
+    assert!(c.contains("clb-initrd: booting slot recovery"), "{c}");
+    assert!(
+        c.contains("CLB-CLOUD-IMAGE net=169.254.0.15") && c.contains("CLB-CLOUD-IMAGE cidata=none"),
+        "a network card and no config drive:\n{c}"
+    );
+    assert!(
+        c.contains("user data from a config drive or the cloud's metadata service: Ran")
+            && c.contains("deploy from recovery on first boot: Ran"),
+        "{c}"
+    );
+    let line = summary(&c);
+    assert!(
+        line.contains("slot=recovery mode=recovery run_stage_exit=0 reboot_requested=yes")
+            && !line.contains("state=none")
+            && line.contains("oem_userdata=yes")
+            && line.contains("host=node-meta ")
+            && line.contains("hello=none"),
+        "the user data fetched from the metadata service, the hostname applied: {line}\n{c}"
+    );
+    // The service saw IMDSv2: a token PUT with a TTL, then GETs carrying the token, the
+    // user data among them.
+    let requests = service.requests();
+    let aws: Vec<_> = requests
+        .iter()
+        .filter(|q| q.path.starts_with("/latest/"))
+        .collect();
+    assert!(
+        aws.first().is_some_and(
+            |q| q.method == "PUT" && q.header("X-aws-ec2-metadata-token-ttl-seconds").is_some()
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        aws.iter().any(
+            |q| q.path == "/latest/user-data" && q.header("X-aws-ec2-metadata-token").is_some()
+        ),
+        "{requests:?}"
+    );
+    let s = clb::json(kit, &["--disk", &disk.display().to_string(), "status"]);
+    assert_eq!(s["active"], "a", "{s}");
+    assert_eq!(s["slots"]["a"]["complete"], true, "{s}");
+    let oem = read_from_partition(&disk, "COS_OEM", work, &["99_userdata.yaml", "userdata"]);
+    assert_eq!(oem[0].as_deref(), Some(METADATA_USER_DATA));
+    assert_eq!(oem[1].as_deref(), Some(METADATA_USER_DATA));
+
+    // Boot 2: slot a, no metadata service any more; the user data applies from COS_OEM.
+    let seen = service.requests().len();
+    let c = boot(&disk, None, None, work, "metadata-installed");
+    if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
+        panic!("the installed system's boot failed in the hook: {e}\n{c}");
+    }
+    assert!(c.contains("clb-initrd: booting slot a"), "{c}");
+    let line = summary(&c);
+    assert!(
+        line.contains("slot=a mode=active run_stage_exit=0 reboot_requested=no")
+            && line.contains("hello=hello from the metadata service runcmd=slot=a"),
+        "{line}\n{c}"
+    );
+    assert_eq!(
+        service.requests().len(),
+        seen,
+        "the installed system asked the service again"
+    );
+    let p = read_from_partition(
+        &disk,
+        "COS_PERSISTENT",
+        work,
+        &[".state/usr-local.overlay/upper/hello-from-user-data"],
+    );
+    assert_eq!(p[0].as_deref(), Some("hello from the metadata service\n"));
     assert_eq!(
         run(Command::new("losetup").arg("-j").arg(&disk)),
         "",
