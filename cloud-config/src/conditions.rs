@@ -1,4 +1,5 @@
-//! Step conditions: `node`, `only_os`, `only_os_version`, `only_arch`, `if_files`, `if`.
+//! Step conditions: `node`, `only_os`, `only_os_version`, `only_arch`,
+//! `only_service_manager`, `if_files`, `if`.
 //!
 //! The cheap, side-effect-free ones are checked first; `if` (a shell command) last.
 
@@ -111,6 +112,36 @@ fn matches(what: &'static str, pattern: &str, candidates: &[&str]) -> Result<boo
     Ok(candidates.iter().any(|c| re.is_match(c)))
 }
 
+/// Why a step with `only_service_manager: wanted` is skipped, None when the root's service
+/// manager is `wanted`. As yip: found by its program (`systemctl`, `openrc`) in the root's
+/// `/sbin`, `/bin`, `/usr/sbin` or `/usr/bin`; a root with both, or an unknown name, skips.
+fn service_manager_mismatch(wanted: &str, ctx: &Ctx) -> Option<String> {
+    let has = |program: &str| {
+        ["/sbin", "/bin", "/usr/sbin", "/usr/bin"]
+            .iter()
+            .any(|dir| ctx.path(&format!("{dir}/{program}")).exists())
+    };
+    let wanted_lower = wanted.to_ascii_lowercase();
+    if wanted_lower != "systemd" && wanted_lower != "openrc" {
+        return Some(format!(
+            "only_service_manager {wanted:?} is not supported (systemd or openrc)"
+        ));
+    }
+    let (systemd, openrc) = (has("systemctl"), has("openrc"));
+    if systemd && openrc {
+        return Some("only_service_manager: both systemd and openrc are installed".to_string());
+    }
+    let found = if systemd {
+        "systemd"
+    } else if openrc {
+        "openrc"
+    } else {
+        "none"
+    };
+    (found != wanted_lower)
+        .then(|| format!("only_service_manager {wanted:?}: the root has {found}"))
+}
+
 /// Ok(None): run. Ok(Some(reason)): skip. Err: the condition itself is broken (the step fails).
 pub(crate) fn check(
     step: &Step,
@@ -153,6 +184,11 @@ pub(crate) fn check(
             "only_arch {:?} does not match {:?}",
             step.only_arch, facts.arch
         )));
+    }
+    if !step.only_service_manager.is_empty()
+        && let Some(skip) = service_manager_mismatch(&step.only_service_manager, ctx)
+    {
+        return Ok(Some(skip));
     }
     let f = &step.if_files;
     if !f.is_empty() {

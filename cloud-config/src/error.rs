@@ -93,6 +93,9 @@ pub enum StepError {
     /// A value of the step cannot be used (a relative path, a bad name, an unknown encoding).
     #[error("{0}")]
     Invalid(String),
+    /// A yip key clb does not implement, and why (docs/cloud-config.md).
+    #[error("not supported by clb: {0}")]
+    Unsupported(&'static str),
     /// The root holds something the step does not change or cannot read: a user that exists
     /// with another uid, a bad line in `/etc/passwd`, a file where a directory should be.
     #[error("{0}")]

@@ -28,6 +28,7 @@ const ATTRS_PATH: &[(&str, Shape)] = &[
     ("owner", Any),
     ("group", Any),
     ("owner_string", Any),
+    ("ownerstring", Any),
 ];
 
 const DIRECTORY: Shape = Struct(ATTRS_PATH);
@@ -39,6 +40,7 @@ const FILE: Shape = Struct(&[
     ("owner", Any),
     ("group", Any),
     ("owner_string", Any),
+    ("ownerstring", Any),
 ]);
 const DOWNLOAD: Shape = Struct(&[
     ("path", Any),
@@ -48,7 +50,9 @@ const DOWNLOAD: Shape = Struct(&[
     ("owner", Any),
     ("group", Any),
     ("owner_string", Any),
+    ("ownerstring", Any),
 ]);
+const ENTITY: Shape = Struct(&[("path", Any), ("entity", Any)]);
 const USER_KEYS: &[(&str, Shape)] = &[
     ("passwd", Any),
     ("lock_passwd", Any),
@@ -79,6 +83,7 @@ pub(crate) const STEP: Shape = Struct(&[
     ("only_os", Any),
     ("only_os_version", Any),
     ("only_arch", Any),
+    ("only_service_manager", Any),
     (
         "if_files",
         Struct(&[("any", Any), ("all", Any), ("none", Any)]),
@@ -100,6 +105,8 @@ pub(crate) const STEP: Shape = Struct(&[
     ("hostname", Any),
     ("sysctl", Any),
     ("users", MapOf(&USER)),
+    ("ensure_entities", SeqOf(&ENTITY)),
+    ("delete_entities", SeqOf(&ENTITY)),
     ("authorized_keys", Any),
     ("modules", Any),
     (
@@ -122,9 +129,54 @@ pub(crate) const STEP: Shape = Struct(&[
     (
         "layout",
         Struct(&[
-            ("device", Struct(&[("label", Any), ("path", Any)])),
+            (
+                "device",
+                Struct(&[
+                    ("label", Any),
+                    ("path", Any),
+                    ("init_disk", Any),
+                    ("disk_name", Any),
+                ]),
+            ),
             ("expand_partition", Struct(&[("size", Any)])),
             ("add_partitions", SeqOf(&PARTITION)),
+        ]),
+    ),
+    ("systemd_firstboot", Any),
+    (
+        "packages",
+        Struct(&[
+            ("install", Any),
+            ("remove", Any),
+            ("refresh", Any),
+            ("upgrade", Any),
+        ]),
+    ),
+    (
+        "unpack_images",
+        SeqOf(&Struct(&[
+            ("source", Any),
+            ("target", Any),
+            ("platform", Any),
+        ])),
+    ),
+    (
+        "git",
+        Struct(&[
+            ("url", Any),
+            ("path", Any),
+            ("branch", Any),
+            ("branch_only", Any),
+            (
+                "auth",
+                Struct(&[
+                    ("username", Any),
+                    ("password", Any),
+                    ("private_key", Any),
+                    ("insecure", Any),
+                    ("public_key", Any),
+                ]),
+            ),
         ]),
     ),
 ]);

@@ -15,6 +15,7 @@
 mod conditions;
 mod ctx;
 mod datasource;
+mod dotnotation;
 mod error;
 mod exec;
 mod fetch;
@@ -25,6 +26,7 @@ mod parse;
 mod run;
 mod schema;
 mod sources;
+mod template_data;
 pub mod yaml_tree;
 
 pub use datasource::{DatasourceError, PROVIDERS as DATASOURCE_PROVIDERS};

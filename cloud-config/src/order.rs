@@ -20,14 +20,17 @@ pub(crate) struct Ordered {
     pub unknown: Vec<(usize, String)>,
 }
 
-/// `names[i]` is step i's name, `after[i]` the names it waits for.
-pub(crate) fn order(names: &[String], after: &[Vec<String>]) -> Ordered {
+/// `names[i]` is step i's name, `ids[i]` its yip id (`<file or config name>.<step name>`),
+/// `after[i]` the names or ids it waits for.
+pub(crate) fn order(names: &[String], ids: &[String], after: &[Vec<String>]) -> Ordered {
     let n = names.len();
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut unknown = Vec::new();
     for (i, wants) in after.iter().enumerate() {
         for w in wants {
-            let found: Vec<usize> = (0..n).filter(|&j| j != i && names[j] == *w).collect();
+            let found: Vec<usize> = (0..n)
+                .filter(|&j| j != i && (names[j] == *w || ids.get(j) == Some(w)))
+                .collect();
             if found.is_empty() {
                 unknown.push((i, w.clone()));
             }
@@ -95,14 +98,14 @@ mod tests {
 
     #[test]
     fn keeps_source_order_without_after() {
-        let o = order(&s(&["a", "b", "c"]), &[vec![], vec![], vec![]]);
+        let o = order(&s(&["a", "b", "c"]), &[], &[vec![], vec![], vec![]]);
         assert_eq!(o.order, vec![0, 1, 2]);
         assert!(o.blocked.is_empty());
     }
 
     #[test]
     fn after_moves_a_step_later() {
-        let o = order(&s(&["a", "b", "c"]), &[s(&["c"]), vec![], vec![]]);
+        let o = order(&s(&["a", "b", "c"]), &[], &[s(&["c"]), vec![], vec![]]);
         assert_eq!(o.order, vec![1, 2, 0]);
     }
 
@@ -110,6 +113,7 @@ mod tests {
     fn cycles_are_found() {
         let o = order(
             &s(&["a", "b", "c", "d"]),
+            &[],
             &[s(&["b"]), s(&["a"]), vec![], s(&["a"])],
         );
         assert_eq!(o.order, vec![2]);
@@ -119,7 +123,7 @@ mod tests {
 
     #[test]
     fn unknown_names_are_reported() {
-        let o = order(&s(&["a"]), &[s(&["zz"])]);
+        let o = order(&s(&["a"]), &[], &[s(&["zz"])]);
         assert_eq!(o.order, vec![0]);
         assert_eq!(o.unknown, vec![(0, "zz".to_string())]);
     }

@@ -21,12 +21,20 @@ pub struct ParsedFile {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// True when the text is a cloud-init style file: its first line is `#cloud-config`.
+/// True when the text is a cloud-init style file, by yip's rule: within the first 10 lines,
+/// skipping blank lines and other `#` comments, a line `#cloud-config` comes before any other
+/// line.
 pub fn is_cloud_config(text: &str) -> bool {
-    text.trim_start_matches('\u{feff}')
-        .lines()
-        .next()
-        .is_some_and(|l| l.trim_end() == "#cloud-config")
+    for line in text.trim_start_matches('\u{feff}').split('\n').take(10) {
+        let line = line.trim_end();
+        if line == "#cloud-config" {
+            return true;
+        }
+        if !line.is_empty() && !line.starts_with('#') {
+            return false;
+        }
+    }
+    false
 }
 
 fn yaml_options() -> serde_saphyr::Options {
@@ -120,6 +128,16 @@ fn parse_on_this_thread(source: &str, text: &str) -> Result<ParsedFile, Diagnost
             message: "expected a mapping at the top level".to_string(),
         });
     }
+    if cloud {
+        scalar_groups(&tree).map_err(|(line, column)| Diagnostic {
+            file: source.to_string(),
+            line,
+            column,
+            message: "users[].groups must be a list (yip's cloud-config loader refuses a \
+                      string here too): write `groups: [name]`"
+                .to_string(),
+        })?;
+    }
     let shape = if cloud {
         &keys::CLOUD_CONFIG
     } else {
@@ -147,6 +165,35 @@ fn parse_on_this_thread(source: &str, text: &str) -> Result<ParsedFile, Diagnost
         config,
         warnings,
     })
+}
+
+/// Err(line, column) of the first `users[].groups` given as a scalar in a `#cloud-config`
+/// file. yip decodes cloud-config users into Go's `[]string` there, which a string is not
+/// (yip's own stage `users:` map, and clb's, take a comma-separated string too).
+fn scalar_groups(tree: &Spanned<Node>) -> Result<(), (u64, u64)> {
+    let Node::Map(top) = &tree.value else {
+        return Ok(());
+    };
+    let users = top.iter().find(|(k, _)| k.value == "users");
+    let Some((
+        _,
+        Spanned {
+            value: Node::Seq(users),
+            ..
+        },
+    )) = users
+    else {
+        return Ok(());
+    };
+    for user in users {
+        if let Node::Map(fields) = &user.value
+            && let Some((_, groups)) = fields.iter().find(|(k, _)| k.value == "groups")
+            && matches!(groups.value, Node::Scalar)
+        {
+            return Err((groups.referenced.line(), groups.referenced.column()));
+        }
+    }
+    Ok(())
 }
 
 /// Read and parse a file.
@@ -217,8 +264,8 @@ fn from_cloud_init(source: &str, ci: CloudInit, warnings: &mut Vec<Diagnostic>) 
                 };
                 step.layout = Layout {
                     device: Some(Device {
-                        label: String::new(),
                         path: dev.clone(),
+                        ..Device::default()
                     }),
                     expand_partition: Some(Expand { size: 0 }),
                     add_partitions: Vec::new(),

@@ -195,28 +195,49 @@ pub fn run_loaded(stage: &str, loaded: &Loaded, options: &Options) -> Report {
     report
 }
 
+/// The name of step `i` of a file's `steps` in reports (its `name`, `<stage>[<i>]` without
+/// one), and as yip names it in its ids: the name, or the index without one; when names
+/// repeat within the file's stage, every step's name gets `.<index>`, in both.
+fn step_names(steps: &[Step], i: usize, stage: &str) -> (String, String) {
+    let name = &steps[i].name;
+    // yip checks the whole list: two unnamed steps count as a repeated (empty) name too.
+    let any_repeated = steps
+        .iter()
+        .enumerate()
+        .any(|(j, s)| steps[j + 1..].iter().any(|t| t.name == s.name));
+    let yip = match (any_repeated, name.is_empty()) {
+        (true, _) => format!("{name}.{i}"),
+        (false, true) => i.to_string(),
+        (false, false) => name.clone(),
+    };
+    let shown = if name.is_empty() {
+        format!("{stage}[{i}]")
+    } else if any_repeated {
+        yip.clone()
+    } else {
+        name.clone()
+    };
+    (shown, yip)
+}
+
 /// Run exactly one stage name (no `.before`/`.after`), appending to `report`.
 pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut Report) {
-    let entries: Vec<(&str, String, &Step)> = loaded
-        .files
-        .iter()
-        .flat_map(|f| {
-            f.config
-                .stages
-                .get(stage)
-                .into_iter()
-                .flatten()
-                .enumerate()
-                .map(move |(i, step)| {
-                    let name = if step.name.is_empty() {
-                        format!("{stage}[{i}]")
-                    } else {
-                        step.name.clone()
-                    };
-                    (f.source.as_str(), name, step)
-                })
-        })
-        .collect();
+    // Each step: its file, its name, the step, and yip's id for it (what `after:` may name).
+    let mut entries: Vec<(&str, String, &Step)> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for f in &loaded.files {
+        let steps = f.config.stages.get(stage).map(Vec::as_slice).unwrap_or(&[]);
+        for (i, step) in steps.iter().enumerate() {
+            let (name, yip_name) = step_names(steps, i, stage);
+            let root = if f.config.name.is_empty() {
+                f.source.as_str()
+            } else {
+                f.config.name.as_str()
+            };
+            ids.push(format!("{root}.{yip_name}"));
+            entries.push((f.source.as_str(), name, step));
+        }
+    }
     if entries.is_empty() {
         return;
     }
@@ -225,7 +246,7 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
         .iter()
         .map(|(_, _, s)| s.after.iter().map(|a| a.name.clone()).collect())
         .collect();
-    let ordered = order::order(&names, &after);
+    let ordered = order::order(&names, &ids, &after);
     for (i, name) in &ordered.unknown {
         report.warnings.push(Diagnostic {
             file: entries[*i].0.to_string(),

@@ -36,6 +36,9 @@ pub struct Step {
     pub only_os_version: String,
     #[serde(deserialize_with = "de::string")]
     pub only_arch: String,
+    /// `systemd` or `openrc`: the step runs only when the root has that service manager.
+    #[serde(deserialize_with = "de::string")]
+    pub only_service_manager: String,
     #[serde(deserialize_with = "de::nullable")]
     pub if_files: IfFiles,
     #[serde(deserialize_with = "de::nullable")]
@@ -56,6 +59,12 @@ pub struct Step {
     pub sysctl: BTreeMap<String, String>,
     #[serde(deserialize_with = "de::nullable")]
     pub users: BTreeMap<String, User>,
+    /// passwd/shadow/group/gshadow entries to create or update (yip's `entities`).
+    #[serde(deserialize_with = "de::nullable")]
+    pub ensure_entities: Vec<Entity>,
+    /// Entries to remove, matched by their whole line.
+    #[serde(deserialize_with = "de::nullable")]
+    pub delete_entities: Vec<Entity>,
     #[serde(deserialize_with = "de::nullable")]
     pub authorized_keys: BTreeMap<String, Vec<String>>,
     #[serde(deserialize_with = "de::strings")]
@@ -73,6 +82,93 @@ pub struct Step {
     pub datasource: Datasource,
     #[serde(deserialize_with = "de::nullable")]
     pub layout: Layout,
+    /// `systemd-firstboot --KEY=VALUE` for each entry (`--KEY` for `"true"`).
+    #[serde(deserialize_with = "de::string_map")]
+    pub systemd_firstboot: BTreeMap<String, String>,
+    #[serde(deserialize_with = "de::nullable")]
+    pub packages: Packages,
+    #[serde(deserialize_with = "de::nullable")]
+    pub unpack_images: Vec<UnpackImage>,
+    #[serde(deserialize_with = "de::nullable")]
+    pub git: Git,
+}
+
+/// One `ensure_entities`/`delete_entities` item: an entity (a YAML document with a `kind`:
+/// `user`, `shadow`, `group` or `gshadow`) and the file it goes to (default by kind).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Entity {
+    #[serde(deserialize_with = "de::string")]
+    pub path: String,
+    #[serde(deserialize_with = "de::string")]
+    pub entity: String,
+}
+
+/// Packages through the root's package manager (apt-get, dnf, zypper, apk, pacman).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Packages {
+    #[serde(deserialize_with = "de::strings")]
+    pub install: Vec<String>,
+    #[serde(deserialize_with = "de::strings")]
+    pub remove: Vec<String>,
+    pub refresh: bool,
+    pub upgrade: bool,
+}
+
+impl Packages {
+    pub fn is_empty(&self) -> bool {
+        self.install.is_empty() && self.remove.is_empty() && !self.refresh && !self.upgrade
+    }
+}
+
+/// yip's `unpack_images` item (not supported by clb: see docs/cloud-config.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UnpackImage {
+    #[serde(deserialize_with = "de::string")]
+    pub source: String,
+    #[serde(deserialize_with = "de::string")]
+    pub target: String,
+    #[serde(deserialize_with = "de::string")]
+    pub platform: String,
+}
+
+/// A git repository checked out at `path` (cloned, or fetched and reset when it exists).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Git {
+    #[serde(deserialize_with = "de::string")]
+    pub url: String,
+    #[serde(deserialize_with = "de::string")]
+    pub path: String,
+    #[serde(deserialize_with = "de::string")]
+    pub branch: String,
+    pub branch_only: bool,
+    #[serde(deserialize_with = "de::nullable")]
+    pub auth: GitAuth,
+}
+
+impl Git {
+    pub fn is_empty(&self) -> bool {
+        self.url.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct GitAuth {
+    #[serde(deserialize_with = "de::string")]
+    pub username: String,
+    #[serde(deserialize_with = "de::string")]
+    pub password: String,
+    /// An SSH private key (PEM text).
+    #[serde(deserialize_with = "de::string")]
+    pub private_key: String,
+    /// Skip TLS certificate checks (and SSH host key checks).
+    pub insecure: bool,
+    #[serde(deserialize_with = "de::string")]
+    pub public_key: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -159,8 +255,9 @@ pub struct Directory {
     /// Group name or numeric id, resolved against the root's `/etc/group`.
     #[serde(deserialize_with = "de::opt_string")]
     pub group: Option<String>,
-    /// yip's `owner_string: "user:group"` (names), used when `owner`/`group` are unset.
-    #[serde(deserialize_with = "de::opt_string")]
+    /// yip's `ownerstring: "user:group"` (names), used when `owner`/`group` are unset. The
+    /// documented spelling `owner_string` is read too (Go yip ignores it: see the docs).
+    #[serde(alias = "ownerstring", deserialize_with = "de::opt_string")]
     pub owner_string: Option<String>,
 }
 
@@ -183,8 +280,9 @@ pub struct File {
     /// Group name or numeric id, resolved against the root's `/etc/group`.
     #[serde(deserialize_with = "de::opt_string")]
     pub group: Option<String>,
-    /// yip's `owner_string: "user:group"` (names), used when `owner`/`group` are unset.
-    #[serde(deserialize_with = "de::opt_string")]
+    /// yip's `ownerstring: "user:group"` (names), used when `owner`/`group` are unset. The
+    /// documented spelling `owner_string` is read too (Go yip ignores it: see the docs).
+    #[serde(alias = "ownerstring", deserialize_with = "de::opt_string")]
     pub owner_string: Option<String>,
 }
 
@@ -206,8 +304,9 @@ pub struct Download {
     /// Group name or numeric id, resolved against the root's `/etc/group`.
     #[serde(deserialize_with = "de::opt_string")]
     pub group: Option<String>,
-    /// yip's `owner_string: "user:group"` (names), used when `owner`/`group` are unset.
-    #[serde(deserialize_with = "de::opt_string")]
+    /// yip's `ownerstring: "user:group"` (names), used when `owner`/`group` are unset. The
+    /// documented spelling `owner_string` is read too (Go yip ignores it: see the docs).
+    #[serde(alias = "ownerstring", deserialize_with = "de::opt_string")]
     pub owner_string: Option<String>,
 }
 
@@ -315,8 +414,8 @@ impl Layout {
     pub fn on_device(device: &std::path::Path, partitions: Vec<Partition>) -> Layout {
         Layout {
             device: Some(Device {
-                label: String::new(),
                 path: device.display().to_string(),
+                ..Device::default()
             }),
             expand_partition: None,
             add_partitions: partitions,
@@ -334,8 +433,14 @@ impl Layout {
 pub struct Device {
     #[serde(deserialize_with = "de::string")]
     pub label: String,
+    /// A device path, or `script://COMMAND ARGS`: the command's trimmed output is the path.
     #[serde(deserialize_with = "de::string")]
     pub path: String,
+    /// Write a new, empty GPT on the disk at `path` first (when it has no partition table).
+    pub init_disk: bool,
+    /// With `init_disk`: the name the disk GUID is derived from (default `YIP_DISK`).
+    #[serde(deserialize_with = "de::string")]
+    pub disk_name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

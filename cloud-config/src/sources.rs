@@ -91,6 +91,10 @@ impl Sources {
             }
         }
         if let Some(cmdline) = &self.cmdline {
+            if let Some(doc) = crate::dotnotation::from_cmdline(&split_cmdline(cmdline)) {
+                // The document is YAML's JSON subset; the one parser reads it like any file.
+                loaded.add_text("<cmdline>", &doc.to_string());
+            }
             for value in cmdline_setup(cmdline) {
                 if value.starts_with("http://") || value.starts_with("https://") {
                     match crate::fetch::fetch_bytes(&value, URL_TIMEOUT, URL_LIMIT) {

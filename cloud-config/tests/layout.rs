@@ -70,8 +70,8 @@ fn part(fs_label: &str, size: u64, p_label: &str, fs: &str) -> Partition {
 fn layout(dev: &Path, parts: Vec<Partition>, expand: Option<u64>) -> Layout {
     Layout {
         device: Some(Device {
-            label: String::new(),
             path: dev.display().to_string(),
+            ..Device::default()
         }),
         expand_partition: expand.map(|size| Expand { size }),
         add_partitions: parts,
@@ -471,7 +471,7 @@ fn xfs_and_device_by_label() {
     let by_label = Layout {
         device: Some(Device {
             label: label.clone(),
-            path: String::new(),
+            ..Device::default()
         }),
         expand_partition: None,
         add_partitions: vec![

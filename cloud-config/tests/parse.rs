@@ -302,7 +302,7 @@ fn hostile_yaml_is_an_error_not_a_hang_or_crash() {
 
 #[test]
 fn cloud_config_maps_to_stages() {
-    let text = "#cloud-config\nhostname: web-1\nruncmd:\n  - echo hi\nwrite_files:\n  - path: /etc/motd\n    content: hello\n    permissions: '0600'\n    owner: root:root\nusers:\n  - default\n  - name: bob\n    groups: wheel, adm\n    plain_text_passwd: pw\n    ssh_authorized_keys: [ssh-rsa KEY bob]\nssh_authorized_keys:\n  - ssh-rsa ROOTKEY\ngrowpart:\n  mode: auto\n  devices: [/dev/vda, /]\nstages:\n  network:\n    - commands: [true]\n";
+    let text = "#cloud-config\nhostname: web-1\nruncmd:\n  - echo hi\nwrite_files:\n  - path: /etc/motd\n    content: hello\n    permissions: '0600'\n    owner: root:root\nusers:\n  - default\n  - name: bob\n    groups: [wheel, adm]\n    plain_text_passwd: pw\n    ssh_authorized_keys: [ssh-rsa KEY bob]\nssh_authorized_keys:\n  - ssh-rsa ROOTKEY\ngrowpart:\n  mode: auto\n  devices: [/dev/vda, /]\nstages:\n  network:\n    - commands: [true]\n";
     let p = parse_str("user-data", text).unwrap();
     // The "/" growpart device is not supported: a warning, not an error.
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
@@ -327,6 +327,15 @@ fn cloud_config_maps_to_stages() {
     // An unknown cloud-init key warns with its line.
     let p = parse_str("ud", "#cloud-config\npackages: [vim]\n").unwrap();
     assert_eq!((p.warnings[0].line, p.warnings[0].column), (2, 1));
+    // A comma-separated `groups` string: yip's cloud-config loader refuses it (Go `[]string`),
+    // and so does clb, with the fix in the message.
+    let e = parse_str(
+        "ud",
+        "#cloud-config\nusers:\n  - name: bob\n    groups: wheel, adm\n",
+    )
+    .unwrap_err();
+    assert_eq!((e.line, e.column), (4, 13), "{e}");
+    assert!(e.message.contains("write `groups: [name]`"), "{e}");
     // growpart off does nothing.
     let p = parse_str(
         "ud",

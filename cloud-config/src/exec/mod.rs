@@ -6,8 +6,13 @@
 //! instead of made.
 
 mod datasource;
+mod db;
+mod entities;
 mod files;
+mod git;
 mod kv;
+mod packages;
+mod render;
 mod system;
 mod systemctl;
 mod users;
@@ -59,6 +64,12 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
     for d in &step.downloads {
         failed.add("downloads", files::download(ctx, d));
     }
+    if !step.git.is_empty() {
+        failed.add("git", git::git(ctx, &step.git));
+    }
+    for e in &step.ensure_entities {
+        failed.add("ensure_entities", entities::ensure(ctx, e, &e.entity));
+    }
     for d in &step.directories {
         failed.add("directories", files::directory(ctx, d));
     }
@@ -67,6 +78,9 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
     }
     for c in &step.commands {
         failed.add("commands", system::command(ctx, c));
+    }
+    for e in &step.delete_entities {
+        failed.add("delete_entities", entities::delete(ctx, e, &e.entity));
     }
     if !step.hostname.is_empty() {
         failed.add("hostname", system::hostname(ctx, &step.hostname));
@@ -98,11 +112,29 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
     if !step.timesyncd.is_empty() {
         failed.add("timesyncd", system::timesyncd(ctx, &step.timesyncd));
     }
+    if !step.systemd_firstboot.is_empty() {
+        failed.add(
+            "systemd_firstboot",
+            system::systemd_firstboot(ctx, &step.systemd_firstboot),
+        );
+    }
     if !step.datasource.is_empty() {
         failed.add("datasource", datasource::datasource(ctx, &step.datasource));
     }
     if !step.layout.is_empty() {
         failed.add("layout", layout(ctx, &step.layout));
+    }
+    if !step.packages.is_empty() {
+        failed.add("packages", packages::packages(ctx, &step.packages));
+    }
+    if !step.unpack_images.is_empty() {
+        failed.add(
+            "unpack_images",
+            Err::<(), _>(StepError::Unsupported(
+                "unpack_images pulls unverified images onto the root; ship the content in a \
+                 signed clb image layer instead",
+            )),
+        );
     }
     failed.0
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use super::files::{Owners, ensure_file};
+use super::files::{Owners, ensure_file, ensure_file_at};
 use super::kv::{env_key, env_line, merge_ini_section, merge_lines, sysctl_key};
 use crate::ctx::Ctx;
 use crate::error::StepError;
@@ -66,7 +66,13 @@ pub(crate) fn command(ctx: &mut Ctx, script: &str) -> Result<(), StepError> {
     }
 }
 
+/// The hostname, after rendering a template in it (`{{ trunc 4 .MachineID }}`) as yip does.
+/// Written to `/etc/hostname` (through a symlink that stays inside the root, as Kairos keeps
+/// it on persistent storage), the `127.0.0.1` line of an existing `/etc/hosts`, and live, the
+/// kernel's.
 pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), StepError> {
+    let rendered = super::render::hostname(ctx, name)?;
+    let name = rendered.trim();
     // A hostname is at most 64 bytes of letters, digits, '-' and '.'.
     if name.len() > 64
         || !name
@@ -75,13 +81,16 @@ pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), StepError> {
     {
         return Err(StepError::Invalid(format!("invalid hostname {name:?}")));
     }
-    ensure_file(
+    let target = in_root_target(ctx, "/etc/hostname");
+    ensure_file_at(
         ctx,
+        &target,
         "/etc/hostname",
         format!("{name}\n").as_bytes(),
         0o644,
         Owners::default(),
     )?;
+    update_hosts(ctx, name)?;
     if ctx.live() {
         let current = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         if current.trim() != name && ctx.act(format!("set the kernel hostname to {name}")) {
@@ -89,6 +98,76 @@ pub(crate) fn hostname(ctx: &mut Ctx, name: &str) -> Result<(), StepError> {
                 .map_err(StepError::io("set the kernel hostname"))?;
         }
     }
+    Ok(())
+}
+
+/// Where writing `path` of the root lands: the file a symlink there points to when that stays
+/// inside the root (absolute links read from the root, as in a chroot), else `path` itself
+/// (whose symlink `ensure_file_at` then replaces, never follows).
+fn in_root_target(ctx: &Ctx, path: &str) -> std::path::PathBuf {
+    let mut current = ctx.path(path);
+    for _ in 0..8 {
+        let Ok(link) = std::fs::read_link(&current) else {
+            return current;
+        };
+        let next = if link.is_absolute() {
+            ctx.path(&link.to_string_lossy())
+        } else {
+            match current.parent() {
+                Some(dir) => dir.join(&link),
+                None => return ctx.path(path),
+            }
+        };
+        // `..` is resolved by the text of the path; a link that climbs out of the root is not
+        // followed.
+        let mut normal = std::path::PathBuf::new();
+        for c in next.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    normal.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => normal.push(other),
+            }
+        }
+        if !normal.starts_with(&ctx.root) || normal == ctx.root {
+            return ctx.path(path);
+        }
+        current = normal;
+    }
+    ctx.path(path)
+}
+
+/// yip's `/etc/hosts` update: each `127.0.0.1` line becomes `127.0.0.1 localhost <name>`.
+/// Nothing when the root has no `/etc/hosts`.
+fn update_hosts(ctx: &mut Ctx, name: &str) -> Result<(), StepError> {
+    let target = in_root_target(ctx, "/etc/hosts");
+    let text = match std::fs::read_to_string(&target) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StepError::io("read /etc/hosts")(e)),
+    };
+    let mode = std::fs::metadata(&target)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o644);
+    let updated: String = text
+        .lines()
+        .map(|l| {
+            if l.split_whitespace().next() == Some("127.0.0.1") {
+                format!("127.0.0.1 localhost {name}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    ensure_file_at(
+        ctx,
+        &target,
+        "/etc/hosts",
+        updated.as_bytes(),
+        mode,
+        Owners::default(),
+    )?;
     Ok(())
 }
 
@@ -192,5 +271,34 @@ pub(crate) fn timesyncd(ctx: &mut Ctx, keys: &BTreeMap<String, String>) -> Resul
     let existing = read_root_file(ctx, PATH)?;
     let merged = merge_ini_section(&existing, "Time", keys);
     ensure_file(ctx, PATH, merged.as_bytes(), 0o644, Owners::default())?;
+    Ok(())
+}
+
+/// `systemd-firstboot` with `--KEY=VALUE` per entry (`--KEY` for `"true"`), sorted, as yip
+/// runs it; `--root` when the root is not `/`. It sets only what is not set yet, so a second
+/// run changes nothing.
+pub(crate) fn systemd_firstboot(
+    ctx: &mut Ctx,
+    settings: &BTreeMap<String, String>,
+) -> Result<(), StepError> {
+    let mut args: Vec<String> = settings
+        .iter()
+        .map(|(k, v)| {
+            let k = k.to_ascii_lowercase();
+            if v == "true" {
+                format!("--{k}")
+            } else {
+                format!("--{k}={v}")
+            }
+        })
+        .collect();
+    args.sort();
+    if !ctx.live() {
+        args.insert(0, format!("--root={}", ctx.root.display()));
+    }
+    if !ctx.act(format!("run systemd-firstboot {}", args.join(" "))) {
+        return Ok(());
+    }
+    clb_command::run(Command::new("systemd-firstboot").args(&args))?;
     Ok(())
 }

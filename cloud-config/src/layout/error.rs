@@ -16,6 +16,15 @@ pub enum LayoutError {
     /// The layout names no disk (`device.path` and `device.label` are both empty).
     #[error("layout: device.path or device.label is needed")]
     NoDevice,
+    /// The `script://` command of `device.path` failed.
+    #[error("layout: the device script")]
+    DeviceScript {
+        #[source]
+        source: clb_command::CommandError,
+    },
+    /// The `script://` command of `device.path` printed nothing.
+    #[error("layout: the device script {script:?} printed no device")]
+    DeviceScriptEmpty { script: String },
     /// `device.label` matches no disk.
     #[error("layout: no disk has a filesystem labelled {label:?}")]
     LabelNotFound { label: String },

@@ -59,6 +59,9 @@ pub struct LayoutPlan {
     pub sector_size: u64,
     /// The disk has no partition table: a new GPT is written.
     pub new_table: bool,
+    /// The disk GUID of a new table (`init_disk` with `disk_name`), else a random one.
+    #[serde(serialize_with = "guid_text")]
+    pub disk_guid: Option<uuid::Uuid>,
     /// None when nothing grows (not asked, or already that large).
     pub expand: Option<Expansion>,
     pub partitions: Vec<PlannedPartition>,
@@ -113,6 +116,10 @@ pub(crate) fn io_error(
 /// one disk holding a filesystem labelled `label`.
 fn resolve_device(layout: &Layout) -> Result<PathBuf, LayoutError> {
     let dev = layout.device.as_ref().ok_or(LayoutError::NoDevice)?;
+    if let Some(script) = dev.path.strip_prefix("script://") {
+        let p = PathBuf::from(script_device(script)?);
+        return Ok(parent_disk(&p).unwrap_or(p));
+    }
     if !dev.path.is_empty() {
         let p = PathBuf::from(&dev.path);
         return Ok(parent_disk(&p).unwrap_or(p));
@@ -148,6 +155,22 @@ fn resolve_device(layout: &Layout) -> Result<PathBuf, LayoutError> {
             disks: found,
         }),
     }
+}
+
+/// `script://COMMAND ARGS`: runs the command (split on whitespace, no shell, as yip does) and
+/// takes its trimmed output as the device path.
+fn script_device(script: &str) -> Result<String, LayoutError> {
+    let mut words = script.split_whitespace();
+    let program = words.next().ok_or(LayoutError::NoDevice)?;
+    let out = clb_command::run(std::process::Command::new(program).args(words))
+        .map_err(|source| LayoutError::DeviceScript { source })?;
+    let device = out.trim().to_string();
+    if device.is_empty() {
+        return Err(LayoutError::DeviceScriptEmpty {
+            script: script.to_string(),
+        });
+    }
+    Ok(device)
 }
 
 /// `/dev/sda` for `/dev/sda2` (through sysfs), None when `p` is not a partition node.
@@ -374,6 +397,16 @@ fn check_wanted<'a>(device: &Path, layout: &'a Layout) -> Result<Vec<Wanted<'a>>
 }
 
 fn plan_for(device: &Path, layout: &Layout, state: &DiskState) -> Result<LayoutPlan, LayoutError> {
+    let init_disk = layout.device.as_ref().is_some_and(|d| d.init_disk);
+    // yip derives the GUID from the name (UUIDv5 in the URL namespace), default YIP_DISK.
+    let disk_guid = layout.device.as_ref().filter(|d| d.init_disk).map(|d| {
+        let name = if d.disk_name.is_empty() {
+            "YIP_DISK"
+        } else {
+            d.disk_name.as_str()
+        };
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+    });
     let lb = state.lb;
     let align = (MIB / lb).max(1);
     let wanted = check_wanted(device, layout)?;
@@ -560,8 +593,17 @@ fn plan_for(device: &Path, layout: &Layout, state: &DiskState) -> Result<LayoutP
     Ok(LayoutPlan {
         device: device.to_path_buf(),
         sector_size: lb,
-        new_table: !state.has_gpt && (!parts.is_empty() || expand.is_some()),
+        new_table: !state.has_gpt && (init_disk || !parts.is_empty() || expand.is_some()),
+        disk_guid,
         expand,
         partitions: parts,
     })
+}
+
+/// A GUID in plans' JSON as its usual text (the uuid crate's serde feature is not built).
+fn guid_text<S: serde::Serializer>(g: &Option<uuid::Uuid>, s: S) -> Result<S::Ok, S::Error> {
+    match g {
+        Some(g) => s.serialize_some(&g.to_string()),
+        None => s.serialize_none(),
+    }
 }

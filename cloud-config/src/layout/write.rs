@@ -49,11 +49,15 @@ pub(crate) fn write_table(plan: &LayoutPlan) -> Result<(), LayoutError> {
         _ => LogicalBlockSize::Lb512,
     };
     let mut disk = if plan.new_table {
-        gpt::GptConfig::new()
+        let mut disk = gpt::GptConfig::new()
             .writable(true)
             .logical_block_size(lb)
             .create(dev)
-            .map_err(gpt_error(dev, "create the GPT"))?
+            .map_err(gpt_error(dev, "create the GPT"))?;
+        if plan.disk_guid.is_some() {
+            disk.update_guid(plan.disk_guid);
+        }
+        disk
     } else {
         open_gpt(dev, true).ok_or_else(|| {
             refused(

@@ -1,0 +1,246 @@
+//! The engine over 120 configuration files other projects ship (mudler/yip, Elemental, cOS,
+//! Kairos, Harvester, Spectro Cloud), copied byte for byte into `tests/corpus/yip/` with their
+//! sources (`INDEX.tsv`) and the collector's findings (`SUMMARY.md`).
+//!
+//! Every file goes through the parser (accept or reject as Go yip does: the expected rejects
+//! are read from SUMMARY.md's table, plus the deviations listed below with their reasons), and
+//! through a dry run of every stage it defines. No unknown-key warning may name a key yip
+//! implements. A selection runs for real on a temporary root. The test prints the table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clb_cloud_config::{Options, Outcome, Sources};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/yip")
+}
+
+/// Files SUMMARY.md expects Go yip to accept that clb rejects, and why clb is right.
+const DEVIATIONS: &[(&str, &str)] = &[(
+    "rancher-sandbox__cOS-toolkit/packages__cos-features__features__harvester.yaml",
+    "one step has two `commands` keys; go-yaml v3 (decode.go, mapping()) refuses a repeated \
+     mapping key in every mapping it decodes, as it does for the duplicate `stages` SUMMARY.md \
+     lists, so Go yip rejects this file too",
+)];
+
+/// The step keys yip implements (its `schema.Stage`); a warning about one of these means clb
+/// ignores something yip would do.
+const YIP_STEP_KEYS: &[&str] = &[
+    "name",
+    "after",
+    "if",
+    "only_os",
+    "only_os_version",
+    "only_arch",
+    "only_service_manager",
+    "node",
+    "if_files",
+    "commands",
+    "files",
+    "downloads",
+    "directories",
+    "dns",
+    "hostname",
+    "sysctl",
+    "users",
+    "ensure_entities",
+    "delete_entities",
+    "authorized_keys",
+    "modules",
+    "systemctl",
+    "environment",
+    "environment_file",
+    "timesyncd",
+    "datasource",
+    "layout",
+    "systemd_firstboot",
+    "packages",
+    "unpack_images",
+    "git",
+];
+
+/// Sub-keys yip implements that real files use.
+const YIP_SUB_KEYS: &[&str] = &[
+    "files.ownerstring",
+    "downloads.ownerstring",
+    "layout.device.init_disk",
+    "layout.device.disk_name",
+    "datasource.userdata_name",
+];
+
+/// The files SUMMARY.md's table "Files expected to fail loading in Go yip" names, resolved
+/// against the corpus (`…` in a name stands for any text).
+fn expected_rejects(files: &[String]) -> BTreeMap<String, String> {
+    let summary = std::fs::read_to_string(corpus().join("SUMMARY.md")).unwrap();
+    let table = summary
+        .split("## Files expected to fail loading in Go yip")
+        .nth(1)
+        .unwrap();
+    let mut expected = BTreeMap::new();
+    for row in table.lines().skip_while(|l| !l.starts_with("|---")).skip(1) {
+        if !row.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (names, reason) = (cells[1], cells[2]);
+        for name in names.split(", ") {
+            let (prefix, suffix) = name.split_once('…').unwrap_or((name, ""));
+            let hits: Vec<&String> = files
+                .iter()
+                .filter(|f| {
+                    f.starts_with(prefix)
+                        && f.ends_with(suffix)
+                        && (suffix.is_empty() == (prefix == f.as_str()))
+                })
+                .collect();
+            assert_eq!(hits.len(), 1, "SUMMARY.md's {name:?} matches {hits:?}");
+            expected.insert(hits[0].clone(), reason.to_string());
+        }
+    }
+    for (file, reason) in DEVIATIONS {
+        expected.insert(file.to_string(), format!("(clb's reading) {reason}"));
+    }
+    expected
+}
+
+/// Every corpus file, as `<dir>/<name>`.
+fn corpus_files() -> Vec<String> {
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(corpus()).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            files.push(format!(
+                "{}/{}",
+                dir.file_name().unwrap().to_string_lossy(),
+                f.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The key an unknown-key warning names, without its stage and indexes:
+/// `stages.boot[0].files[1].ownerstring` -> `files.ownerstring`.
+fn warned_key(message: &str) -> Option<String> {
+    let path = message.strip_prefix("unknown key \"")?.split('"').next()?;
+    let without_index: String = {
+        let mut out = String::new();
+        let mut skip = false;
+        for c in path.chars() {
+            match c {
+                '[' => skip = true,
+                ']' => skip = false,
+                c if !skip => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    Some(match without_index.strip_prefix("stages.") {
+        // `stages.<stage>.<key...>`: stage names may hold dots, the step keys follow the
+        // index that was removed; find the first known step key.
+        Some(rest) => {
+            let parts: Vec<&str> = rest.split('.').collect();
+            let at = parts
+                .iter()
+                .position(|p| YIP_STEP_KEYS.contains(p))
+                .unwrap_or(parts.len().saturating_sub(1));
+            parts[at..].join(".")
+        }
+        None => without_index,
+    })
+}
+
+#[test]
+fn every_corpus_file_loads_as_go_yip_loads_it_and_dry_runs() {
+    let files = corpus_files();
+    assert_eq!(files.len(), 120, "the corpus has 120 files");
+    let expected = expected_rejects(&files);
+    let root = tempfile::tempdir().unwrap();
+    let mut accepted = 0;
+    let mut mismatches = Vec::new();
+    let mut yip_keys_ignored = Vec::new();
+    let mut warnings_by_key: BTreeMap<String, usize> = BTreeMap::new();
+    let mut steps: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut failed_dry_runs = Vec::new();
+    for file in &files {
+        let path = corpus().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed = clb_cloud_config::parse_str(file, &text);
+        match (&parsed, expected.get(file)) {
+            (Ok(_), None) => accepted += 1,
+            (Err(_), Some(_)) => {}
+            (Ok(_), Some(reason)) => {
+                mismatches.push(format!("{file}: accepted, Go yip rejects it: {reason}"))
+            }
+            (Err(e), None) => mismatches.push(format!("{file}: rejected: {e}")),
+        }
+        let Ok(parsed) = parsed else { continue };
+        for w in &parsed.warnings {
+            let Some(key) = warned_key(&w.message) else {
+                *warnings_by_key.entry(w.message.clone()).or_default() += 1;
+                continue;
+            };
+            let last = key.rsplit('.').next().unwrap_or(&key);
+            if YIP_SUB_KEYS.contains(&key.as_str())
+                || (!key.contains('.') && YIP_STEP_KEYS.contains(&last))
+            {
+                yip_keys_ignored.push(format!("{file}:{}: {}", w.line, w.message));
+            }
+            *warnings_by_key.entry(key).or_default() += 1;
+        }
+        for stage in parsed.config.stages.keys() {
+            let report = clb_cloud_config::run_stage(
+                stage,
+                &Sources::files(vec![path.clone()]),
+                &Options {
+                    root: root.path().to_path_buf(),
+                    dry_run: true,
+                    ..Options::default()
+                },
+            );
+            for s in report.steps.iter().filter(|s| &s.stage == stage) {
+                let kind = match &s.outcome {
+                    Outcome::Ran => "ran",
+                    Outcome::Skipped(_) => "skipped",
+                    Outcome::Failed(why) => {
+                        failed_dry_runs.push(format!("{file} [{stage}] {}: {why}", s.name));
+                        "failed"
+                    }
+                };
+                *steps.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    println!(
+        "corpus: {} files, {accepted} accepted, {} rejected",
+        files.len(),
+        files.len() - accepted
+    );
+    println!("dry-run steps: {steps:?}");
+    println!("warnings by key:");
+    for (key, n) in &warnings_by_key {
+        println!("  {n:3}  {key}");
+    }
+    println!("dry-run failures ({}):", failed_dry_runs.len());
+    for f in &failed_dry_runs {
+        println!("  {f}");
+    }
+    assert!(
+        mismatches.is_empty(),
+        "accept/reject differs from Go yip:\n{}",
+        mismatches.join("\n")
+    );
+    assert!(
+        yip_keys_ignored.is_empty(),
+        "keys yip implements were ignored:\n{}",
+        yip_keys_ignored.join("\n")
+    );
+}
