@@ -105,7 +105,42 @@ pub fn parse_str(source: &str, text: &str) -> Result<ParsedFile, Diagnostic> {
     })
 }
 
+/// The first YAML document of `text` and the line where what follows it starts, if anything
+/// does. Go yip unmarshals only the first document, so text after a `...` or `---` line (at
+/// column 0, after some content) is ignored, as there.
+fn first_document(text: &str) -> (&str, Option<usize>) {
+    let mut offset = 0;
+    let mut content = false;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end();
+        let marker = bare == "..." || bare == "---" || bare.starts_with("--- ");
+        if marker && content {
+            return (&text[..offset], Some(n + 1));
+        }
+        let t = bare.trim_start();
+        if !t.is_empty() && !t.starts_with('#') && !marker {
+            content = true;
+        }
+        offset += line.len();
+    }
+    (text, None)
+}
+
 fn parse_on_this_thread(source: &str, text: &str) -> Result<ParsedFile, Diagnostic> {
+    let (text, ignored_from) = first_document(text);
+    let mut parsed = parse_document(source, text)?;
+    if let Some(line) = ignored_from {
+        parsed.warnings.push(Diagnostic {
+            file: source.to_string(),
+            line: line as u64,
+            column: 1,
+            message: "text after the first YAML document ignored (as yip does)".to_string(),
+        });
+    }
+    Ok(parsed)
+}
+
+fn parse_document(source: &str, text: &str) -> Result<ParsedFile, Diagnostic> {
     let cloud = is_cloud_config(text);
     if text.trim().lines().all(|l| {
         let l = l.trim();

@@ -1,6 +1,6 @@
 //! Running a stage: load, order, check conditions, execute, report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clb_command::one_line;
@@ -229,10 +229,17 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
         let steps = f.config.stages.get(stage).map(Vec::as_slice).unwrap_or(&[]);
         for (i, step) in steps.iter().enumerate() {
             let (name, yip_name) = step_names(steps, i, stage);
-            let root = if f.config.name.is_empty() {
-                f.source.as_str()
+            // yip names a file by its path on the system it runs on: a source under an
+            // offline root is named from that root.
+            let in_root = Path::new(&f.source)
+                .strip_prefix(&options.root)
+                .ok()
+                .filter(|_| options.root != Path::new("/"))
+                .map(|rel| format!("/{}", rel.display()));
+            let root = if !f.config.name.is_empty() {
+                f.config.name.clone()
             } else {
-                f.config.name.as_str()
+                in_root.unwrap_or_else(|| f.source.clone())
             };
             ids.push(format!("{root}.{yip_name}"));
             entries.push((f.source.as_str(), name, step));

@@ -163,9 +163,12 @@ pub(crate) fn ensure(ctx: &mut Ctx, entity: &Entity, text: &str) -> Result<(), S
     let existing = db.find(parsed.name());
     let line: Vec<String> = match &parsed {
         Parsed::User(u) => {
-            let uid = match u.uid {
-                Some(uid) if uid < 0 => free_id(&db, 2)?,
-                uid => uid.unwrap_or(0),
+            // A dynamic uid is allocated once: an existing user keeps its id (the library
+            // would allocate a new one on every run).
+            let uid = match (u.uid, existing) {
+                (Some(uid), Some(i)) if uid < 0 => db.field(i, 2).parse().unwrap_or(uid),
+                (Some(uid), None) if uid < 0 => free_id(&db, 2)?,
+                (uid, _) => uid.unwrap_or(0),
             };
             let gid = if u.group.is_empty() {
                 id(u.gid)
@@ -232,7 +235,7 @@ pub(crate) fn ensure(ctx: &mut Ctx, entity: &Entity, text: &str) -> Result<(), S
                 if password.is_empty() {
                     password = db.field(i, 1).to_string();
                 }
-                if g.gid.is_none() {
+                if g.gid.is_none_or(|gid| gid < 0) {
                     gid = Some(db.field(i, 2).to_string());
                 }
             }
