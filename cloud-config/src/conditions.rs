@@ -35,36 +35,13 @@ impl Facts {
         Facts {
             hostname: hostname_override
                 .map(String::from)
-                .unwrap_or_else(|| current_hostname(root)),
+                .unwrap_or_else(|| crate::target::current_hostname(root)),
             os_id: get("ID"),
             os_name: get("NAME"),
             os_version: get("VERSION_ID"),
             go_arch: go_arch(&arch).to_string(),
             arch,
         }
-    }
-}
-
-/// The hostname of the target: `<root>/etc/hostname` for an offline root, else the kernel's.
-pub(crate) fn current_hostname(root: &Path) -> String {
-    let from_file = std::fs::read_to_string(root.join("etc/hostname"))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let live = || {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    if root == Path::new("/") {
-        let l = live();
-        if l.is_empty() {
-            from_file.unwrap_or_default()
-        } else {
-            l
-        }
-    } else {
-        from_file.unwrap_or_else(live)
     }
 }
 
@@ -213,7 +190,8 @@ pub(crate) fn check(
             return Ok(None);
         }
         // Only the exit status answers; the command's output goes nowhere.
-        let status = clb_command::status(&mut ctx.shell(&step.if_)).map_err(|e| PartError {
+        let condition = crate::exec::render::values(ctx, &step.if_).into_owned();
+        let status = clb_command::status(&mut ctx.shell(&condition)).map_err(|e| PartError {
             part: "if",
             error: e.into(),
         })?;

@@ -17,6 +17,8 @@ pub(crate) struct Ctx {
     pub notes: Vec<String>,
     /// Where `datasource:` finds the cloud metadata service, when not at its usual address.
     pub metadata_endpoint: Option<String>,
+    /// The `.Values` of templates, read once per step when a template needs them.
+    pub template_values: Option<serde_json::Value>,
 }
 
 impl Ctx {
@@ -27,6 +29,7 @@ impl Ctx {
             actions: Vec::new(),
             notes: Vec::new(),
             metadata_endpoint: None,
+            template_values: None,
         }
     }
 

@@ -26,6 +26,8 @@ mod parse;
 mod run;
 mod schema;
 mod sources;
+mod target;
+pub(crate) mod template;
 mod template_data;
 pub mod yaml_tree;
 

@@ -8,9 +8,6 @@
 //!   `.MachineID` (the root's machine id) and `.ProtectedID` (HMAC-SHA256 of "yip" keyed with
 //!   the machine id, hex, as github.com/denisbrodbeck/machineid computes it for yip).
 
-// TEMPORARY until the renderer is wired.
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::path::Path;
 
@@ -101,7 +98,7 @@ pub(crate) fn values(root: &Path) -> Value {
             p.split_once("zoneinfo/").map(|(_, z)| z.to_string())
         })
         .unwrap_or_else(|| read(root.join("etc/timezone")));
-    let hostname = crate::conditions::current_hostname(root);
+    let hostname = crate::target::current_hostname(root);
     let mut cpu_obj = object(&[
         ("vendor", cpuinfo(&cpu, "vendor_id")),
         ("model", cpuinfo(&cpu, "model name")),

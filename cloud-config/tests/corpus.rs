@@ -163,7 +163,7 @@ fn every_corpus_file_loads_as_go_yip_loads_it_and_dry_runs() {
     let files = corpus_files();
     assert_eq!(files.len(), 120, "the corpus has 120 files");
     let expected = expected_rejects(&files);
-    let root = tempfile::tempdir().unwrap();
+    let root = real_root();
     let mut accepted = 0;
     let mut mismatches = Vec::new();
     let mut yip_keys_ignored = Vec::new();
@@ -233,6 +233,37 @@ fn every_corpus_file_loads_as_go_yip_loads_it_and_dry_runs() {
     for f in &failed_dry_runs {
         println!("  {f}");
     }
+    // A dry run on a bare root fails only where the machine or the file itself says so: no
+    // such disk, a user another stage creates, no package manager, yip README examples that
+    // are broken on purpose (a look-around regexp Go cannot compile either, `#!` text marked
+    // base64, a download without a URL), and the refused `unpack_images`.
+    const EXPECTED: &[&str] = &[
+        "layout: layout",
+        "not in /etc/passwd",
+        "no passwd \"",
+        "no package manager",
+        "look-around is not supported",
+        "invalid base64",
+        "no url",
+        "unpack_images: not supported by clb",
+    ];
+    let unexpected: Vec<&String> = failed_dry_runs
+        .iter()
+        .filter(|f| !EXPECTED.iter().any(|e| f.contains(e)))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected dry-run failures: {unexpected:#?}"
+    );
+    // Templates render: no step fails on a `{{ … }}` left in a value (Kairos's hostnames).
+    let unrendered: Vec<&String> = failed_dry_runs
+        .iter()
+        .filter(|f| f.contains("{{"))
+        .collect();
+    assert!(
+        unrendered.is_empty(),
+        "templates not rendered: {unrendered:#?}"
+    );
     assert!(
         mismatches.is_empty(),
         "accept/reject differs from Go yip:\n{}",
@@ -242,5 +273,160 @@ fn every_corpus_file_loads_as_go_yip_loads_it_and_dry_runs() {
         yip_keys_ignored.is_empty(),
         "keys yip implements were ignored:\n{}",
         yip_keys_ignored.join("\n")
+    );
+}
+
+/// A root with a busybox userland and the account databases, for real runs.
+fn real_root() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let busybox = clb_testsupport::require_tool("busybox");
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    for d in ["etc", "bin", "root", "run", "tmp", "usr/local"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    for (path, text, mode) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        ("etc/group", "root:x:0:\n", 0o644),
+        ("etc/shadow", "root:*:19000:0:99999:7:::\n", 0o640),
+        ("etc/gshadow", "root:*::\n", 0o640),
+        (
+            "etc/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+            0o444,
+        ),
+        ("etc/hostname", "old\n", 0o644),
+    ] {
+        std::fs::write(r.join(path), text).unwrap();
+        std::fs::set_permissions(r.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::copy(&busybox, r.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "rm", "ln", "test", "[", "[[", "cat", "echo", "mkdir", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+    }
+    dir
+}
+
+fn run_real(root: &Path, file: &str, stage: &str) -> clb_cloud_config::Report {
+    let report = clb_cloud_config::run_stage(
+        stage,
+        &Sources::files(vec![corpus().join(file)]),
+        &Options {
+            root: root.to_path_buf(),
+            ..Options::default()
+        },
+    );
+    for s in &report.steps {
+        println!("{file} [{}] {}: {}", s.stage, s.name, s.outcome);
+    }
+    report
+}
+
+fn line_of(root: &Path, db: &str, name: &str) -> Vec<String> {
+    std::fs::read_to_string(root.join(db))
+        .unwrap()
+        .lines()
+        .find(|l| l.split(':').next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in {db}"))
+        .split(':')
+        .map(String::from)
+        .collect()
+}
+
+/// Real corpus files, run for real on a temporary root: accounts from entities and `users`,
+/// a templated hostname kept on persistent storage through a symlink, files with owners and
+/// modes (decimal, octal, by name).
+#[test]
+fn a_selection_of_corpus_files_runs_for_real() {
+    use std::os::unix::fs::MetadataExt;
+    let root = real_root();
+    let r = root.path();
+
+    // Kairos's default accounts: a group from an entity, a user in it, a sudoers file.
+    let report = run_real(
+        r,
+        "kairos-io__kairos/files__system__oem__04_accounting.yaml",
+        "initramfs",
+    );
+    assert_eq!(report.steps.len(), 3, "{report:#?}");
+    assert_eq!(
+        line_of(r, "etc/group", "admin"),
+        ["admin", "x", "900", "c3os"]
+    );
+    let c3os = line_of(r, "etc/passwd", "c3os");
+    assert_eq!(
+        (c3os[5].as_str(), c3os[6].as_str()),
+        ("/home/c3os", "/bin/bash")
+    );
+    assert!(line_of(r, "etc/shadow", "c3os").len() == 9);
+    let sudoers = std::fs::metadata(r.join("etc/sudoers")).unwrap();
+    // `permsisions` is a typo Go yip ignores too: the default mode.
+    assert_eq!(
+        (sudoers.mode() & 0o777, sudoers.uid(), sudoers.gid()),
+        (0o644, 0, 0)
+    );
+
+    // Elemental's: root's password set through a shadow entity, the other fields kept.
+    run_real(
+        r,
+        "rancher__elemental-toolkit/pkg__features__embedded__cloud-config-defaults__system__oem__04_accounting.yaml",
+        "initramfs",
+    );
+    assert_eq!(
+        line_of(r, "etc/shadow", "root"),
+        ["root", "elemental", "19000", "0", "99999", "7", "", "", ""]
+    );
+
+    // Keylime: users with groups created on the way, then a file owned by name.
+    let keylime = "kairos-io__kairos/examples__keylime__keylime.yaml";
+    run_real(r, keylime, "initramfs");
+    run_real(r, keylime, "boot");
+    let uid: u32 = line_of(r, "etc/passwd", "keylime")[2].parse().unwrap();
+    let gid: u32 = line_of(r, "etc/passwd", "keylime")[3].parse().unwrap();
+    assert!(
+        line_of(r, "etc/group", "tss")[3]
+            .split(',')
+            .any(|u| u == "keylime")
+    );
+    let crt = std::fs::metadata(r.join("var/lib/keylime/cv_ca/cacert.crt")).unwrap();
+    assert_eq!(
+        (crt.mode() & 0o777, crt.uid(), crt.gid()),
+        (0o640, uid, gid)
+    );
+
+    // nm-configurator's static config: decimal modes (448 = 0700, 384 = 0600).
+    run_real(
+        r,
+        "rancher__elemental-docs/examples__network__yip-nmc-static-config.yaml",
+        "initramfs",
+    );
+    let mode = |p: &str| std::fs::metadata(r.join(p)).unwrap().mode() & 0o777;
+    assert_eq!(mode("tmp/nmc/static/desired-states"), 0o700);
+    assert_eq!(mode("tmp/nmc/static/desired-states/node1.yaml"), 0o600);
+
+    // Kairos's persistent hostname: the template renders from the machine id, and is written
+    // through the /etc/hostname symlink onto /usr/local; /etc/hosts (also a link) gets it.
+    let report = run_real(
+        r,
+        "kairos-io__kairos/kairos-init__pkg__bundled__cloudconfigs__31_hosts.yaml",
+        "initramfs",
+    );
+    assert!(report.failed_steps().next().is_none(), "{report:#?}");
+    assert!(
+        std::fs::symlink_metadata(r.join("etc/hostname"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("usr/local/etc/hostname")).unwrap(),
+        "kairos-0123\n"
+    );
+    assert!(
+        std::fs::read_to_string(r.join("usr/local/etc/hosts"))
+            .unwrap()
+            .contains("127.0.0.1 localhost kairos-0123\n")
     );
 }

@@ -510,3 +510,94 @@ fn layout_device_scripts_and_init_disk() {
         "{table}\nexpected {expected}"
     );
 }
+
+/// Commands, `if`, file contents, entities and environment values are rendered against
+/// `.Values` (system information); a template that does not render is used as written.
+#[test]
+fn templates_render_against_system_information() {
+    let root = make_root();
+    let r = root.path();
+    write(r, "etc/hostname", "tmpl-host\n");
+    write(
+        r,
+        "etc/os-release",
+        "ID=testos\nPRETTY_NAME=\"Test OS 7\"\n",
+    );
+    let cfg = write(
+        r,
+        "oem/10.yaml",
+        r#"stages:
+  boot:
+    - name: rendered
+      if: '[ "{{ .Values.os.vendor }}" = testos ]'
+      commands:
+        - echo "{{.Values.node.hostname}}" > /from-command
+        - echo '{{ nope }}' > /raw
+      files:
+        - path: /etc/motd
+          content: "Welcome to {{ .Values.os.name | upper }}\n"
+      environment:
+        NODE: "{{ .Values.node.hostname | replace \"-\" \"_\" }}"
+      ensure_entities:
+        - entity: |
+            kind: "group"
+            group_name: "{{ .Values.os.vendor }}-admins"
+            gid: 901
+"#,
+    );
+    let report = run_files(r, "boot", vec![cfg]);
+    let step = report.steps.iter().find(|s| s.name == "rendered").unwrap();
+    assert_eq!(step.outcome, Outcome::Ran, "{report:#?}");
+    assert_eq!(read(r, "/from-command"), "tmpl-host\n");
+    assert_eq!(read(r, "/raw"), "{{ nope }}\n");
+    assert!(
+        step.notes
+            .iter()
+            .any(|n| n.contains("function \"nope\" not defined")),
+        "{:?}",
+        step.notes
+    );
+    assert_eq!(read(r, "/etc/motd"), "Welcome to TEST OS 7\n");
+    assert!(read(r, "/etc/environment").contains("NODE=\"tmpl_host\""));
+    assert!(read(r, "/etc/group").contains("testos-admins::901:\n"));
+}
+
+/// Hostnames see `{UUID, Random, MachineID, ProtectedID}`; one that fails to render is an
+/// error, as in yip.
+#[test]
+fn hostname_templates_use_the_machine_id() {
+    let root = make_root();
+    let r = root.path();
+    write(r, "etc/machine-id", "abcdef0123456789abcdef0123456789\n");
+    let cfg = write(
+        r,
+        "oem/10.yaml",
+        r#"stages:
+  initramfs:
+    - name: host
+      hostname: node-{{ trunc 6 .MachineID }}
+    - name: random
+      hostname: "{{ trunc 4 .Random }}"
+    - name: broken
+      hostname: "x-{{ .MachineID | nope }}"
+"#,
+    );
+    let report = run_files(r, "initramfs", vec![cfg]);
+    assert_eq!(*outcome(&report, "host"), Outcome::Ran, "{report:#?}");
+    assert_eq!(*outcome(&report, "random"), Outcome::Ran, "{report:#?}");
+    let random = read(r, "/etc/hostname");
+    assert_eq!(random.trim().len(), 4, "{random}");
+    assert!(random.trim().chars().all(|c| c.is_ascii_alphanumeric()));
+    match outcome(&report, "broken") {
+        Outcome::Failed(why) => assert!(why.contains("not defined"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // The first step alone: the machine id's first 6 characters.
+    let only = write(
+        r,
+        "oem/20.yaml",
+        "stages:\n  fs:\n    - name: host\n      hostname: node-{{ trunc 6 .MachineID }}\n",
+    );
+    run_files(r, "fs", vec![only]);
+    assert_eq!(read(r, "/etc/hostname"), "node-abcdef\n");
+}

@@ -255,8 +255,13 @@ fn check_path(p: &str) -> Result<(), StepError> {
 
 pub(crate) fn file(ctx: &mut Ctx, f: &File) -> Result<(), StepError> {
     check_path(&f.path)?;
-    let content = decode(&f.content, &f.encoding)
+    let decoded = decode(&f.content, &f.encoding)
         .map_err(|e| StepError::Invalid(format!("{}: {e}", f.path)))?;
+    // yip renders the decoded content as text; bytes that are not UTF-8 are left alone.
+    let content = match std::str::from_utf8(&decoded) {
+        Ok(text) => super::render::values(ctx, text).into_owned().into_bytes(),
+        Err(_) => decoded,
+    };
     let attrs = f.attrs();
     let owners = resolve_owners(ctx, &attrs)?;
     ensure_parent(ctx, &f.path)?;

@@ -12,7 +12,7 @@ mod files;
 mod git;
 mod kv;
 mod packages;
-mod render;
+pub(crate) mod render;
 mod system;
 mod systemctl;
 mod users;
@@ -68,7 +68,8 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
         failed.add("git", git::git(ctx, &step.git));
     }
     for e in &step.ensure_entities {
-        failed.add("ensure_entities", entities::ensure(ctx, e, &e.entity));
+        let text = render::values(ctx, &e.entity).into_owned();
+        failed.add("ensure_entities", entities::ensure(ctx, e, &text));
     }
     for d in &step.directories {
         failed.add("directories", files::directory(ctx, d));
@@ -77,10 +78,12 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
         failed.add("files", files::file(ctx, f));
     }
     for c in &step.commands {
-        failed.add("commands", system::command(ctx, c));
+        let script = render::values(ctx, c).into_owned();
+        failed.add("commands", system::command(ctx, &script));
     }
     for e in &step.delete_entities {
-        failed.add("delete_entities", entities::delete(ctx, e, &e.entity));
+        let text = render::values(ctx, &e.entity).into_owned();
+        failed.add("delete_entities", entities::delete(ctx, e, &text));
     }
     if !step.hostname.is_empty() {
         failed.add("hostname", system::hostname(ctx, &step.hostname));
@@ -104,9 +107,14 @@ pub(crate) fn run_step(step: &Step, ctx: &mut Ctx) -> Vec<PartError> {
         failed.add("systemctl", systemctl::systemctl(ctx, &step.systemctl));
     }
     if !step.environment.is_empty() {
+        let vars: std::collections::BTreeMap<String, String> = step
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), render::values(ctx, v).into_owned()))
+            .collect();
         failed.add(
             "environment",
-            system::environment(ctx, &step.environment, &step.environment_file),
+            system::environment(ctx, &vars, &step.environment_file),
         );
     }
     if !step.timesyncd.is_empty() {

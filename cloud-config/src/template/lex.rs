@@ -358,7 +358,12 @@ impl<'s> Lexer<'s> {
         let code = match units.as_slice() {
             [Unit::Byte(b)] => u32::from(*b),
             [Unit::Char(c)] => u32::from(*c),
-            _ => return Err(Fail::parse(start, format!("malformed character constant: '{body}'"))),
+            _ => {
+                return Err(Fail::parse(
+                    start,
+                    format!("malformed character constant: '{body}'"),
+                ));
+            }
         };
         Ok(Tok::Num(Value::from(code)))
     }

@@ -97,17 +97,14 @@ pub(super) fn parse(src: &str) -> Result<Tree, Fail> {
     };
     let (root, end) = p.list(true)?;
     match end {
-        End::Eof => Ok(Tree {
-            root,
-            defs: p.defs,
-        }),
-        End::End(pos) => Err(Fail::parse(pos, "unexpected {{end}}")),
-        End::Else(pos) => Err(Fail::parse(pos, "unexpected {{else}}")),
+        Stop::Eof => Ok(Tree { root, defs: p.defs }),
+        Stop::End(pos) => Err(Fail::parse(pos, "unexpected {{end}}")),
+        Stop::Else(pos) => Err(Fail::parse(pos, "unexpected {{else}}")),
     }
 }
 
 /// What stopped a list of nodes.
-enum End {
+enum Stop {
     Eof,
     End(usize),
     Else(usize),
@@ -176,7 +173,7 @@ impl<'t> Parser<'t> {
 
     /// Nodes up to `{{end}}`, `{{else}}` (the `else` keyword consumed, the rest of its action
     /// not) or the end of input.
-    fn list(&mut self, top: bool) -> Result<(Vec<Node>, End), Fail> {
+    fn list(&mut self, top: bool) -> Result<(Vec<Node>, Stop), Fail> {
         let mut nodes = Vec::new();
         while let Some(t) = self.next() {
             match &t.tok {
@@ -187,11 +184,11 @@ impl<'t> Parser<'t> {
                         Some(Tok::Kw(Kw::End)) => {
                             self.next();
                             self.expect_close("end")?;
-                            return Ok((nodes, End::End(pos)));
+                            return Ok((nodes, Stop::End(pos)));
                         }
                         Some(Tok::Kw(Kw::Else)) => {
                             self.next();
-                            return Ok((nodes, End::Else(pos)));
+                            return Ok((nodes, Stop::Else(pos)));
                         }
                         Some(Tok::Kw(k @ (Kw::If | Kw::With))) => {
                             self.next();
@@ -233,7 +230,7 @@ impl<'t> Parser<'t> {
                                 Node::Continue
                             });
                         }
-                        Some(Tok::Kw(k)) if matches!(k, Kw::Define) => {
+                        Some(Tok::Kw(Kw::Define)) => {
                             return Err(Fail::parse(pos, "unexpected <define> in command"));
                         }
                         _ => nodes.push(Node::Action(self.pipeline("command", 1, false)?)),
@@ -247,7 +244,7 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Stop::Eof))
     }
 
     /// `if`/`with` after the keyword, through the matching `{{end}}`.
@@ -263,9 +260,9 @@ impl<'t> Parser<'t> {
             self.vars.truncate(body_mark);
             clauses.push((pipe, body));
             match end {
-                End::Eof => return Err(Fail::parse(self.eof, "unexpected EOF")),
-                End::End(_) => break,
-                End::Else(_) => {
+                Stop::Eof => return Err(Fail::parse(self.eof, "unexpected EOF")),
+                Stop::End(_) => break,
+                Stop::Else(_) => {
                     // `{{else if ...}}` / `{{else with ...}}` continue the chain.
                     if self.peek_tok() == Some(&Tok::Kw(kw)) {
                         self.next();
@@ -292,9 +289,9 @@ impl<'t> Parser<'t> {
         self.in_range -= 1;
         self.vars.truncate(body_mark);
         let els = match end {
-            End::Eof => return Err(Fail::parse(self.eof, "unexpected EOF")),
-            End::End(_) => Vec::new(),
-            End::Else(_) => {
+            Stop::Eof => return Err(Fail::parse(self.eof, "unexpected EOF")),
+            Stop::End(_) => Vec::new(),
+            Stop::Else(_) => {
                 self.expect_close("else")?;
                 self.else_list()?
             }
@@ -310,9 +307,9 @@ impl<'t> Parser<'t> {
         let (els, end) = self.list(false)?;
         self.vars.truncate(mark);
         match end {
-            End::End(_) => Ok(els),
-            End::Else(pos) => Err(Fail::parse(pos, "expected end; found {{else}}")),
-            End::Eof => Err(Fail::parse(self.eof, "unexpected EOF")),
+            Stop::End(_) => Ok(els),
+            Stop::Else(pos) => Err(Fail::parse(pos, "expected end; found {{else}}")),
+            Stop::Eof => Err(Fail::parse(self.eof, "unexpected EOF")),
         }
     }
 
@@ -339,9 +336,9 @@ impl<'t> Parser<'t> {
         self.vars = vars;
         self.in_range = in_range;
         match end {
-            End::End(_) => Ok(body),
-            End::Else(p) => Err(Fail::parse(p, "unexpected {{else}}")),
-            End::Eof => Err(Fail::parse(self.eof, "unexpected EOF")),
+            Stop::End(_) => Ok(body),
+            Stop::Else(p) => Err(Fail::parse(p, "unexpected {{else}}")),
+            Stop::Eof => Err(Fail::parse(self.eof, "unexpected EOF")),
         }
     }
 
@@ -369,7 +366,10 @@ impl<'t> Parser<'t> {
         } else {
             Some(self.pipeline("template", 1, false)?)
         };
-        let end = self.toks.get(self.i.saturating_sub(1)).map_or(pos, |t| t.end);
+        let end = self
+            .toks
+            .get(self.i.saturating_sub(1))
+            .map_or(pos, |t| t.end);
         Ok(Node::Template {
             name,
             pipe,
@@ -381,7 +381,10 @@ impl<'t> Parser<'t> {
     fn block(&mut self, pos: usize) -> Result<Node, Fail> {
         let name = self.template_name("block")?;
         let pipe = self.pipeline("block", 1, false)?;
-        let end = self.toks.get(self.i.saturating_sub(1)).map_or(pos, |t| t.end);
+        let end = self
+            .toks
+            .get(self.i.saturating_sub(1))
+            .map_or(pos, |t| t.end);
         let body = self.body(pos)?;
         self.add_def(name.clone(), body);
         Ok(Node::Template {
@@ -455,7 +458,10 @@ impl<'t> Parser<'t> {
                     ahead = 3;
                 }
                 _ if max_decl >= 2 => {
-                    return Err(Fail::parse(self.pos(), "range can only initialize variables"));
+                    return Err(Fail::parse(
+                        self.pos(),
+                        "range can only initialize variables",
+                    ));
                 }
                 _ => {
                     return Err(Fail::parse(
@@ -540,7 +546,10 @@ impl<'t> Parser<'t> {
                 ));
             }
         };
-        let mut end = self.toks.get(self.i.saturating_sub(1)).map_or(t.end, |t| t.end);
+        let mut end = self
+            .toks
+            .get(self.i.saturating_sub(1))
+            .map_or(t.end, |t| t.end);
         while let Some(next) = self.peek() {
             let Tok::Field(f) = &next.tok else { break };
             if next.space_before {

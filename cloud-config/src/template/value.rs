@@ -16,7 +16,23 @@ pub(super) static NULL: Value = Value::Null;
 #[derive(Debug, Clone)]
 pub(super) enum Val<'a> {
     Ref(&'a Value),
-    Own(Rc<Value>),
+    Own(Rc<Built>),
+}
+
+/// A value built during execution, with its [`weight`] kept so that the size of a call's
+/// arguments can be checked before the call copies them.
+#[derive(Debug)]
+pub(super) struct Built {
+    pub value: Value,
+    pub weight: usize,
+}
+
+impl Deref for Built {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
 }
 
 impl Deref for Val<'_> {
@@ -25,14 +41,28 @@ impl Deref for Val<'_> {
     fn deref(&self) -> &Value {
         match self {
             Val::Ref(v) => v,
-            Val::Own(v) => v,
+            Val::Own(b) => &b.value,
         }
     }
 }
 
-impl Val<'_> {
-    pub(super) fn null() -> Val<'static> {
+impl<'a> Val<'a> {
+    pub(super) fn null() -> Val<'a> {
         Val::Ref(&NULL)
+    }
+
+    /// A value the executor makes itself (range keys and counters: small, shallow).
+    pub(super) fn made(value: Value) -> Val<'a> {
+        let weight = weight(&value, usize::MAX).unwrap_or(usize::MAX);
+        Val::Own(Rc::new(Built { value, weight }))
+    }
+
+    /// Size of the part this value owns; borrowed data costs nothing to pass around.
+    pub(super) fn owned_weight(&self) -> usize {
+        match self {
+            Val::Ref(_) => 0,
+            Val::Own(b) => b.weight,
+        }
     }
 }
 

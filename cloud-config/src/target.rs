@@ -1,0 +1,26 @@
+//! Facts about the target root that conditions and template data both read.
+
+use std::path::Path;
+
+/// The hostname of the target: `<root>/etc/hostname` for an offline root, else the kernel's.
+pub(crate) fn current_hostname(root: &Path) -> String {
+    let from_file = std::fs::read_to_string(root.join("etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let live = || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    if root == Path::new("/") {
+        let l = live();
+        if l.is_empty() {
+            from_file.unwrap_or_default()
+        } else {
+            l
+        }
+    } else {
+        from_file.unwrap_or_else(live)
+    }
+}
