@@ -50,7 +50,6 @@ pub(crate) const BUDGET: u64 = 20_000_000;
 pub struct TemplateError(pub String);
 
 /// Renders `text` (Go text/template syntax) against `data` (a JSON value: `.` is `data`).
-// Allowed until the step runner calls it (it is being wired up in parallel).
 pub fn render(text: &str, data: &serde_json::Value) -> Result<String, TemplateError> {
     if !has_actions(text) {
         return Ok(text.to_owned());
