@@ -24,7 +24,7 @@ pub(crate) struct Facts {
 
 impl Facts {
     pub fn gather(root: &Path, hostname_override: Option<&str>) -> Facts {
-        let os = read_os_release(root);
+        let os = crate::target::read_os_release(root);
         let get = |k: &str| {
             os.iter()
                 .find(|(key, _)| key == k)
@@ -56,25 +56,6 @@ fn go_arch(arch: &str) -> &str {
         "arm" => "arm",
         other => other,
     }
-}
-
-/// `/etc/os-release` (or `/usr/lib/os-release`) of the root as key/value pairs.
-fn read_os_release(root: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(root.join("etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            Some((k.trim().to_string(), v.to_string()))
-        })
-        .collect()
 }
 
 /// Unanchored match like Go's `regexp.MatchString`, which yip uses.

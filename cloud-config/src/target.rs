@@ -24,3 +24,22 @@ pub(crate) fn current_hostname(root: &Path) -> String {
         from_file.unwrap_or_else(live)
     }
 }
+
+/// `/etc/os-release` (or `/usr/lib/os-release`) of the root as key/value pairs.
+pub(crate) fn read_os_release(root: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}

@@ -41,18 +41,6 @@ pub(crate) fn machine_id(root: &Path) -> String {
     }
 }
 
-fn os_release(root: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(root.join("etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        })
-        .collect()
-}
-
 /// The first value of `key` in /proc/cpuinfo.
 fn cpuinfo(text: &str, key: &str) -> String {
     text.lines()
@@ -74,7 +62,7 @@ fn go_arch(machine: &str) -> &str {
 
 /// `{"Values": <system information>}` for the root.
 pub(crate) fn values(root: &Path) -> Value {
-    let os = os_release(root);
+    let os = crate::target::read_os_release(root);
     let get = |k: &str| {
         os.iter()
             .find(|(key, _)| key == k)
@@ -203,20 +191,11 @@ pub(crate) fn hostname_data(root: &Path) -> Value {
         .map(|b| char::from(LETTERS[usize::from(*b) % LETTERS.len()]))
         .collect();
     let id = machine_id(root);
-    let uuid = {
-        let mut b = random_bytes(16);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h = hex::encode(&b);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&random_bytes(16));
+    let uuid = uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string();
     json!({
         "UUID": uuid,
         "Random": random,

@@ -116,6 +116,44 @@ impl Parsed {
         }
     }
 
+    /// The entity's line as written, the one `delete` removes.
+    fn fields(&self) -> Vec<String> {
+        match self {
+            Parsed::User(u) => vec![
+                u.username.clone(),
+                u.password.clone(),
+                id(u.uid),
+                id(u.gid),
+                u.info.clone(),
+                u.homedir.clone(),
+                u.shell.clone(),
+            ],
+            Parsed::Shadow(s) => vec![
+                s.username.clone(),
+                s.password.clone(),
+                s.last_changed.clone(),
+                s.minimum_changed.clone(),
+                s.maximum_changed.clone(),
+                s.warn.clone(),
+                s.inactive.clone(),
+                s.expire.clone(),
+                s.reserved.clone(),
+            ],
+            Parsed::Group(g) => vec![
+                g.group_name.clone(),
+                g.password.clone(),
+                id(g.gid),
+                g.users.clone(),
+            ],
+            Parsed::Gshadow(g) => vec![
+                g.name.clone(),
+                g.password.clone(),
+                g.administrators.clone(),
+                g.members.clone(),
+            ],
+        }
+    }
+
     fn name(&self) -> &str {
         match self {
             Parsed::User(u) => &u.username,
@@ -195,22 +233,10 @@ pub(crate) fn ensure(ctx: &mut Ctx, entity: &Entity, text: &str) -> Result<(), S
             ]
         }
         Parsed::Shadow(s) => {
-            let last_changed = if s.last_changed == "now" {
-                days_since_epoch().to_string()
-            } else {
-                s.last_changed.clone()
-            };
-            let wanted = [
-                s.username.clone(),
-                s.password.clone(),
-                last_changed,
-                s.minimum_changed.clone(),
-                s.maximum_changed.clone(),
-                s.warn.clone(),
-                s.inactive.clone(),
-                s.expire.clone(),
-                s.reserved.clone(),
-            ];
+            let mut wanted = parsed.fields();
+            if s.last_changed == "now" {
+                wanted[2] = days_since_epoch().to_string();
+            }
             wanted
                 .iter()
                 .enumerate()
@@ -250,12 +276,7 @@ pub(crate) fn ensure(ctx: &mut Ctx, entity: &Entity, text: &str) -> Result<(), S
             };
             vec![g.group_name.clone(), password, gid, users.join(",")]
         }
-        Parsed::Gshadow(g) => vec![
-            g.name.clone(),
-            g.password.clone(),
-            g.administrators.clone(),
-            g.members.clone(),
-        ],
+        Parsed::Gshadow(_) => parsed.fields(),
     };
     match existing {
         Some(i) => db.lines[i] = line,
@@ -268,40 +289,7 @@ pub(crate) fn ensure(ctx: &mut Ctx, entity: &Entity, text: &str) -> Result<(), S
 pub(crate) fn delete(ctx: &mut Ctx, entity: &Entity, text: &str) -> Result<(), StepError> {
     let parsed = Parsed::read(text)?;
     let mut db = open(ctx, entity, &parsed)?;
-    let line: Vec<String> = match &parsed {
-        Parsed::User(u) => vec![
-            u.username.clone(),
-            u.password.clone(),
-            id(u.uid),
-            id(u.gid),
-            u.info.clone(),
-            u.homedir.clone(),
-            u.shell.clone(),
-        ],
-        Parsed::Shadow(s) => vec![
-            s.username.clone(),
-            s.password.clone(),
-            s.last_changed.clone(),
-            s.minimum_changed.clone(),
-            s.maximum_changed.clone(),
-            s.warn.clone(),
-            s.inactive.clone(),
-            s.expire.clone(),
-            s.reserved.clone(),
-        ],
-        Parsed::Group(g) => vec![
-            g.group_name.clone(),
-            g.password.clone(),
-            id(g.gid),
-            g.users.clone(),
-        ],
-        Parsed::Gshadow(g) => vec![
-            g.name.clone(),
-            g.password.clone(),
-            g.administrators.clone(),
-            g.members.clone(),
-        ],
-    };
+    let line = parsed.fields();
     if let Some(i) = db.lines.iter().position(|l| *l == line) {
         db.lines.remove(i);
         db.save(ctx)?;
