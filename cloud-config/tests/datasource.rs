@@ -21,6 +21,9 @@ const KEY_A: &str =
 const KEY_B: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB2bjdslkfjlsdkjflsdkjfsldkfjsdlkfjsdlkfjsd b@y";
 
+/// Network configuration as a cloud serves it (the tests only check it is kept as served).
+const NETWORK: &[u8] = b"{\"links\": [{\"id\": \"eth0\", \"type\": \"phy\"}]}\n";
+
 /// Every metadata cloud, in the order a config lists them.
 const CLOUDS: [&str; 6] = [
     "aws",
@@ -116,6 +119,7 @@ fn every_cloud_answers_through_its_documented_api() {
                 hostname: "node-a".to_string(),
                 ssh_keys: vec![KEY_A.to_string(), KEY_B.to_string()],
                 broken_keys: false,
+                network: Some(NETWORK.to_vec()),
             },
         );
         let root = make_root();
@@ -149,6 +153,15 @@ fn every_cloud_answers_through_its_documented_api() {
             "{cloud:?}"
         );
         assert_eq!(read(r, "/root/.ssh/authorized_keys"), keys, "{cloud:?}");
+        // Network configuration is kept where the provider has one.
+        let network = match cloud {
+            Cloud::OpenStack => Some("/run/config/network_data.json"),
+            Cloud::Hetzner => Some("/run/config/network-config"),
+            _ => None,
+        };
+        if let Some(file) = network {
+            assert_eq!(read(r, file).as_bytes(), NETWORK, "{cloud:?}");
+        }
 
         // The conversation the cloud's documentation asks for.
         let requests = server.requests();
@@ -360,6 +373,7 @@ fn a_cloud_with_a_malformed_answer_is_reported_and_the_next_provider_tried() {
                 hostname: "h".to_string(),
                 ssh_keys: vec![KEY_A.to_string()],
                 broken_keys: true,
+                network: None,
             },
         );
         let root = make_root();
@@ -504,6 +518,10 @@ fn config_volumes_nocloud_and_config_drive() {
                     "instance-id: i-1\nlocal-hostname: from-cidata\npublic-keys:\n  - {KEY_A}\n"
                 ),
             ),
+            (
+                "network-config",
+                "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n",
+            ),
         ],
     );
     let root = make_root();
@@ -518,6 +536,10 @@ fn config_volumes_nocloud_and_config_drive() {
     assert_eq!(read(r, "/oem/userdata.yaml"), USER_DATA);
     assert_eq!(read(r, "/etc/hostname"), "from-cidata\n");
     assert_eq!(read(r, "/root/.ssh/authorized_keys"), format!("{KEY_A}\n"));
+    assert_eq!(
+        read(r, "/run/config/network-config"),
+        "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n"
+    );
     drop(cidata);
     assert!(
         !mounted_under("/run/clb/datasource"),
@@ -535,6 +557,7 @@ fn config_volumes_nocloud_and_config_drive() {
         &[
             ("openstack/latest/meta_data.json", &meta),
             ("openstack/latest/user_data", USER_DATA),
+            ("openstack/latest/network_data.json", "{\"links\": []}\n"),
         ],
     );
     let root = make_root();
@@ -556,6 +579,10 @@ fn config_volumes_nocloud_and_config_drive() {
     assert_eq!(read(r, "/oem/userdata.yaml"), USER_DATA);
     assert_eq!(read(r, "/etc/hostname"), "from-config-drive\n");
     assert_eq!(read(r, "/root/.ssh/authorized_keys"), format!("{KEY_B}\n"));
+    assert_eq!(
+        read(r, "/run/config/network_data.json"),
+        "{\"links\": []}\n"
+    );
     drop(drive);
 
     // No volume at all: both are absent, by name.

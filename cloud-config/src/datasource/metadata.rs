@@ -221,6 +221,7 @@ fn aws(mut s: Session) -> Result<Probe, DatasourceError> {
         user_data: non_empty(s.get("/latest/user-data")?),
         hostname: s.get_text("/latest/meta-data/local-hostname")?,
         ssh_keys,
+        network: None,
     }))
 }
 
@@ -250,6 +251,7 @@ fn gcp(s: &Session) -> Result<Probe, DatasourceError> {
         user_data: non_empty(s.get(&format!("{attributes}/user-data"))?),
         hostname: s.get_text("/computeMetadata/v1/instance/hostname")?,
         ssh_keys,
+        network: None,
     }))
 }
 
@@ -293,6 +295,7 @@ fn azure(s: &Session) -> Result<Probe, DatasourceError> {
         user_data: non_empty(user_data),
         hostname: name,
         ssh_keys,
+        network: None,
     }))
 }
 
@@ -306,6 +309,8 @@ fn openstack(s: &Session) -> Result<Probe, DatasourceError> {
         .map_err(|e| s.garbage(format!("meta_data.json is not JSON: {e}")))?;
     let mut found = super::openstack::meta(&meta).map_err(|problem| s.garbage(problem))?;
     found.user_data = non_empty(s.get("/openstack/latest/user_data")?);
+    found.network = non_empty(s.get("/openstack/latest/network_data.json")?)
+        .map(|d| ("network_data.json", d));
     Ok(Probe::Found(found))
 }
 
@@ -330,6 +335,8 @@ fn hetzner(s: &Session) -> Result<Probe, DatasourceError> {
         user_data: non_empty(s.get("/hetzner/v1/userdata")?),
         hostname: s.get_text("/hetzner/v1/metadata/hostname")?,
         ssh_keys,
+        network: non_empty(s.get("/hetzner/v1/metadata/network-config")?)
+            .map(|d| ("network-config", d)),
     }))
 }
 
@@ -350,5 +357,6 @@ fn digitalocean(s: &Session) -> Result<Probe, DatasourceError> {
         user_data: non_empty(s.get("/metadata/v1/user-data")?),
         hostname: s.get_text("/metadata/v1/hostname")?,
         ssh_keys,
+        network: None,
     }))
 }

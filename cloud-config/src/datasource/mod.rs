@@ -25,6 +25,10 @@ pub(crate) struct Found {
     pub user_data: Option<Vec<u8>>,
     pub hostname: Option<String>,
     pub ssh_keys: Vec<String>,
+    /// The provider's network configuration as it serves it, and the file name it is kept
+    /// under in `/run/config`: `network-config` (cloud-init's format: NoCloud, Hetzner) or
+    /// `network_data.json` (OpenStack's).
+    pub network: Option<(&'static str, Vec<u8>)>,
 }
 
 /// A provider's answer: it is there (with what it found), or it is not (and why).

@@ -22,8 +22,8 @@ pub(crate) fn meta(meta: &serde_json::Value) -> Result<Found, String> {
         Some(_) => return Err("meta_data.json public_keys is not an object".to_string()),
     };
     Ok(Found {
-        user_data: None,
         hostname,
         ssh_keys,
+        ..Found::default()
     })
 }

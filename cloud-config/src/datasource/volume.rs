@@ -24,6 +24,9 @@ pub(crate) fn nocloud() -> Result<Probe, DatasourceError> {
     let user_data = read_optional(P, &mounted.dir.join("user-data"))?;
     let mut found = Found {
         user_data: user_data.filter(|d| !d.is_empty()),
+        network: read_optional(P, &mounted.dir.join("network-config"))?
+            .filter(|d| !d.is_empty())
+            .map(|d| ("network-config", d)),
         ..Found::default()
     };
     if let Some(meta) = read_optional(P, &mounted.dir.join("meta-data"))? {
@@ -77,6 +80,9 @@ pub(crate) fn config_drive() -> Result<Probe, DatasourceError> {
         .map_err(|e| garbage(format!("meta_data.json is not JSON: {e}")))?;
     let mut found = openstack::meta(&meta).map_err(garbage)?;
     found.user_data = read_optional(P, &latest.join("user_data"))?.filter(|d| !d.is_empty());
+    found.network = read_optional(P, &latest.join("network_data.json"))?
+        .filter(|d| !d.is_empty())
+        .map(|d| ("network_data.json", d));
     mounted.unmount()?;
     Ok(Probe::Found(found))
 }

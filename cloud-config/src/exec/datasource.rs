@@ -97,6 +97,17 @@ fn write_found(ctx: &mut Ctx, dir: &str, name: &str, found: &Found) -> Result<()
         )?;
         hostname(ctx, name)?;
     }
+    if let Some((file, data)) = &found.network {
+        // Kept for the OS's network tooling (netplan, cloud-init's converters, a `network`
+        // stage); clb does not translate it.
+        ensure_file(
+            ctx,
+            &format!("{CONFIG_PATH}/{file}"),
+            data,
+            0o644,
+            Owners::default(),
+        )?;
+    }
     if !found.ssh_keys.is_empty() {
         let text: String = found.ssh_keys.iter().map(|k| format!("{k}\n")).collect();
         ensure_file(

@@ -20,9 +20,11 @@
 //!   unset).
 //! - **OpenStack** (docs.openstack.org/nova/latest/user/metadata.html):
 //!   `/openstack/latest/meta_data.json` (`uuid`, `name`, `hostname`, `public_keys` as a
-//!   name → key object) and `/openstack/latest/user_data` (404 when unset).
+//!   name → key object), `/openstack/latest/user_data` (404 when unset) and
+//!   `/openstack/latest/network_data.json`.
 //! - **Hetzner Cloud** (docs.hetzner.cloud, "Server Metadata"): `/hetzner/v1/metadata/...`
-//!   (`instance-id`, `hostname`, `public-keys` as a JSON list) and `/hetzner/v1/userdata`.
+//!   (`instance-id`, `hostname`, `public-keys` as a JSON list, `network-config` in
+//!   cloud-init's format) and `/hetzner/v1/userdata`.
 //! - **DigitalOcean** (docs.digitalocean.com/reference/api/metadata-api): `/metadata/v1/id`,
 //!   `hostname`, `public-keys` (one per line), `user-data` (404 when unset).
 //!
@@ -65,6 +67,9 @@ pub struct Instance {
     pub ssh_keys: Vec<String>,
     /// The key list is malformed in the cloud's own way (not JSON, not a list).
     pub broken_keys: bool,
+    /// Network configuration, served where the cloud serves it (OpenStack's
+    /// `network_data.json`, Hetzner's `network-config`); 404 when None.
+    pub network: Option<Vec<u8>>,
 }
 
 /// One request as the server saw it: method, path with query, headers.
@@ -370,6 +375,7 @@ fn openstack(i: &Instance, req: &Request) -> Answer {
             .to_string())
         }
         "/openstack/latest/user_data" => optional(&i.user_data),
+        "/openstack/latest/network_data.json" => optional(&i.network),
         _ => status(404),
     }
 }
@@ -381,6 +387,7 @@ fn hetzner(i: &Instance, req: &Request) -> Answer {
         "/hetzner/v1/metadata/public-keys" if i.broken_keys => ok("{garbage"),
         "/hetzner/v1/metadata/public-keys" => ok(serde_json::json!(i.ssh_keys).to_string()),
         "/hetzner/v1/userdata" => ok(i.user_data.clone().unwrap_or_default()),
+        "/hetzner/v1/metadata/network-config" => optional(&i.network),
         _ => status(404),
     }
 }

@@ -564,6 +564,7 @@ fn metadata_deploy(kit: &Kit, image: &str, work: &Path) {
             hostname: "node-meta".to_string(),
             ssh_keys: vec![key.to_string()],
             broken_keys: false,
+            network: None,
         },
     );
     let port: u16 = service
