@@ -549,11 +549,42 @@ write_files:
     content: "hello from the metadata service\n"
 runcmd:
   - echo "slot=$(cat /run/clb/booted_slot)" > /usr/local/runcmd-saw
+stages:
+  boot:
+    - name: azure custom data
+      datasource:
+        providers: [azure]
+        path: /usr/local/azure
 "#;
 
+/// Azure's `customData`, as its provisioning CD carries it (base64 in ovf-env.xml).
+const AZURE_CUSTOM_DATA: &str = "#cloud-config\nruncmd:\n  - echo azure > /usr/local/azure-ran\n";
+
+/// An Azure provisioning CD: ISO 9660 with `ovf-env.xml` holding `customData`.
+fn azure_provisioning_iso(work: &Path) -> PathBuf {
+    let dir = work.join("azure-cd");
+    std::fs::create_dir_all(&dir).unwrap();
+    // coreutils' base64 encodes it: an encoder independent of clb's decoder.
+    let raw = work.join("custom-data");
+    std::fs::write(&raw, AZURE_CUSTOM_DATA).unwrap();
+    let encoded = run(Command::new("base64").arg("-w0").arg(&raw));
+    let ovf = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ns0:Environment xmlns:ns0=\"http://schemas.dmtf.org/ovf/environment/1\" xmlns:ns1=\"http://schemas.microsoft.com/windowsazure\">\n<ns1:ProvisioningSection><ns1:LinuxProvisioningConfigurationSet>\n<ns1:HostName>azure-vm</ns1:HostName>\n<ns1:CustomData>{}</ns1:CustomData>\n</ns1:LinuxProvisioningConfigurationSet></ns1:ProvisioningSection></ns0:Environment>\n",
+        encoded.trim()
+    );
+    std::fs::write(dir.join("ovf-env.xml"), ovf).unwrap();
+    let iso = work.join("azure.iso");
+    run(Command::new("genisoimage")
+        .args(["-quiet", "-V", "rd_rdfe_stable", "-J", "-r", "-o"])
+        .arg(&iso)
+        .arg(&dir));
+    iso
+}
+
 /// A fresh disk from `image` booted with no CD and a metadata service: boot 1 (recovery)
-/// fetches the user data, hostname and key, deploys and reboots; boot 2 (slot a, the service
-/// gone) applies the user data.
+/// fetches the user data, hostname and key, deploys and reboots; boot 2 (slot a) applies the
+/// user data, whose own `datasource` step then reads Azure: the instance document from an
+/// Azure IMDS (no `userData`) and `customData` from a real ISO 9660 provisioning CD.
 fn metadata_deploy(kit: &Kit, image: &str, work: &Path) {
     let key =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0J3mKv8m2cloudimagetestkeyxxxxxxxxxxxx test@clb";
@@ -625,9 +656,30 @@ fn metadata_deploy(kit: &Kit, image: &str, work: &Path) {
     assert_eq!(oem[0].as_deref(), Some(METADATA_USER_DATA));
     assert_eq!(oem[1].as_deref(), Some(METADATA_USER_DATA));
 
-    // Boot 2: slot a, no metadata service any more; the user data applies from COS_OEM.
+    // Boot 2: slot a, the AWS service gone; the user data applies from COS_OEM, and its
+    // datasource step finds Azure.
     let seen = service.requests().len();
-    let c = boot(&disk, None, None, work, "metadata-installed");
+    let azure = MetadataServer::start(
+        Cloud::Azure,
+        Instance {
+            hostname: "azure-vm".to_string(),
+            ..Instance::default()
+        },
+    );
+    let azure_port: u16 = azure
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let cd = azure_provisioning_iso(work);
+    let c = boot(
+        &disk,
+        Some(&cd),
+        Some(azure_port),
+        work,
+        "metadata-installed",
+    );
     if let Some(e) = c.lines().find(|l| l.contains("clb-initrd: error:")) {
         panic!("the installed system's boot failed in the hook: {e}\n{c}");
     }
@@ -635,21 +687,42 @@ fn metadata_deploy(kit: &Kit, image: &str, work: &Path) {
     let line = summary(&c);
     assert!(
         line.contains("slot=a mode=active run_stage_exit=0 reboot_requested=no")
+            && line.contains("host=azure-vm ")
             && line.contains("hello=hello from the metadata service runcmd=slot=a"),
-        "{line}\n{c}"
+        "the user data applied; Azure's computerName set the hostname: {line}\n{c}"
+    );
+    assert!(
+        c.contains("azure custom data: Ran"),
+        "the user data's datasource step read Azure:\n{c}"
     );
     assert_eq!(
         service.requests().len(),
         seen,
-        "the installed system asked the service again"
+        "the installed system asked the AWS service again"
+    );
+    let asked = azure.requests();
+    assert!(
+        asked.iter().any(
+            |q| q.path.starts_with("/metadata/instance/compute/userData")
+                && q.header("Metadata") == Some("true")
+        ),
+        "{asked:?}"
     );
     let p = read_from_partition(
         &disk,
         "COS_PERSISTENT",
         work,
-        &[".state/usr-local.overlay/upper/hello-from-user-data"],
+        &[
+            ".state/usr-local.overlay/upper/hello-from-user-data",
+            ".state/usr-local.overlay/upper/azure/userdata.yaml",
+        ],
     );
     assert_eq!(p[0].as_deref(), Some("hello from the metadata service\n"));
+    assert_eq!(
+        p[1].as_deref(),
+        Some(AZURE_CUSTOM_DATA),
+        "customData read from ovf-env.xml on the ISO 9660 CD"
+    );
     assert_eq!(
         run(Command::new("losetup").arg("-j").arg(&disk)),
         "",
