@@ -309,8 +309,8 @@ fn openstack(s: &Session) -> Result<Probe, DatasourceError> {
         .map_err(|e| s.garbage(format!("meta_data.json is not JSON: {e}")))?;
     let mut found = super::openstack::meta(&meta).map_err(|problem| s.garbage(problem))?;
     found.user_data = non_empty(s.get("/openstack/latest/user_data")?);
-    found.network = non_empty(s.get("/openstack/latest/network_data.json")?)
-        .map(|d| ("network_data.json", d));
+    found.network =
+        non_empty(s.get("/openstack/latest/network_data.json")?).map(|d| ("network_data.json", d));
     Ok(Probe::Found(found))
 }
 
