@@ -430,3 +430,25 @@ fn a_selection_of_corpus_files_runs_for_real() {
             .contains("127.0.0.1 localhost kairos-0123\n")
     );
 }
+
+/// YAML merge keys (`<<: *step`) reuse whole steps across stages, as Kairos's datasource
+/// config does: the merged steps are the anchored ones, and the merged copy can add keys.
+#[test]
+fn merge_keys_reuse_whole_steps() {
+    let file = "kairos-io__kairos/kairos-init__pkg__bundled__cloudconfigs__00_datasource.yaml";
+    let text = std::fs::read_to_string(corpus().join(file)).unwrap();
+    let parsed = clb_cloud_config::parse_str(file, &text).unwrap();
+    let stages = &parsed.config.stages;
+    let anchored = &stages["rootfs.before"][2];
+    assert_eq!(anchored.name, "Pull data from provider");
+    assert_eq!(anchored.datasource.path, "/oem/95_userdata");
+    assert_eq!(anchored.datasource.providers.len(), 13);
+    for stage in ["initramfs.before", "network"] {
+        let merged = &stages[stage][2];
+        assert_eq!(merged, anchored, "{stage}");
+        assert_eq!(
+            stages[stage][0].commands,
+            ["mv -f /oem/userdata /oem/95_userdata"]
+        );
+    }
+}
