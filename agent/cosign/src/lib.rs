@@ -16,9 +16,13 @@
 //!   (scrypt + NaCl secretbox), public keys as SPKI PEM ([`generate_key_pair`],
 //!   [`SigningKey`], [`load_trusted_key`]).
 //!
+//! Sigstore bundles (cosign v3's format, keyless or with a key) are verified offline against a
+//! trusted root by [`verify_bundle`].
+//!
 //! See `docs/signatures.md` for the full description.
 
 mod artifact;
+mod bundle;
 mod error;
 mod keys;
 mod payload;
@@ -29,6 +33,7 @@ pub use artifact::{
     Blob, CONFIG_MEDIA_TYPE, LayerDescriptor, LayerSpec, MANIFEST_MEDIA_TYPE, SignatureArtifact,
     parse_signature_manifest, signature_manifest, signature_manifest_annotated,
 };
+pub use bundle::{BundleError, BundleVerified, Matcher, Signed, Signer, verify_bundle};
 pub use error::CosignError;
 pub use keys::{
     KeyPairPem, SigningKey, TrustedKey, generate_key_pair, load_trusted_key, load_trusted_keys,

@@ -1,0 +1,88 @@
+//! The sigstore-conformance `bundle-verify` cases (copied byte for byte from
+//! sigstore/sigstore-conformance into `tests/corpus/sigstore/`, with the public-good trusted
+//! root), run through [`clb_cosign::verify_bundle`] as the suite runs a client: every case
+//! twice, with the artifact's bytes and with its `sha256:` digest; a case whose name ends in
+//! `_fail` must be rejected, every other must verify. The test prints each failure's reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use clb_cosign::{Matcher, Signed, Signer, verify_bundle};
+use sha2::{Digest, Sha256};
+
+const DEFAULT_IDENTITY: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
+const DEFAULT_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/sigstore")
+}
+
+fn optional(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+#[test]
+fn every_conformance_case_verifies_or_fails_as_expected() {
+    let cases_dir = corpus().join("conformance/bundle-verify");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&cases_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert_eq!(cases.len(), 70, "the suite has 70 cases");
+    let public_good =
+        std::fs::read_to_string(corpus().join("trusted-roots/public-good.json")).unwrap();
+    let default_artifact = std::fs::read(cases_dir.join("a.txt")).unwrap();
+    let mut wrong = Vec::new();
+    let mut table = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let must_fail = name.ends_with("fail");
+        let bundle = std::fs::read_to_string(case.join("bundle.sigstore.json")).unwrap();
+        let root = optional(&case.join("trusted_root.json")).unwrap_or_else(|| public_good.clone());
+        let artifact =
+            std::fs::read(case.join("artifact")).unwrap_or_else(|_| default_artifact.clone());
+        let digest = hex::encode(Sha256::digest(&artifact));
+        let signer = match optional(&case.join("key.pub")) {
+            Some(pem) => Signer::Key(pem),
+            None => Signer::Identity {
+                identity: Matcher::Exact(
+                    optional(&case.join("identity"))
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|| DEFAULT_IDENTITY.to_string()),
+                ),
+                issuer: Matcher::Exact(
+                    optional(&case.join("issuer"))
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|| DEFAULT_ISSUER.to_string()),
+                ),
+            },
+        };
+        for (how, signed) in [
+            ("bytes", Signed::Bytes(&artifact)),
+            ("digest", Signed::Sha256(&digest)),
+        ] {
+            let result = verify_bundle(&bundle, &root, signed, &signer);
+            let reason = match &result {
+                Ok(_) => "verified".to_string(),
+                Err(e) => clb_command::one_line(e),
+            };
+            table.push(format!(
+                "{:<4} {name} ({how}): {reason}",
+                if must_fail { "fail" } else { "ok" }
+            ));
+            if result.is_ok() == must_fail {
+                wrong.push(format!("{name} ({how}): {reason}"));
+            }
+        }
+    }
+    for line in &table {
+        println!("{line}");
+    }
+    assert!(
+        wrong.is_empty(),
+        "cases with the wrong outcome:\n{}",
+        wrong.join("\n")
+    );
+}
