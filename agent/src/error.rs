@@ -200,6 +200,13 @@ pub enum ClbError {
         #[source]
         source: clb_cosign::CosignError,
     },
+    /// A Sigstore bundle that does not verify, or its inputs (trusted root, key, pattern).
+    #[error("bundle {location}")]
+    Bundle {
+        location: String,
+        #[source]
+        source: clb_cosign::BundleError,
+    },
     /// A key file that cannot be used (bad PEM, wrong password, unsupported algorithm).
     #[error("key {path}")]
     Key {
@@ -272,6 +279,8 @@ impl ClbError {
             ClbError::Unhealthy(_) => exit::UNHEALTHY,
             ClbError::Signature { .. } => exit::VERIFICATION_FAILED,
             ClbError::Key { .. } | ClbError::SignatureData { .. } => exit::INVALID_INPUT,
+            ClbError::Bundle { source, .. } if source.is_invalid_input() => exit::INVALID_INPUT,
+            ClbError::Bundle { .. } => exit::VERIFICATION_FAILED,
             ClbError::Signing { .. } => exit::FAILURE,
             ClbError::Disk(e) => disk_exit_code(e),
             ClbError::Convert(e) => convert_exit_code(e),

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bootfiles;
 pub mod bootloader;
 pub mod builddisk;
+pub mod bundles;
 pub mod check;
 pub mod config;
 pub mod daemon;

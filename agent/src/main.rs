@@ -29,8 +29,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the outermost context, then each cause. Error types in this tree never
-            // repeat their source in their own message, so every cause appears once.
-            eprintln!("clb: error: {}", clb_command::one_line(err.as_ref()));
+            // repeat their source in their own message; sigstore-verify's do, so a cause whose
+            // text is already printed is left out.
+            eprintln!(
+                "clb: error: {}",
+                clb_command::one_line_deduplicated(err.as_ref())
+            );
             ExitCode::from(clb::error::exit_code_of(err.as_ref()))
         }
     }

@@ -188,3 +188,13 @@ pub fn verify_bundle(
         }
     }
 }
+
+/// The Sigstore trusted root clb carries (production, or staging): the default when a host
+/// has none of its own. It is as fresh as this build; hosts should keep their own.
+pub fn embedded_trusted_root(staging: bool) -> &'static str {
+    if staging {
+        sigstore_verify::trust_root::SIGSTORE_STAGING_TRUSTED_ROOT
+    } else {
+        sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT
+    }
+}

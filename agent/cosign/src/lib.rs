@@ -33,7 +33,9 @@ pub use artifact::{
     Blob, CONFIG_MEDIA_TYPE, LayerDescriptor, LayerSpec, MANIFEST_MEDIA_TYPE, SignatureArtifact,
     parse_signature_manifest, signature_manifest, signature_manifest_annotated,
 };
-pub use bundle::{BundleError, BundleVerified, Matcher, Signed, Signer, verify_bundle};
+pub use bundle::{
+    BundleError, BundleVerified, Matcher, Signed, Signer, embedded_trusted_root, verify_bundle,
+};
 pub use error::CosignError;
 pub use keys::{
     KeyPairPem, SigningKey, TrustedKey, generate_key_pair, load_trusted_key, load_trusted_keys,

@@ -88,6 +88,9 @@ pub enum Command {
     },
     /// Sign an image in a registry the way `cosign sign --key` does.
     Sign(SignArgs),
+    /// Verify a Sigstore bundle for a file or a digest, offline, against a trusted root
+    /// (the sigstore-conformance client protocol).
+    VerifyBundle(VerifyBundleArgs),
     /// Publish directories as an image: one layer per directory, bottom first.
     Push(PushArgs),
     /// Convert a container image into a native SquashFS layer set and push it.
@@ -452,6 +455,49 @@ pub struct SignArgs {
     pub signature_repository: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("signer").required(true).args(["key", "certificate_identity", "certificate_identity_regexp"])))]
+pub struct VerifyBundleArgs {
+    /// Use the embedded Sigstore staging trusted root instead of the production one.
+    #[arg(long)]
+    pub staging: bool,
+    /// The Sigstore bundle (JSON, v0.1 to v0.3).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: PathBuf,
+    /// The signer's identity (certificate SAN), exactly.
+    #[arg(long, value_name = "IDENTITY", requires = "issuer")]
+    pub certificate_identity: Option<String>,
+    /// The signer's identity as a regular expression (unanchored, as cosign matches).
+    #[arg(
+        long,
+        value_name = "REGEX",
+        conflicts_with = "certificate_identity",
+        requires = "issuer"
+    )]
+    pub certificate_identity_regexp: Option<String>,
+    /// The OIDC issuer of the signer's certificate, exactly.
+    #[arg(long, value_name = "URL", group = "issuer")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// The OIDC issuer as a regular expression.
+    #[arg(
+        long,
+        value_name = "REGEX",
+        group = "issuer",
+        conflicts_with = "certificate_oidc_issuer"
+    )]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Verify with this PEM public key instead of a certificate identity.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["certificate_identity", "certificate_identity_regexp", "certificate_oidc_issuer", "certificate_oidc_issuer_regexp"])]
+    pub key: Option<PathBuf>,
+    /// Sigstore trusted root (trusted_root.json); default /etc/clb/trusted_root.json when it
+    /// exists, else the production root embedded in clb.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+    /// The signed file, or its digest as sha256:<64 hex> (when that is not a file's path).
+    #[arg(value_name = "FILE_OR_DIGEST")]
+    pub file_or_digest: String,
 }
 
 #[derive(Args, Debug)]

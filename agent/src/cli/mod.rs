@@ -5,6 +5,7 @@ mod args;
 mod boot;
 mod daemon;
 mod system;
+mod verify_bundle;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -392,6 +393,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                 print_json(&serde_json::json!({"image": a.image, "signed_digest": digest}))?;
             } else {
                 println!("signed {} ({digest})", a.image);
+            }
+        }
+        Command::VerifyBundle(a) => {
+            let verified = verify_bundle::run(a)?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "verified": true,
+                    "identity": verified.identity,
+                    "issuer": verified.issuer,
+                    "integrated_time": verified.integrated_time,
+                }))?;
+            } else {
+                match (&verified.identity, &verified.issuer) {
+                    (Some(id), Some(iss)) => println!("verified: signed by {id} ({iss})"),
+                    _ => println!("verified: signed with the given key"),
+                }
             }
         }
         Command::Push(a) => {
