@@ -86,3 +86,37 @@ fn every_conformance_case_verifies_or_fails_as_expected() {
         wrong.join("\n")
     );
 }
+
+/// A real cosign v3 keyless signature of an image (Kubewarden's controller v1.34.0, signed in
+/// its GitHub Actions release), as cosign attaches it: verifies for the image's manifest
+/// digest and its release workflow identity, and for nothing else.
+#[test]
+fn a_genuine_cosign_v3_image_bundle_verifies_for_its_manifest_digest() {
+    let bundle = std::fs::read_to_string(corpus().join("cosign-v3/bundle_v03.json")).unwrap();
+    let root = std::fs::read_to_string(corpus().join("trusted-roots/public-good.json")).unwrap();
+    let digest = "c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+    let signer = |identity: &str| Signer::Identity {
+        identity: Matcher::Exact(identity.to_string()),
+        issuer: Matcher::Exact(DEFAULT_ISSUER.to_string()),
+    };
+    let release = "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0";
+    let verified = verify_bundle(&bundle, &root, Signed::Sha256(digest), &signer(release)).unwrap();
+    assert_eq!(verified.identity.as_deref(), Some(release));
+    assert_eq!(
+        verified.integrated_time.as_deref(),
+        Some("2026-04-09T07:23:29Z")
+    );
+    // The same bundle for another image, or from another workflow, does not verify.
+    let other = "0".repeat(64);
+    assert!(verify_bundle(&bundle, &root, Signed::Sha256(&other), &signer(release)).is_err());
+    let regex = Signer::Identity {
+        identity: Matcher::regex("^https://github.com/kubewarden/kubewarden-controller/").unwrap(),
+        issuer: Matcher::Exact(DEFAULT_ISSUER.to_string()),
+    };
+    assert!(verify_bundle(&bundle, &root, Signed::Sha256(digest), &regex).is_ok());
+    let wrong = signer(
+        "https://github.com/kubewarden/kubewarden-controller/.github/workflows/ci.yml@refs/heads/main",
+    );
+    let err = verify_bundle(&bundle, &root, Signed::Sha256(digest), &wrong).unwrap_err();
+    assert!(!err.is_invalid_input(), "{err:?}");
+}
