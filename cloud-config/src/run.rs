@@ -26,7 +26,7 @@ pub struct Options {
     pub dry_run: bool,
     /// The hostname `node:` matches against, instead of the target's.
     pub hostname: Option<String>,
-    /// `host:port` of the cloud metadata service `datasource:` asks, instead of
+    /// `ip:port` of the cloud metadata service `datasource:` asks, instead of
     /// 169.254.169.254:80 (for tests, and clouds that relay the service).
     pub metadata_endpoint: Option<String>,
 }
@@ -195,16 +195,19 @@ pub fn run_loaded(stage: &str, loaded: &Loaded, options: &Options) -> Report {
     report
 }
 
+/// True when two steps of a file's stage share a name (two unnamed steps count, as in yip).
+fn names_repeat(steps: &[Step]) -> bool {
+    steps
+        .iter()
+        .enumerate()
+        .any(|(j, s)| steps[j + 1..].iter().any(|t| t.name == s.name))
+}
+
 /// The name of step `i` of a file's `steps` in reports (its `name`, `<stage>[<i>]` without
 /// one), and as yip names it in its ids: the name, or the index without one; when names
 /// repeat within the file's stage, every step's name gets `.<index>`, in both.
-fn step_names(steps: &[Step], i: usize, stage: &str) -> (String, String) {
+fn step_names(steps: &[Step], i: usize, stage: &str, any_repeated: bool) -> (String, String) {
     let name = &steps[i].name;
-    // yip checks the whole list: two unnamed steps count as a repeated (empty) name too.
-    let any_repeated = steps
-        .iter()
-        .enumerate()
-        .any(|(j, s)| steps[j + 1..].iter().any(|t| t.name == s.name));
     let yip = match (any_repeated, name.is_empty()) {
         (true, _) => format!("{name}.{i}"),
         (false, true) => i.to_string(),
@@ -227,8 +230,9 @@ pub fn run_exact(stage: &str, loaded: &Loaded, options: &Options, report: &mut R
     let mut ids: Vec<String> = Vec::new();
     for f in &loaded.files {
         let steps = f.config.stages.get(stage).map(Vec::as_slice).unwrap_or(&[]);
+        let repeated = names_repeat(steps);
         for (i, step) in steps.iter().enumerate() {
-            let (name, yip_name) = step_names(steps, i, stage);
+            let (name, yip_name) = step_names(steps, i, stage, repeated);
             // yip names a file by its path on the system it runs on: a source under an
             // offline root is named from that root.
             let in_root = Path::new(&f.source)

@@ -604,3 +604,27 @@ fn mounted_under(dir: &str) -> bool {
                 .is_some_and(|m| m.starts_with(dir))
         })
 }
+
+/// A provider clb does not implement (yip's vultr) is skipped with a note; the next is asked.
+#[test]
+fn an_unsupported_provider_is_skipped_with_a_note() {
+    let root = make_root();
+    let r = root.path();
+    std::fs::write(r.join("oem/seed.yaml"), USER_DATA).unwrap();
+    let report = run_datasource(
+        r,
+        "{providers: [vultr, file], path: /oem/seed.yaml}",
+        &closed_port(),
+        false,
+    );
+    let fetch = step(&report);
+    assert_eq!(fetch.outcome, Outcome::Ran, "{report:#?}");
+    assert!(
+        fetch.notes.contains(
+            &"datasource provider \"vultr\" is not supported by clb: skipped".to_string()
+        ),
+        "{:?}",
+        fetch.notes
+    );
+    assert_eq!(read(r, "/run/config/userdata.yaml"), USER_DATA);
+}

@@ -427,9 +427,9 @@ pub struct RunStageArgs {
     /// Kernel command line to read clb.setup=/cos.setup= from (default: /proc/cmdline when --root is /).
     #[arg(long)]
     pub cmdline: Option<String>,
-    /// HOST:PORT of the cloud metadata service `datasource:` steps ask, instead of
+    /// IP:PORT of the cloud metadata service `datasource:` steps ask, instead of
     /// 169.254.169.254:80 (for tests, or a cloud that relays the service elsewhere).
-    #[arg(long, value_name = "HOST:PORT", env = "CLB_METADATA_ENDPOINT")]
+    #[arg(long, value_name = "IP:PORT", env = "CLB_METADATA_ENDPOINT")]
     pub metadata_endpoint: Option<String>,
 }
 

@@ -52,10 +52,6 @@ pub const PROVIDERS: &[&str] = &[
     "file",
 ];
 
-/// yip providers clb does not implement: a warning names them and they are skipped.
-pub(crate) const UNSUPPORTED: &[&str] =
-    &["packet", "scaleway", "vultr", "metaldata", "maas", "vmware"];
-
 /// Asks each provider in turn; the first that answers, and what it found.
 pub(crate) fn query(
     providers: &[&str],

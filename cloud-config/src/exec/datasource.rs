@@ -7,7 +7,7 @@ use super::files::{Owners, ensure_file};
 use super::system::{command, hostname};
 use super::users::authorized_keys;
 use crate::ctx::Ctx;
-use crate::datasource::{Endpoint, Found, PROVIDERS, UNSUPPORTED, query};
+use crate::datasource::{Endpoint, Found, PROVIDERS, query};
 use crate::error::StepError;
 use crate::schema::Datasource;
 
@@ -24,7 +24,9 @@ pub(crate) fn datasource(ctx: &mut Ctx, ds: &Datasource) -> Result<(), StepError
         if providers.contains(&p.as_str()) {
             continue;
         }
-        if UNSUPPORTED.contains(&p.as_str()) || !PROVIDERS.contains(&p.as_str()) {
+        // yip's packet, scaleway, vultr, metaldata, maas and vmware among them (the docs say
+        // why).
+        if !PROVIDERS.contains(&p.as_str()) {
             ctx.notes.push(format!(
                 "datasource provider {p:?} is not supported by clb: skipped"
             ));
