@@ -29,7 +29,7 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(data: Vec<u8>) -> Self {
+    pub(crate) fn new(data: Vec<u8>) -> Self {
         Self {
             digest: sha256_digest(&data),
             data,
@@ -266,6 +266,7 @@ impl LayerDescriptor {
             payload,
             signature_b64: self.signature_b64().to_string(),
             media_type: self.media_type.clone(),
+            annotations: self.annotations.clone(),
         })
     }
 }

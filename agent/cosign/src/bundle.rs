@@ -43,6 +43,15 @@ pub enum BundleError {
     /// The certificate's OIDC issuer is not the one the policy accepts.
     #[error("certificate issuer {found:?} does not match {wanted}")]
     Issuer { found: String, wanted: String },
+    /// A key-signed bundle without a transparency log entry, where the policy requires one.
+    #[error("bundle has no transparency log entry and the policy requires one")]
+    NoLogEntry,
+    /// A key-signed bundle with no log entry or timestamp that does not verify.
+    #[error("bundle does not verify: {0}")]
+    Unlogged(String),
+    /// A DSSE statement that is not cosign's image signature.
+    #[error("{0}")]
+    Statement(String),
 }
 
 impl BundleError {
@@ -97,8 +106,9 @@ impl Matcher {
 /// Who must have signed.
 #[derive(Debug, Clone)]
 pub enum Signer {
-    /// The holder of this public key (PEM).
-    Key(String),
+    /// The holder of this public key (PEM). With `require_log`, the bundle must carry a
+    /// transparency log entry; without, entries it carries are still verified.
+    Key { pem: String, require_log: bool },
     /// A Fulcio certificate for this identity (SAN) from this OIDC issuer.
     Identity { identity: Matcher, issuer: Matcher },
 }
@@ -119,6 +129,20 @@ pub struct BundleVerified {
     pub issuer: Option<String>,
     /// When the transparency log integrated the entry, RFC 3339.
     pub integrated_time: Option<String>,
+    /// The bundle carried transparency log entries, and they verified.
+    pub logged: bool,
+}
+
+/// A parsed `trusted_root.json`, to verify many bundles against.
+pub struct SigstoreRoot(TrustedRoot);
+
+impl SigstoreRoot {
+    pub fn from_json(json: &str) -> Result<Self, BundleError> {
+        let root = TrustedRoot::from_json(json).map_err(BundleError::TrustedRootFormat)?;
+        // Rejects a root whose material is unusable now rather than at the first bundle.
+        Verifier::new(&root).map_err(BundleError::TrustedRoot)?;
+        Ok(Self(root))
+    }
 }
 
 /// Verifies `bundle_json` for `signed` against `trusted_root_json`: the signature, and every
@@ -130,9 +154,24 @@ pub fn verify_bundle(
     signed: Signed,
     signer: &Signer,
 ) -> Result<BundleVerified, BundleError> {
-    let root = TrustedRoot::from_json(trusted_root_json).map_err(BundleError::TrustedRootFormat)?;
-    let verifier = Verifier::new(&root).map_err(BundleError::TrustedRoot)?;
+    verify_bundle_with(
+        bundle_json,
+        &SigstoreRoot::from_json(trusted_root_json)?,
+        signed,
+        signer,
+    )
+}
+
+/// [`verify_bundle`] against an already parsed root.
+pub fn verify_bundle_with(
+    bundle_json: &str,
+    root: &SigstoreRoot,
+    signed: Signed,
+    signer: &Signer,
+) -> Result<BundleVerified, BundleError> {
+    let verifier = Verifier::new(&root.0).map_err(BundleError::TrustedRoot)?;
     let bundle = Bundle::from_json(bundle_json).map_err(BundleError::BundleFormat)?;
+    let logged = !bundle.verification_material.tlog_entries.is_empty();
     let artifact = match signed {
         Signed::Bytes(b) => Artifact::from_blob(b),
         Signed::Sha256(hex) => Artifact::from_digest(
@@ -140,15 +179,31 @@ pub fn verify_bundle(
         ),
     };
     match signer {
-        Signer::Key(pem) => {
+        Signer::Key { pem, require_log } => {
             let key = DerPublicKey::from_pem(pem).map_err(BundleError::Key)?;
+            if !require_log && crate::unlogged::has_no_time_evidence(bundle_json) {
+                crate::unlogged::verify_unlogged(bundle_json, pem, signed)?;
+                return Ok(BundleVerified {
+                    identity: None,
+                    issuer: None,
+                    integrated_time: None,
+                    logged: false,
+                });
+            }
+            let policy = match (logged, require_log) {
+                (true, _) => PublicKeyVerificationPolicy::new(key),
+                (false, true) => return Err(BundleError::NoLogEntry),
+                // Nothing to check in a log: the signature (and any timestamp) still is.
+                (false, false) => PublicKeyVerificationPolicy::new(key).skip_tlog_unsafe(),
+            };
             let result = verifier
-                .verify(artifact, &bundle, &PublicKeyVerificationPolicy::new(key))
+                .verify(artifact, &bundle, &policy)
                 .map_err(BundleError::Verification)?;
             Ok(BundleVerified {
                 identity: None,
                 issuer: None,
                 integrated_time: result.integrated_time().map(|t| t.to_string()),
+                logged,
             })
         }
         Signer::Identity { identity, issuer } => {
@@ -184,6 +239,7 @@ pub fn verify_bundle(
                 identity: Some(found_identity),
                 issuer: Some(found_issuer),
                 integrated_time: result.integrated_time().map(|t| t.to_string()),
+                logged,
             })
         }
     }

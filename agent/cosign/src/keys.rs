@@ -165,6 +165,12 @@ impl SigningKey {
         fingerprint(&self.spki_der)
     }
 
+    /// The key hint a Sigstore bundle carries: base64 of the SPKI DER's sha256, as
+    /// sigstore-go (and so cosign v3) writes it. Verifiers treat it as opaque.
+    pub fn hint(&self) -> String {
+        STANDARD.encode(Sha256::digest(&self.spki_der))
+    }
+
     /// The matching public key as a [`TrustedKey`] labelled `source`.
     pub fn trusted_key(&self, source: &str) -> Result<TrustedKey, CosignError> {
         TrustedKey::from_spki_der(&self.spki_der, source)

@@ -17,16 +17,21 @@
 //!   [`SigningKey`], [`load_trusted_key`]).
 //!
 //! Sigstore bundles (cosign v3's format, keyless or with a key) are verified offline against a
-//! trusted root by [`verify_bundle`].
+//! trusted root by [`verify_bundle`]; [`verify_image_bundle`] adds the image statement's rules,
+//! [`sign_image_bundle`] and [`bundle_artifact`] write cosign v3's format, and
+//! [`verify_legacy_keyless`] checks keyless signatures in the legacy `.sig` layout.
 //!
 //! See `docs/signatures.md` for the full description.
 
 mod artifact;
 mod bundle;
 mod error;
+mod image_bundle;
 mod keys;
+mod legacy_keyless;
 mod payload;
 mod pem;
+mod unlogged;
 mod verify;
 
 pub use artifact::{
@@ -34,12 +39,19 @@ pub use artifact::{
     parse_signature_manifest, signature_manifest, signature_manifest_annotated,
 };
 pub use bundle::{
-    BundleError, BundleVerified, Matcher, Signed, Signer, embedded_trusted_root, verify_bundle,
+    BundleError, BundleVerified, Matcher, Signed, Signer, SigstoreRoot, embedded_trusted_root,
+    verify_bundle, verify_bundle_with,
 };
 pub use error::CosignError;
+pub use image_bundle::{
+    BUNDLE_MEDIA_TYPE, BundleArtifact, COSIGN_SIGN_PREDICATE, Descriptor, EMPTY_MEDIA_TYPE,
+    MAX_BUNDLE_SIZE, bundle_artifact, bundle_layer, bundle_referrers, is_bundle_media_type,
+    referrers_index_with, referrers_tag, sign_image_bundle, verify_image_bundle,
+};
 pub use keys::{
     KeyPairPem, SigningKey, TrustedKey, generate_key_pair, load_trusted_key, load_trusted_keys,
 };
+pub use legacy_keyless::{LegacyKeylessError, is_keyless, legacy_bundle, verify_legacy_keyless};
 pub use payload::{
     SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SIMPLE_SIGNING_TYPE, signature_tag,
     simple_signing_payload, validate_digest,

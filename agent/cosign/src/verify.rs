@@ -18,6 +18,8 @@ pub struct SignatureLayer {
     pub signature_b64: String,
     /// The layer descriptor's media type.
     pub media_type: String,
+    /// All the layer's annotations (a keyless signer's certificate, chain and Rekor bundle).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What was verified, for the slot's "verified with" record.
@@ -167,7 +169,19 @@ fn verify_layer(
             },
         ));
     };
-    let payload: Payload = serde_json::from_slice(&layer.payload).map_err(|e| {
+    let docker_reference = check_payload(&layer.payload, manifest_digest)?;
+    Ok(Verified {
+        key_source: key.source.clone(),
+        key_fingerprint: key.fingerprint.clone(),
+        docker_reference,
+        manifest_digest: manifest_digest.to_string(),
+    })
+}
+
+/// Checks a payload whose signature verified: a simple-signing document naming exactly
+/// `manifest_digest`. Returns its docker-reference.
+fn check_payload(payload: &[u8], manifest_digest: &str) -> Result<String, (Stage, CosignError)> {
+    let payload: Payload = serde_json::from_slice(payload).map_err(|e| {
         (
             Stage::Malformed,
             CosignError::MalformedPayload(format!("not a simple-signing document: {e}")),
@@ -194,10 +208,14 @@ fn verify_layer(
             },
         ));
     }
-    Ok(Verified {
-        key_source: key.source.clone(),
-        key_fingerprint: key.fingerprint.clone(),
-        docker_reference: payload.critical.identity.docker_reference,
-        manifest_digest: found,
-    })
+    Ok(payload.critical.identity.docker_reference)
+}
+
+/// [`check_payload`] for callers outside this module: the payload of a signature that
+/// verified by other means (a keyless legacy layer).
+pub(crate) fn check_signed_payload(
+    payload: &[u8],
+    manifest_digest: &str,
+) -> Result<String, CosignError> {
+    check_payload(payload, manifest_digest).map_err(|(_, e)| e)
 }

@@ -45,7 +45,10 @@ fn every_conformance_case_verifies_or_fails_as_expected() {
             std::fs::read(case.join("artifact")).unwrap_or_else(|_| default_artifact.clone());
         let digest = hex::encode(Sha256::digest(&artifact));
         let signer = match optional(&case.join("key.pub")) {
-            Some(pem) => Signer::Key(pem),
+            Some(pem) => Signer::Key {
+                pem,
+                require_log: true,
+            },
             None => Signer::Identity {
                 identity: Matcher::Exact(
                     optional(&case.join("identity"))

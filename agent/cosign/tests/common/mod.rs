@@ -21,5 +21,6 @@ pub fn layer(payload: &[u8], sig: &str) -> clb_cosign::SignatureLayer {
         payload: payload.to_vec(),
         signature_b64: sig.to_string(),
         media_type: clb_cosign::SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+        annotations: Default::default(),
     }
 }
