@@ -61,7 +61,10 @@ pub fn verify(req: &BundleRequest) -> Result<BundleVerified> {
         None => clb_cosign::embedded_trusted_root(req.staging).to_string(),
     };
     let signer = match &req.signer {
-        SignerSpec::Key(p) => Signer::Key(read(p, "public key")?),
+        SignerSpec::Key(p) => Signer::Key {
+            pem: read(p, "public key")?,
+            require_log: true,
+        },
         SignerSpec::Identity {
             identity,
             identity_is_regex,

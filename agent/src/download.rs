@@ -5,6 +5,8 @@
 use clb_ondisk::atomic::write_atomic;
 use clb_ondisk::{LayerRecord, SlotName, Verification};
 
+use crate::trust::{self, Decision};
+
 use crate::error::{ClbError, Result};
 use crate::progress::Progress;
 use crate::pull::{self, PullStats};
@@ -116,26 +118,30 @@ pub(crate) async fn download_locked(
     progress: &Progress,
 ) -> Result<(Option<DownloadRecord>, DownloadReport)> {
     let reference = Registry::parse_reference(&req.image)?;
-    let keys = if req.verify {
-        signatures::load_keys(&req.keys)?
-    } else {
-        tracing::warn!(image = %req.image, "signature verification disabled by --no-verify");
-        Vec::new()
-    };
+    let (verify, keys, policy) = (req.verify, req.keys.clone(), req.policy.clone());
+    let policy = blocking(move || Ok(trust::resolve(verify, &keys, policy.as_deref())?)).await?;
     progress.step("resolving");
     let image = registry.resolve(&reference).await?;
     tracing::info!(image = %req.image, digest = %image.manifest_digest, layers = image.manifest.layers.len(), "resolved");
-    let verified = if req.verify {
-        progress.step("verifying the signature");
-        let v =
-            signatures::verify_image(registry, &image, &keys, req.signature_repository.as_deref())
-                .await?;
-        tracing::info!(digest = %v.digest, key = %v.key_source, "signature verified");
-        Some(v)
-    } else {
-        None
+    progress.step("verifying signatures");
+    let decision = signatures::verify_image(
+        registry,
+        &image,
+        &policy,
+        req.signature_repository.as_deref(),
+    )
+    .await?;
+    let verified = match decision {
+        Decision::Verified(v) => {
+            tracing::info!(digest = %image.manifest_digest, signer = %v.key, scope = ?v.policy_scope, "signatures verified");
+            Some(v)
+        }
+        Decision::Unchecked => {
+            tracing::warn!(image = %req.image, "signatures not verified (--no-verify or an insecure-accept-anything policy entry)");
+            None
+        }
     };
-    let verified_with = verified.as_ref().map(|v| v.key_source.clone());
+    let verified_with = verified.as_ref().map(|v| v.key.clone());
     if already_staged(store, req, &image.manifest_digest)? {
         tracing::info!(digest = %image.manifest_digest, "already staged");
         return Ok((
@@ -188,10 +194,7 @@ pub(crate) async fn download_locked(
         image: req.image.clone(),
         digest: image.manifest_digest.clone(),
         layers,
-        verified: verified.map(|v| Verification {
-            key: v.key_source,
-            key_fingerprint: v.key_fingerprint,
-        }),
+        verified,
         downloaded_at: now_rfc3339(),
     };
     let (owned_store, owned_record) = (store.clone(), record.clone());

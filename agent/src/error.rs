@@ -207,6 +207,12 @@ pub enum ClbError {
         #[source]
         source: clb_cosign::BundleError,
     },
+    /// A trust policy (or `--key`) that cannot be used.
+    #[error(transparent)]
+    Policy(#[from] crate::trust::PolicyError),
+    /// The trust policy refused the image's signatures.
+    #[error("signature verification failed")]
+    Refused(#[from] crate::trust::Refusal),
     /// A key file that cannot be used (bad PEM, wrong password, unsupported algorithm).
     #[error("key {path}")]
     Key {
@@ -282,6 +288,8 @@ impl ClbError {
             ClbError::Bundle { source, .. } if source.is_invalid_input() => exit::INVALID_INPUT,
             ClbError::Bundle { .. } => exit::VERIFICATION_FAILED,
             ClbError::Signing { .. } => exit::FAILURE,
+            ClbError::Policy(_) => exit::INVALID_INPUT,
+            ClbError::Refused(_) => exit::VERIFICATION_FAILED,
             ClbError::Disk(e) => disk_exit_code(e),
             ClbError::Convert(e) => convert_exit_code(e),
             ClbError::Command(e) if e.says_no_space() => exit::NO_SPACE,

@@ -28,6 +28,7 @@ pub mod status;
 pub mod store;
 pub mod strategy;
 pub mod target;
+pub mod trust;
 pub mod upgrade;
 
 pub use error::{ClbError, Result};

@@ -77,11 +77,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Signs the digest `image` resolves to; appends to an existing signature manifest as
 /// cosign does. Returns the signed digest.
+/// The layout `clb sign` writes a signature in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFormat {
+    /// cosign v3's: a Sigstore bundle attached as a referrer of the image.
+    Bundle,
+    /// cosign's legacy `sha256-<hex>.sig` tag.
+    Sig,
+}
+
 pub async fn sign(
     registry: &Registry,
     image: &str,
     key: &Path,
     signature_repository: Option<&str>,
+    format: SignatureFormat,
 ) -> Result<String> {
     let pem = std::fs::read(key).map_err(ClbError::io(format!("reading {}", key.display())))?;
     let signer = clb_cosign::SigningKey::from_encrypted_pem(&pem, &key_password())
@@ -91,8 +101,16 @@ pub async fn sign(
             source,
         })?;
     let reference = Registry::parse_reference(image)?;
-    let (_, digest) = registry.pull_manifest_raw(&reference).await?;
+    let (raw, digest) = registry.pull_manifest_raw(&reference).await?;
     let docker_reference = format!("{}/{}", reference.registry(), reference.repository());
+    if format == SignatureFormat::Bundle {
+        let repository = match signature_repository {
+            Some(repo) => Registry::parse_reference(repo)?,
+            None => reference.clone(),
+        };
+        attach_bundle(registry, &repository, &signer, &raw, &digest).await?;
+        return Ok(digest);
+    }
     let payload = clb_cosign::simple_signing_payload(&docker_reference, &digest);
     let signature = signer.sign(&payload).map_err(|source| ClbError::Signing {
         context: format!("signing {digest}"),
@@ -138,6 +156,65 @@ pub async fn sign(
         )
         .await?;
     Ok(digest)
+}
+
+/// Signs `digest` as cosign v3 does and attaches the bundle to it in `repository`: the
+/// artifact manifest by digest, then the referrers fallback index (`sha256-<hex>` tag) with
+/// it added, which registries with the referrers API ignore and the others need.
+async fn attach_bundle(
+    registry: &Registry,
+    repository: &oci_client::Reference,
+    signer: &clb_cosign::SigningKey,
+    subject_manifest: &[u8],
+    digest: &str,
+) -> Result<()> {
+    let signing = |context: String| move |source| ClbError::Signing { context, source };
+    let bundle = clb_cosign::sign_image_bundle(signer, digest)
+        .map_err(signing(format!("signing {digest}")))?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(subject_manifest)
+        .ok()
+        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+    let subject = clb_cosign::Descriptor {
+        media_type,
+        digest: digest.to_string(),
+        size: subject_manifest.len() as u64,
+        artifact_type: None,
+        annotations: Default::default(),
+    };
+    // cosign writes whole seconds (Go's time.RFC3339).
+    let now = now_rfc3339();
+    let created = match now.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => now,
+    };
+    let artifact = clb_cosign::bundle_artifact(bundle, subject, &created)
+        .map_err(signing("building the bundle manifest".into()))?;
+    let manifest_ref = repository.clone_with_digest(artifact.descriptor.digest.clone());
+    for blob in [&artifact.config, &artifact.bundle] {
+        registry
+            .push_blob(&manifest_ref, blob.data.clone(), &blob.digest)
+            .await?;
+    }
+    registry
+        .push_manifest(&manifest_ref, artifact.manifest.clone(), OCI_MANIFEST)
+        .await?;
+    let tag = clb_cosign::referrers_tag(digest).map_err(signing(format!("tagging {digest}")))?;
+    let index_ref = oci_client::Reference::with_tag(
+        repository.registry().to_string(),
+        repository.repository().to_string(),
+        tag,
+    );
+    let existing = registry.pull_manifest_optional(&index_ref).await?;
+    let index = clb_cosign::referrers_index_with(
+        existing.as_ref().map(|(raw, _)| raw.as_slice()),
+        &artifact.descriptor,
+    )
+    .map_err(signing(format!("updating {index_ref}")))?;
+    registry
+        .push_manifest(&index_ref, index, crate::registry::OCI_INDEX)
+        .await?;
+    Ok(())
 }
 
 /// Publishes `dirs` (bottom first) as one image, one layer per directory.

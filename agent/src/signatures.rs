@@ -1,38 +1,13 @@
-//! Finding cosign signatures in a registry and checking them before anything is staged.
-//! The cryptography and the payload rules live in `clb-cosign`; this module only fetches.
+//! Finding cosign signatures in a registry, for the trust policy to judge before anything is
+//! staged. The cryptography lives in `clb-cosign`, the rules in [`crate::trust`]; this module
+//! only fetches.
 
-use std::path::PathBuf;
-
-use clb_cosign::{SignatureLayer, TrustedKey};
+use clb_cosign::SignatureLayer;
 use oci_client::Reference;
 
 use crate::error::{ClbError, Result};
 use crate::registry::{Registry, ResolvedImage};
-
-/// What was verified, recorded in the slot manifest.
-#[derive(Debug, Clone)]
-pub struct VerifiedImage {
-    pub digest: String,
-    pub key_source: String,
-    pub key_fingerprint: String,
-}
-
-pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<TrustedKey>> {
-    paths
-        .iter()
-        .map(|p| {
-            let pem = std::fs::read(p)
-                .map_err(ClbError::io(format!("reading public key {}", p.display())))?;
-            clb_cosign::load_trusted_keys(&pem, &p.display().to_string()).map_err(|source| {
-                ClbError::Key {
-                    path: p.display().to_string(),
-                    source,
-                }
-            })
-        })
-        .collect::<Result<Vec<Vec<TrustedKey>>>>()
-        .map(|keys| keys.into_iter().flatten().collect())
-}
+use crate::trust::{Decision, Found, Requirement, TrustPolicy, evaluate};
 
 /// Where signatures of `image` live: the image's own repository or `--signature-repository`.
 pub fn signature_reference(
@@ -54,57 +29,110 @@ pub fn signature_reference(
     }
 }
 
-/// Verifies the image against `keys`. The signature may name the digest the reference points
-/// at (an index for multi-arch images: its content, checked by digest, names the platform
-/// manifest) or the platform manifest itself.
+/// Applies the policy entry for the image's repository to the signatures found for it. A
+/// signature may name the digest the reference points at (an index for multi-arch images:
+/// its content, checked by digest, names the platform manifest) or the platform manifest.
+/// Signatures are looked for in both layouts cosign writes: the legacy `.sig` tag, and
+/// bundles attached as referrers (the OCI referrers API, else its tag fallback).
 pub async fn verify_image(
     registry: &Registry,
     image: &ResolvedImage,
-    keys: &[TrustedKey],
+    policy: &TrustPolicy,
     signature_repository: Option<&str>,
-) -> Result<VerifiedImage> {
-    if keys.is_empty() {
-        return Err(ClbError::Invalid(
-            "verification needs at least one --key (or pass --no-verify)".to_string(),
-        ));
+) -> Result<Decision> {
+    let reference = &image.reference;
+    let entry = policy.entry_for(reference.registry(), reference.repository());
+    if !matches!(entry.requirement, Requirement::Signed { .. }) {
+        return Ok(evaluate(entry, &[])?);
     }
     let mut candidates = vec![image.top_digest.clone()];
     if image.manifest_digest != image.top_digest {
         candidates.push(image.manifest_digest.clone());
     }
-    let mut last_error = None;
-    for digest in &candidates {
-        let sig_ref = signature_reference(&image.reference, signature_repository, digest)?;
-        let Some((raw, _)) = registry.pull_manifest_optional(&sig_ref).await? else {
-            last_error = Some(ClbError::Verification(format!(
-                "no signature for {digest} (looked for {sig_ref})"
-            )));
-            continue;
+    let mut found = Vec::new();
+    for digest in candidates {
+        let mut signatures = Found {
+            digest: digest.clone(),
+            ..Found::default()
         };
-        let layers = fetch_signature_layers(registry, &sig_ref, &raw).await?;
-        match clb_cosign::verify(&layers, digest, keys) {
-            Ok(v) => {
-                return Ok(VerifiedImage {
-                    digest: digest.clone(),
-                    key_source: v.key_source,
-                    key_fingerprint: v.key_fingerprint,
-                });
+        let sig_ref = signature_reference(reference, signature_repository, &digest)?;
+        if let Some((raw, _)) = registry.pull_manifest_optional(&sig_ref).await? {
+            for layer in fetch_signature_layers(registry, &sig_ref, &raw).await? {
+                signatures.legacy.push((sig_ref.to_string(), layer));
             }
-            Err(source) if source.is_verification_failure() => {
-                last_error = Some(ClbError::Signature {
-                    location: sig_ref.to_string(),
-                    source,
-                })
-            }
-            Err(source) => {
-                return Err(ClbError::SignatureData {
-                    location: sig_ref.to_string(),
-                    source,
-                });
+        }
+        let subject = match signature_repository {
+            Some(repo) => Registry::parse_reference(repo)?.clone_with_digest(digest.clone()),
+            None => reference.clone_with_digest(digest.clone()),
+        };
+        fetch_bundles(registry, &subject, &mut signatures).await?;
+        found.push(signatures);
+    }
+    Ok(evaluate(entry, &found)?)
+}
+
+/// The bundles attached to `subject`. A listed referrer that cannot be read is noted, not
+/// fatal: another signature may still satisfy the policy.
+async fn fetch_bundles(registry: &Registry, subject: &Reference, found: &mut Found) -> Result<()> {
+    let index = registry
+        .referrers(subject, clb_cosign::BUNDLE_MEDIA_TYPE)
+        .await?;
+    let unusable = |source| ClbError::SignatureData {
+        location: format!("referrers of {subject}"),
+        source,
+    };
+    let mut listed = clb_cosign::bundle_referrers(&index).map_err(unusable)?;
+    if listed.is_empty() {
+        // oci-client's fallback keeps only entries typed as bundles; cosign 3.0.x typed its
+        // fallback entries as the empty config.
+        let tag = clb_cosign::referrers_tag(&found.digest).map_err(unusable)?;
+        let index_ref = Reference::with_tag(
+            subject.registry().to_string(),
+            subject.repository().to_string(),
+            tag,
+        );
+        if let Some((raw, _)) = registry.pull_manifest_optional(&index_ref).await? {
+            listed = clb_cosign::untyped_referrers(&raw).map_err(unusable)?;
+        }
+    }
+    for descriptor in listed.into_iter().take(MAX_REFERRERS) {
+        let manifest_ref = subject.clone_with_digest(descriptor.digest.clone());
+        match fetch_bundle(registry, &manifest_ref, &found.digest).await {
+            Ok(json) => found.bundles.push((manifest_ref.to_string(), json)),
+            Err(e) => {
+                let reason = clb_command::one_line_deduplicated(&e);
+                tracing::warn!(referrer = %manifest_ref, error = %reason, "unreadable signature bundle");
+                found
+                    .unreadable
+                    .push(format!("referrer {}: {reason}", descriptor.digest));
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ClbError::Verification("no signature found".to_string())))
+    Ok(())
+}
+
+/// More bundles than any image carries: a bound on what a hostile index can make us fetch.
+const MAX_REFERRERS: usize = 32;
+
+async fn fetch_bundle(
+    registry: &Registry,
+    manifest_ref: &Reference,
+    subject: &str,
+) -> Result<String> {
+    let (raw, _) = registry.pull_manifest_raw(manifest_ref).await?;
+    let signature_data = |source| ClbError::SignatureData {
+        location: manifest_ref.to_string(),
+        source,
+    };
+    let layer = clb_cosign::bundle_layer(&raw, subject).map_err(signature_data)?;
+    let blob = registry
+        .pull_blob_bytes(manifest_ref, &layer.digest)
+        .await?;
+    String::from_utf8(blob).map_err(|_| {
+        signature_data(clb_cosign::CosignError::InvalidManifest(
+            "the bundle is not UTF-8 JSON".into(),
+        ))
+    })
 }
 
 /// The signature layers of a signature manifest with their payloads (each checked against

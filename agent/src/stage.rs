@@ -12,6 +12,8 @@ pub struct UpgradeRequest {
     pub image: String,
     pub keys: Vec<PathBuf>,
     pub verify: bool,
+    /// The trust policy file (`None`: the host's); `keys` replace it.
+    pub policy: Option<PathBuf>,
     pub signature_repository: Option<String>,
     pub max_tries: Option<u32>,
     pub pull: PullOptions,

@@ -71,6 +71,39 @@ pub struct DownloadStatus {
     pub complete: bool,
 }
 
+/// A signer that verified a slot's image.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SignerStatus {
+    /// Its name in the policy, else its key file or identity.
+    pub name: String,
+    /// `key` or `keyless`.
+    pub kind: String,
+    /// `bundle` (cosign v3 referrer) or `sig` (legacy `.sig` tag).
+    pub format: String,
+    /// The certificate's identity (keyless).
+    pub identity: Option<String>,
+    /// The certificate's OIDC issuer (keyless).
+    pub issuer: Option<String>,
+    /// sha256 of the key's SubjectPublicKeyInfo DER (key).
+    pub key_fingerprint: Option<String>,
+    /// A transparency log entry was verified.
+    pub logged: bool,
+}
+
+impl From<clb_ondisk::VerifiedSigner> for SignerStatus {
+    fn from(s: clb_ondisk::VerifiedSigner) -> Self {
+        Self {
+            name: s.name,
+            kind: s.kind,
+            format: s.format,
+            identity: s.identity,
+            issuer: s.issuer,
+            key_fingerprint: s.key_fingerprint,
+            logged: s.logged,
+        }
+    }
+}
+
 /// One installed slot.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SlotStatus {
@@ -85,6 +118,11 @@ pub struct SlotStatus {
     pub verified: bool,
     /// Which key verified it (`null` with `--no-verify`).
     pub verified_with: Option<String>,
+    /// The trust policy entry that applied: `default` or a scope (`null`: not verified, or
+    /// staged before trust policies).
+    pub policy_scope: Option<String>,
+    /// Every signer of that entry that verified it.
+    pub signers: Vec<SignerStatus>,
     /// When it was staged (RFC 3339, UTC).
     pub staged_at: String,
     /// Every layer it needs is in the store.
@@ -105,7 +143,12 @@ pub fn status(store: &StateStore, booted: Option<SlotName>) -> Result<Status> {
                 complete,
                 layers,
                 verified: m.verified.is_some(),
-                verified_with: m.verified.map(|v| v.key),
+                verified_with: m.verified.as_ref().map(|v| v.key.clone()),
+                policy_scope: m.verified.as_ref().and_then(|v| v.policy_scope.clone()),
+                signers: m
+                    .verified
+                    .map(|v| v.signers.into_iter().map(SignerStatus::from).collect())
+                    .unwrap_or_default(),
                 image: m.image,
                 digest: m.digest,
                 staged_at: m.staged_at,

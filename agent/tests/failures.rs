@@ -21,8 +21,8 @@ fn verification_failures_are_refused_and_change_nothing() {
     assert_fails(&fx.upgrade(&state, "os:v2", &[]), 4, "verification failed");
     unchanged(&state, &before, "unsigned image");
 
-    // Signed, but with a key we do not trust.
-    fx.sign("os:v2");
+    // Signed (in the legacy layout, corrupted below), but with a key we do not trust.
+    fx.sign_as("os:v2", "sig");
     let other = fx.work.path().join("other");
     assert_ok(&clb(&[
         "keygen",
@@ -150,20 +150,6 @@ fn verification_failures_are_refused_and_change_nothing() {
         py_pub,
     ]);
     assert_ok(&out);
-}
-
-fn run_signer(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cosign_signer.py");
-    let out = Command::new(clb_testsupport::PYTHON)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "signer {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! sigstore-verify's (see docs/decisions.md); this module adds what it leaves to callers:
 //! identity and issuer given as regular expressions, and requiring every proof it reports.
 
+use sha2::{Digest as _, Sha256};
 use sigstore_verify::trust_root::TrustedRoot;
 use sigstore_verify::types::{Artifact, Bundle, DerPublicKey, Sha256Hash};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, Verifier};
@@ -136,6 +137,12 @@ pub struct BundleVerified {
 /// A parsed `trusted_root.json`, to verify many bundles against.
 pub struct SigstoreRoot(TrustedRoot);
 
+impl std::fmt::Debug for SigstoreRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigstoreRoot")
+    }
+}
+
 impl SigstoreRoot {
     pub fn from_json(json: &str) -> Result<Self, BundleError> {
         let root = TrustedRoot::from_json(json).map_err(BundleError::TrustedRootFormat)?;
@@ -182,7 +189,12 @@ pub fn verify_bundle_with(
         Signer::Key { pem, require_log } => {
             let key = DerPublicKey::from_pem(pem).map_err(BundleError::Key)?;
             if !require_log && crate::unlogged::has_no_time_evidence(bundle_json) {
-                crate::unlogged::verify_unlogged(bundle_json, pem, signed)?;
+                let sha256 = match signed {
+                    Signed::Bytes(b) => hex::encode(Sha256::digest(b)),
+                    Signed::Sha256(hex) => hex.to_string(),
+                };
+                crate::unlogged::verify_unlogged(bundle_json, pem, &sha256)
+                    .map_err(BundleError::Unlogged)?;
                 return Ok(BundleVerified {
                     identity: None,
                     issuer: None,

@@ -110,12 +110,25 @@ pub fn bundle_layer(manifest_json: &[u8], subject_digest: &str) -> Result<Descri
 /// The bundle descriptors of a referrers index (the API's answer or the fallback tag's
 /// index), whatever the server filtered.
 pub fn bundle_referrers(index_json: &[u8]) -> Result<Vec<Descriptor>, CosignError> {
+    referrers_where(index_json, is_bundle_media_type)
+}
+
+/// The fallback index entries cosign 3.0.0 to 3.0.6 wrote for bundles: typed as the empty
+/// config (`application/vnd.oci.empty.v1+json`), not as bundles. Only their manifests tell.
+pub fn untyped_referrers(index_json: &[u8]) -> Result<Vec<Descriptor>, CosignError> {
+    referrers_where(index_json, |t| t == EMPTY_MEDIA_TYPE)
+}
+
+fn referrers_where(
+    index_json: &[u8],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<Descriptor>, CosignError> {
     let index: Index = serde_json::from_slice(index_json)
         .map_err(|e| CosignError::InvalidManifest(format!("not an OCI image index: {e}")))?;
     Ok(index
         .manifests
         .into_iter()
-        .filter(|d| d.artifact_type.as_deref().is_some_and(is_bundle_media_type))
+        .filter(|d| d.artifact_type.as_deref().is_some_and(&wanted))
         .collect())
 }
 
@@ -179,19 +192,16 @@ fn check_statement(bundle_json: &str) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// Signs the image `repository@digest` as `cosign sign --key` (v3, no transparency log)
+/// Signs the image manifest `digest` as `cosign sign --key` (v3, no transparency log)
 /// does: a v0.3 bundle with the key's hint and a DSSE envelope of an in-toto statement
-/// whose subject is the digest and whose predicate is [`COSIGN_SIGN_PREDICATE`].
-pub fn sign_image_bundle(
-    key: &SigningKey,
-    repository: &str,
-    digest: &str,
-) -> Result<Vec<u8>, CosignError> {
+/// whose subject is the digest (unnamed, as cosign leaves it) and whose predicate is
+/// [`COSIGN_SIGN_PREDICATE`]. Empty fields are left out, as cosign's protojson does.
+pub fn sign_image_bundle(key: &SigningKey, digest: &str) -> Result<Vec<u8>, CosignError> {
     validate_digest(digest)?;
     let hex = &digest["sha256:".len()..];
     let statement = json!({
         "_type": STATEMENT_V1,
-        "subject": [{"name": repository, "digest": {"sha256": hex}}],
+        "subject": [{"digest": {"sha256": hex}, "annotations": {}}],
         "predicateType": COSIGN_SIGN_PREDICATE,
         "predicate": {},
     });
@@ -202,8 +212,6 @@ pub fn sign_image_bundle(
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": {
             "publicKey": {"hint": key.hint()},
-            "tlogEntries": [],
-            "timestampVerificationData": {},
         },
         "dsseEnvelope": {
             "payload": STANDARD.encode(&statement),

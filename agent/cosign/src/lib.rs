@@ -46,7 +46,7 @@ pub use error::CosignError;
 pub use image_bundle::{
     BUNDLE_MEDIA_TYPE, BundleArtifact, COSIGN_SIGN_PREDICATE, Descriptor, EMPTY_MEDIA_TYPE,
     MAX_BUNDLE_SIZE, bundle_artifact, bundle_layer, bundle_referrers, is_bundle_media_type,
-    referrers_index_with, referrers_tag, sign_image_bundle, verify_image_bundle,
+    referrers_index_with, referrers_tag, sign_image_bundle, untyped_referrers, verify_image_bundle,
 };
 pub use keys::{
     KeyPairPem, SigningKey, TrustedKey, generate_key_pair, load_trusted_key, load_trusted_keys,

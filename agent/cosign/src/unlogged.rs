@@ -7,10 +7,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use sigstore::crypto::Signature;
 
-use crate::bundle::{BundleError, Signed};
 use crate::keys::load_trusted_key;
 
 #[derive(Deserialize)]
@@ -70,15 +68,16 @@ pub(crate) fn has_no_time_evidence(bundle_json: &str) -> bool {
     })
 }
 
-/// Verifies an evidence-free DSSE bundle with the key `pem`.
+/// Verifies an evidence-free DSSE bundle with the key `pem` for the artifact whose SHA-256
+/// is `artifact_sha256` (hex); the error says why not.
 pub(crate) fn verify_unlogged(
     bundle_json: &str,
     pem: &str,
-    signed: Signed,
-) -> Result<(), BundleError> {
-    let refuse = |why: &str| BundleError::Unlogged(why.to_string());
-    let bundle: Bundle = serde_json::from_str(bundle_json)
-        .map_err(|e| BundleError::Unlogged(format!("not a bundle: {e}")))?;
+    artifact_sha256: &str,
+) -> Result<(), String> {
+    let refuse = |why: &str| why.to_string();
+    let bundle: Bundle =
+        serde_json::from_str(bundle_json).map_err(|e| format!("not a bundle: {e}"))?;
     let Some(envelope) = bundle.dsse_envelope else {
         return Err(refuse(
             "a message signature without a transparency log entry or timestamp",
@@ -107,10 +106,7 @@ pub(crate) fn verify_unlogged(
     // Parsed only once signed: nothing unsigned is interpreted.
     let statement: Statement =
         serde_json::from_slice(&payload).map_err(|_| refuse("DSSE payload is not a statement"))?;
-    let wanted = match signed {
-        Signed::Bytes(b) => hex::encode(Sha256::digest(b)),
-        Signed::Sha256(hex) => hex.to_ascii_lowercase(),
-    };
+    let wanted = artifact_sha256.to_ascii_lowercase();
     if !statement
         .subject
         .iter()

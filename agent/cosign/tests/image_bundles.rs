@@ -43,8 +43,7 @@ fn key_signer(key: &SigningKey, require_log: bool) -> Signer {
 fn a_signed_image_bundle_verifies_for_its_digest_and_key_only() {
     let key = key();
     let root = public_good();
-    let bundle =
-        String::from_utf8(sign_image_bundle(&key, "example.com/os", DIGEST).unwrap()).unwrap();
+    let bundle = String::from_utf8(sign_image_bundle(&key, DIGEST).unwrap()).unwrap();
     let verified = verify_image_bundle(&bundle, &root, DIGEST, &key_signer(&key, false)).unwrap();
     assert!(!verified.logged);
     assert!(verified.identity.is_none());
@@ -94,7 +93,7 @@ fn the_bundle_artifact_names_its_subject_and_the_index_collects_signers() {
         artifact_type: None,
         annotations: BTreeMap::new(),
     };
-    let bundle = sign_image_bundle(&key, "example.com/os", DIGEST).unwrap();
+    let bundle = sign_image_bundle(&key, DIGEST).unwrap();
     let artifact =
         bundle_artifact(bundle.clone(), subject.clone(), "2026-12-01T00:00:00Z").unwrap();
     let layer = bundle_layer(&artifact.manifest, DIGEST).unwrap();
@@ -109,7 +108,7 @@ fn the_bundle_artifact_names_its_subject_and_the_index_collects_signers() {
     assert!(bundle_layer(&artifact.manifest, OTHER).is_err());
 
     let second = bundle_artifact(
-        sign_image_bundle(&self::key(), "example.com/os", DIGEST).unwrap(),
+        sign_image_bundle(&self::key(), DIGEST).unwrap(),
         subject,
         "2026-12-01T00:00:01Z",
     )

@@ -12,4 +12,4 @@ pub mod slot;
 pub use bootstate::{BootState, BootStateError};
 pub use envblock::{EnvBlock, EnvBlockError};
 pub use layout::StateLayout;
-pub use slot::{BootFiles, LayerRecord, SlotManifest, SlotName, Verification};
+pub use slot::{BootFiles, LayerRecord, SlotManifest, SlotName, Verification, VerifiedSigner};

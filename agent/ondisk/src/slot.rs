@@ -92,10 +92,38 @@ pub struct LayerRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
-    /// Key file (or label) the signature verified with.
+    /// The first signer that verified it: a key file (or label), or a keyless identity.
     pub key: String,
-    /// sha256 of the key's SubjectPublicKeyInfo DER.
+    /// sha256 of that key's SubjectPublicKeyInfo DER ("" for a keyless signer).
     pub key_fingerprint: String,
+    /// The trust policy entry that applied (`default` or a scope); absent in slots staged
+    /// before policies existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_scope: Option<String>,
+    /// Every signer that verified it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<VerifiedSigner>,
+}
+
+/// One signer of the policy entry that verified the image, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedSigner {
+    /// The signer's name in the policy (else its key path or identity).
+    pub name: String,
+    /// `key` or `keyless`.
+    pub kind: String,
+    /// `bundle` (cosign v3, found as a referrer) or `sig` (the legacy `.sig` tag).
+    pub format: String,
+    /// The certificate's identity and issuer (keyless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// sha256 of the key's SPKI DER (key signers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+    /// A transparency log entry was verified with it.
+    pub logged: bool,
 }
 
 impl SlotManifest {

@@ -181,10 +181,15 @@ pub struct StageArgs {
         value_name = "IMAGE"
     )]
     pub image: Option<String>,
-    /// cosign public key (PEM) to verify with; repeat for key rotation.
+    /// cosign public key (PEM) to verify with; repeat for key rotation. Any one of them
+    /// must have signed (a `.sig` signature or a cosign v3 bundle); replaces the policy.
     #[arg(long = "key", value_name = "FILE")]
     pub keys: Vec<PathBuf>,
-    /// Skip signature verification (logged as a warning).
+    /// Trust policy (YAML) saying which signers each registry or repository needs
+    /// [default: /etc/clb/policy.yaml]; `--key` replaces it. See docs/signatures.md.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Skip signature verification (logged as a warning); overrides `--key` and `--policy`.
     #[arg(long)]
     pub no_verify: bool,
     /// Repository holding the signatures (cosign's COSIGN_REPOSITORY).
@@ -453,8 +458,18 @@ pub struct SignArgs {
     /// Repository to store the signature in (default: the image's).
     #[arg(long, value_name = "REPO")]
     pub signature_repository: Option<String>,
+    /// `bundle`: a Sigstore bundle attached as an OCI referrer, as cosign v3 writes it; `sig`:
+    /// cosign's legacy `sha256-<hex>.sig` tag, for verifiers that know only that.
+    #[arg(long, value_enum, default_value_t = SignFormat::Bundle)]
+    pub format: SignFormat,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignFormat {
+    Bundle,
+    Sig,
 }
 
 #[derive(Args, Debug)]

@@ -77,6 +77,11 @@ fn operation(command: &Command) -> Option<(OpKind, Options, bool)> {
                         s.keys.iter().map(|k| k.display().to_string()).collect();
                     options.insert("keys", Variant::from(keys));
                 }
+                if let Some(policy) = &s.policy {
+                    // The daemon does not share our working directory.
+                    let policy = std::path::absolute(policy).unwrap_or_else(|_| policy.clone());
+                    options.insert("policy", Variant::from(policy.display().to_string()));
+                }
             }
             if matches!(kind, OpKind::Upgrade | OpKind::Apply) {
                 if let Some(n) = s.max_tries {

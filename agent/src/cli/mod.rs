@@ -93,6 +93,7 @@ impl StageArgs {
             image,
             keys: self.keys.clone(),
             verify: !self.no_verify,
+            policy: self.policy.clone(),
             signature_repository: self.signature_repository.clone(),
             max_tries: self.max_tries,
             pull: PullOptions {
@@ -386,6 +387,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 &a.image,
                 &a.key,
                 a.signature_repository.as_deref(),
+                match a.format {
+                    SignFormat::Bundle => publish::SignatureFormat::Bundle,
+                    SignFormat::Sig => publish::SignatureFormat::Sig,
+                },
             )
             .await
             .with_context(|| format!("signing {}", a.image))?;

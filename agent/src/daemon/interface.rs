@@ -291,6 +291,10 @@ fn parse_options(
                     .map_err(|_| bad(&key, "an array of strings (as)"))?;
                 req.keys = keys.into_iter().map(PathBuf::from).collect();
             }
+            "policy" if matches!(kind, OpKind::Download | OpKind::Upgrade) => {
+                let path = String::try_from(value).map_err(|_| bad(&key, "a string (s)"))?;
+                req.policy = Some(PathBuf::from(path));
+            }
             "max-tries" if matches!(kind, OpKind::Upgrade | OpKind::Apply) => {
                 req.max_tries = Some(u32::try_from(value).map_err(|_| bad(&key, "a uint32 (u)"))?)
             }

@@ -52,6 +52,8 @@ pub struct OpRequest {
     /// Reboot into the staged slot at once (after upgrade, apply, rollback).
     pub reboot: bool,
     pub keys: Vec<PathBuf>,
+    /// A trust policy file instead of the host's.
+    pub policy: Option<PathBuf>,
     pub verify: Option<bool>,
     pub max_tries: Option<u32>,
     pub hooks: Option<bool>,
@@ -401,6 +403,7 @@ impl Runner {
                 req.keys.clone()
             },
             verify: req.verify.unwrap_or(config.verify),
+            policy: req.policy.clone(),
             signature_repository: config.signature_repository.clone(),
             max_tries: req.max_tries.or(config.max_tries),
             pull: PullOptions {

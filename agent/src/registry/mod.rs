@@ -265,6 +265,21 @@ impl Registry {
         Ok(bytes)
     }
 
+    /// The referrers index of `subject` (a reference by digest) for `artifact_type`: the OCI
+    /// 1.1 referrers API, or where a registry has none (it answers 404) the `sha256-<hex>`
+    /// tag fallback, which oci-client tries by itself. No referrers: an empty index.
+    pub async fn referrers(&self, subject: &Reference, artifact_type: &str) -> Result<Vec<u8>> {
+        let what = format!("referrers of {subject}");
+        let index = self
+            .call(subject, &what, |c, auth| async move {
+                c.store_auth_if_needed(subject.resolve_registry(), &auth)
+                    .await;
+                c.pull_referrers(subject, Some(artifact_type)).await
+            })
+            .await?;
+        serde_json::to_vec(&index).map_err(|e| ClbError::Invalid(format!("{what}: {e}")))
+    }
+
     pub async fn blob_exists(&self, reference: &Reference, digest: &str) -> Result<bool> {
         self.call(reference, &format!("blob {digest}"), |c, auth| async move {
             c.auth(reference, &auth, RegistryOperation::Push).await?;

@@ -76,11 +76,19 @@ impl Fixture {
         json(&out)["digest"].as_str().unwrap().to_string()
     }
 
+    /// Signs as `clb sign` does by default: a cosign v3 bundle attached as a referrer.
     pub fn sign(&self, repo_tag: &str) {
+        self.sign_as(repo_tag, "bundle");
+    }
+
+    /// Signs with `clb sign --format FORMAT` (`bundle` or `sig`).
+    pub fn sign_as(&self, repo_tag: &str, format: &str) {
         let mut args: Vec<String> = vec![
             "sign".into(),
             "--key".into(),
             self.key.display().to_string(),
+            "--format".into(),
+            format.into(),
             self.image(repo_tag),
         ];
         args.extend(self.registry_flags());
@@ -117,6 +125,31 @@ impl Fixture {
     }
 }
 
+/// Runs the independent cosign signer (`tests/cosign_signer.py`); returns its stdout.
+pub fn run_signer(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cosign_signer.py");
+    let out = Command::new(clb_testsupport::PYTHON)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "signer {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The manifest digest `repo_tag` points at, read with skopeo.
+pub fn skopeo_digest(reg: &Registry, repo_tag: &str) -> String {
+    reg.skopeo_inspect(repo_tag, false).unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub fn clb(args: &[&str]) -> Output {
     let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     clb_owned(&owned)
@@ -144,7 +177,8 @@ pub fn assert_ok(out: &Output) {
 }
 
 /// Asserts the exit code and that the error is one line naming `needle`.
-pub fn assert_fails(out: &Output, code: i32, needle: &str) {
+/// Asserts the exit code and one error line mentioning `needle`; returns that line.
+pub fn assert_fails(out: &Output, code: i32, needle: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -165,6 +199,7 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
         error_lines[0]
     );
     assert_no_repeated_cause(error_lines[0]);
+    error_lines[0].to_string()
 }
 
 /// Each cause of an error is printed once: no part of the chain repeats another.

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 
-use crate::serve::{Request, read_request, respond};
+use crate::serve::{Request, accept_loop, read_request, respond};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -78,18 +78,8 @@ impl FleetLockServer {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(conn) = conn {
-                        let shared = shared.clone();
-                        std::thread::spawn(move || serve(conn, &shared));
-                    }
-                }
-            })
+            let shared = shared.clone();
+            accept_loop(listener, stop.clone(), move |conn| serve(conn, &shared))
         };
         Self {
             addr,

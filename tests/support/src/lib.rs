@@ -17,6 +17,8 @@
 //! - [`MetadataServer`]: the metadata services of AWS, GCP, Azure, OpenStack, Hetzner and
 //!   DigitalOcean on 127.0.0.1, written from each cloud's documentation, plus a service that
 //!   hangs and one that answers garbage.
+//! - [`ReferrersProxy`]: the OCI 1.1 referrers API (written from distribution-spec) in front of
+//!   a plain [`Registry`], which hides the referrers fallback tags.
 //!
 //! The fixture is synchronous on purpose (no async runtime): it can be used from plain `#[test]`
 //! functions and from inside a tokio test alike.
@@ -33,6 +35,7 @@ mod http;
 mod metadata;
 mod oci;
 mod process;
+mod referrers;
 mod registry;
 mod serve;
 mod token;
@@ -48,6 +51,7 @@ pub use oci::{
     OciImageSpec, OciLayer, media_types, tar_gz_dir, write_oci_layout, write_oci_layout_spec,
 };
 pub use process::LoggedChild;
+pub use referrers::ReferrersProxy;
 pub use registry::{Registry, RegistryOptions};
 pub use token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenRequest, TokenServer};
 pub use tree::{hash_tree, tree_manifest};
