@@ -90,6 +90,25 @@ pub struct SignerStatus {
     pub logged: bool,
 }
 
+impl SlotStatus {
+    /// `release, qa (policy registry.example.com/os)`, or why it was not verified.
+    fn verified_text(&self) -> String {
+        let Some(first) = &self.verified_with else {
+            return "no (--no-verify or an insecure-accept-anything policy)".to_string();
+        };
+        let names = if self.signers.is_empty() {
+            first.clone()
+        } else {
+            let names: Vec<&str> = self.signers.iter().map(|s| s.name.as_str()).collect();
+            names.join(", ")
+        };
+        match &self.policy_scope {
+            Some(scope) => format!("{names} (policy {scope})"),
+            None => names,
+        }
+    }
+}
+
 impl From<clb_ondisk::VerifiedSigner> for SignerStatus {
     fn from(s: clb_ondisk::VerifiedSigner) -> Self {
         Self {
@@ -208,7 +227,7 @@ impl Status {
                 s.digest,
                 s.layers.len(),
                 if s.complete { "" } else { " (INCOMPLETE)" },
-                s.verified_with.as_deref().unwrap_or("no (--no-verify)"),
+                s.verified_text(),
                 s.staged_at
             ));
         }

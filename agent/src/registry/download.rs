@@ -124,7 +124,11 @@ impl Registry {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
-        file.sync_all().await.map_err(io_err("syncing"))?;
+        // Written, not synced: a complete blob is either installed as a layer (synced then,
+        // before its rename) or converted and deleted, so syncing it here wrote every tar
+        // layer to disk once for nothing. A blob a power cut truncated or garbled fails its
+        // digest on resume and is fetched again.
+        file.flush().await.map_err(io_err("writing"))?;
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != desc.digest {
             drop(file);
