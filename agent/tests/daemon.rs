@@ -125,6 +125,23 @@ fn busctl_and_gdbus_drive_a_whole_cycle_under_the_shipped_policy() {
     );
     assert!(bus.reboots().is_empty(), "rebooted after a failed Apply");
 
+    // A caller's trust policy replaces the configured keys: this one rejects everything.
+    let policy = fx.work.path().join("reject.yaml");
+    std::fs::write(&policy, "default:\n  type: reject\n").unwrap();
+    let m = monitor.mark();
+    bus.call(
+        Caller::Root,
+        "Download",
+        &["a{sv}", "1", "policy", "s", policy.to_str().unwrap()],
+    )
+    .expect_ok("Download with a policy");
+    let (_, refused) = monitor.wait_completed(m, "download", OP_TIMEOUT);
+    assert_eq!(refused.code, 4, "{refused:?}");
+    assert!(
+        refused.message.contains("rejects every image"),
+        "{refused:?}"
+    );
+
     // Download through busctl, watched by busctl monitor.
     let m = monitor.mark();
     bus.call(Caller::Root, "Download", &["a{sv}", "0"])

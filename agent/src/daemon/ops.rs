@@ -397,10 +397,11 @@ impl Runner {
         let hooks = req.hooks.unwrap_or(config.hooks);
         Ok(UpgradeRequest {
             image,
-            keys: if req.keys.is_empty() {
-                config.keys.clone()
-            } else {
+            // The caller's keys, else the caller's policy, else the configured keys.
+            keys: if !req.keys.is_empty() || req.policy.is_some() {
                 req.keys.clone()
+            } else {
+                config.keys.clone()
             },
             verify: req.verify.unwrap_or(config.verify),
             policy: req.policy.clone(),
