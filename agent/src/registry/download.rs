@@ -68,28 +68,34 @@ impl Registry {
                         s.stream
                     }
                 };
-                while let Some(chunk) = stream.next().await {
-                    let chunk = match chunk {
-                        Ok(c) => c,
+                // Chunks are written in batches: each tokio file write is a hop to a worker
+                // thread, and chunks are often a few KiB.
+                let mut pending = Vec::with_capacity(WRITE_BATCH);
+                let ended = loop {
+                    let chunk = match stream.next().await {
+                        None => break Ok(()),
+                        Some(Ok(c)) => c,
                         // oci-client's own digest check fails at the very end of a full
                         // response; ours below gives the better message.
-                        Err(_) if have == size => break,
-                        Err(e) => return Err(oci_client::errors::OciDistributionError::IoError(e)),
+                        Some(Err(_)) if have + pending.len() as u64 == size => break Ok(()),
+                        Some(Err(e)) => {
+                            break Err(oci_client::errors::OciDistributionError::IoError(e));
+                        }
                     };
-                    if have + chunk.len() as u64 > size {
-                        return Err(oci_client::errors::OciDistributionError::SpecViolationError(
+                    if have + (pending.len() + chunk.len()) as u64 > size {
+                        break Err(oci_client::errors::OciDistributionError::SpecViolationError(
                             format!("blob {} is larger than its descriptor says ({size} bytes)", desc.digest),
                         ));
                     }
-                    file.write_all(&chunk).await?;
-                    // tokio hands the write to a worker; wait for it so that `progress`
-                    // only announces bytes a reader of the file can see.
-                    file.flush().await?;
-                    hasher.update(&chunk);
-                    have += chunk.len() as u64;
-                    progress(have);
-                }
-                Ok(())
+                    pending.extend_from_slice(&chunk);
+                    if pending.len() >= WRITE_BATCH {
+                        write_batch(&mut file, &mut hasher, &mut pending, &mut have, progress)
+                            .await?;
+                    }
+                };
+                // What arrived before the stream ended is kept, for a resume.
+                write_batch(&mut file, &mut hasher, &mut pending, &mut have, progress).await?;
+                ended
             }
             .await;
             match result {
@@ -141,6 +147,31 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// Bytes gathered before one write to the partial file.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// Appends `pending` to the file and the hash, then announces the new length. The write is
+/// awaited to completion (tokio hands it to a worker) so that `progress` only announces
+/// bytes a reader of the file can see.
+async fn write_batch(
+    file: &mut tokio::fs::File,
+    hasher: &mut Sha256,
+    pending: &mut Vec<u8>,
+    have: &mut u64,
+    progress: DownloadProgress<'_>,
+) -> std::io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    file.write_all(pending).await?;
+    file.flush().await?;
+    hasher.update(&pending[..]);
+    *have += pending.len() as u64;
+    pending.clear();
+    progress(*have);
+    Ok(())
 }
 
 /// Opens (or creates) the partial file and hashes what it already holds.
