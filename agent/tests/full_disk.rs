@@ -91,7 +91,7 @@ fn every_free_space_either_stages_completely_or_fails_cleanly() {
     // SquashFS forms, the manifests): 4 KiB pages at the low end, then coarser.
     let points: Vec<u64> = (0..16)
         .map(|i| i * 4096)
-        .chain((1..=48).map(|i| i * 64 << 10))
+        .chain((1..=48).map(|i| (i * 64) << 10))
         .collect();
     for free in points {
         let _ = std::fs::remove_dir_all(&state);

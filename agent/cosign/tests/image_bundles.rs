@@ -10,9 +10,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clb_cosign::{
     BUNDLE_MEDIA_TYPE, BundleError, Descriptor, LegacyKeylessError, Matcher,
-    SIMPLE_SIGNING_MEDIA_TYPE, SignatureLayer, Signer, SigningKey, SigstoreRoot, bundle_artifact,
-    bundle_layer, bundle_referrers, generate_key_pair, referrers_index_with, sign_image_bundle,
-    verify_image_bundle, verify_legacy_keyless,
+    SIMPLE_SIGNING_MEDIA_TYPE, SignatureLayer, Signed, Signer, SigningKey, SigstoreRoot,
+    bundle_artifact, bundle_layer, bundle_referrers, generate_key_pair, referrers_index_with,
+    sign_image_bundle, verify_bundle_with, verify_image_bundle, verify_legacy_keyless,
 };
 
 const DIGEST: &str = "sha256:0489474da8ea22426ece86ace6c1c0026ab2fd3cdfbbd62b7e94650266c37d9a";
@@ -124,12 +124,15 @@ fn the_bundle_artifact_names_its_subject_and_the_index_collects_signers() {
     assert!(bundle_referrers(foreign).unwrap().is_empty());
 }
 
-/// The fixture's signature layer: `\0sigstore-json\n` then `{mimeType, payload, annotations}`.
+/// The keyless fixture's signature layer.
 fn fixture_layer() -> SignatureLayer {
-    let raw = std::fs::read(
-        corpus().join("containers-image/dir-img-cosign-fulcio-rekor-valid/signature-1"),
-    )
-    .unwrap();
+    containers_image_layer("dir-img-cosign-fulcio-rekor-valid")
+}
+
+/// A containers/image fixture's signature layer: `\0sigstore-json\n` then
+/// `{mimeType, payload, annotations}`.
+fn containers_image_layer(dir: &str) -> SignatureLayer {
+    let raw = std::fs::read(corpus().join(format!("containers-image/{dir}/signature-1"))).unwrap();
     let json = raw.strip_prefix(b"\0sigstore-json\n").unwrap();
     let doc: serde_json::Value = serde_json::from_slice(json).unwrap();
     let annotations: BTreeMap<String, String> =
@@ -214,4 +217,44 @@ fn a_legacy_keyless_signature_is_refused_for_the_wrong_image_signer_or_proof() {
     let mut keyed = fixture_layer();
     keyed.annotations.remove("dev.sigstore.cosign/certificate");
     assert!(!clb_cosign::is_keyless(&keyed));
+}
+
+#[test]
+fn genuine_key_signatures_verify_for_key_signers() {
+    // sigstore-go's key-signed v0.3 bundle: an RFC 3161 timestamp, no transparency log entry.
+    let dir = corpus().join("key-bundle/sigstore-go-public-key-validity");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let bundle = read("public-key-validity.sigstore.json");
+    let root = SigstoreRoot::from_json(&read("public-key-validity.trusted_root.json")).unwrap();
+    let pem = read("public-key-validity.pem");
+    let optional = Signer::Key {
+        pem: pem.clone(),
+        require_log: false,
+    };
+    let verified =
+        verify_bundle_with(&bundle, &root, Signed::Bytes(b"test content"), &optional).unwrap();
+    assert!(!verified.logged);
+    assert!(
+        verify_bundle_with(&bundle, &root, Signed::Bytes(b"test content!"), &optional).is_err()
+    );
+    let required = Signer::Key {
+        pem,
+        require_log: true,
+    };
+    let err =
+        verify_bundle_with(&bundle, &root, Signed::Bytes(b"test content"), &required).unwrap_err();
+    assert!(matches!(err, BundleError::NoLogEntry), "{err:?}");
+
+    // containers/image's cosign key-signed image signature (legacy layout, Rekor SET).
+    let layer = containers_image_layer("dir-img-cosign-key-rekor-valid");
+    let pem = std::fs::read(corpus().join("containers-image/cosign2.pub")).unwrap();
+    let key = clb_cosign::load_trusted_key(&pem, "cosign2.pub").unwrap();
+    let verified = clb_cosign::verify(
+        std::slice::from_ref(&layer),
+        DIGEST,
+        std::slice::from_ref(&key),
+    )
+    .unwrap();
+    assert_eq!(verified.manifest_digest, DIGEST);
+    assert!(clb_cosign::verify(&[layer], OTHER, &[key]).is_err());
 }
