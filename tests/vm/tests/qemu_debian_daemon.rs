@@ -422,7 +422,7 @@ fn debian_daemon_upgrades_itself_immediately() {
             .unwrap_or_else(|| panic!("v1's daemon never logged {needle:?}:\n{}", prev.join("\n")))
     };
     let resolved_v2 = at(&format!("digest={v2_digest}"));
-    let verified = at("signature verified");
+    let verified = at("signatures verified");
     let staged = at("staged; waiting until the strategy allows the reboot");
     let rebooting = at("rebooting into the staged slot");
     assert!(
@@ -461,8 +461,8 @@ fn debian_daemon_upgrades_itself_immediately() {
     );
 
     // The guest reached the registry through the guestfwd: the tag it follows, v2's
-    // signature, and only small blobs (the release layer, the config, the signature; base and
-    // kernel are shared with v1).
+    // signature, and only small blobs (the release layer, the config, the signature bundle;
+    // base and kernel are shared with v1).
     let requests = reg.requests_since(&marker);
     assert!(
         requests
@@ -470,13 +470,22 @@ fn debian_daemon_upgrades_itself_immediately() {
             .any(|r| r.uri == "/v2/debian/manifests/latest" && r.status == 200),
         "the guest asked the registry for debian:latest: {requests:?}"
     );
-    let sig_tag = format!(
-        "/v2/debian/manifests/{}.sig",
+    // v2's signature is a cosign v3 bundle (`clb sign`'s default): the guest asked the
+    // referrers API, which distribution 2.8 lacks, then read the tag fallback's index.
+    let referrers_api = format!("/v2/debian/referrers/{v2_digest}");
+    assert!(
+        requests.iter().any(|r| r.uri.starts_with(&referrers_api)),
+        "the guest asked the referrers API {referrers_api}: {requests:?}"
+    );
+    let fallback_tag = format!(
+        "/v2/debian/manifests/{}",
         v2_digest.replace("sha256:", "sha256-")
     );
     assert!(
-        requests.iter().any(|r| r.uri == sig_tag && r.status == 200),
-        "the guest fetched the signature {sig_tag}: {requests:?}"
+        requests
+            .iter()
+            .any(|r| r.uri == fallback_tag && r.status == 200),
+        "the guest read the referrers index {fallback_tag}: {requests:?}"
     );
     let fetches = reg.fetches_since(&marker);
     assert!(!fetches.is_empty(), "the guest fetched v2's blobs");
