@@ -85,8 +85,9 @@ pub fn evaluate(entry: &Entry, candidates: &[Found]) -> Result<Decision, Refusal
                 },
             }
         }
-        if verified.len() >= threshold {
-            let first = &verified[0];
+        // A policy's threshold is at least 1 (checked when it loads), so `verified` has a
+        // first signer here.
+        if let Some(first) = verified.first().filter(|_| verified.len() >= threshold) {
             return Ok(Decision::Verified(Verification {
                 key: first.name.clone(),
                 key_fingerprint: first.key_fingerprint.clone().unwrap_or_default(),
