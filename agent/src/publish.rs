@@ -104,10 +104,7 @@ pub async fn sign(
     let (raw, digest) = registry.pull_manifest_raw(&reference).await?;
     let docker_reference = format!("{}/{}", reference.registry(), reference.repository());
     if format == SignatureFormat::Bundle {
-        let repository = match signature_repository {
-            Some(repo) => Registry::parse_reference(repo)?,
-            None => reference.clone(),
-        };
+        let repository = signatures::signature_repository(&reference, signature_repository)?;
         attach_bundle(registry, &repository, &signer, &raw, &digest).await?;
         return Ok(digest);
     }

@@ -9,7 +9,19 @@ use crate::error::{ClbError, Result};
 use crate::registry::{Registry, ResolvedImage};
 use crate::trust::{Decision, Found, Requirement, TrustPolicy, evaluate};
 
-/// Where signatures of `image` live: the image's own repository or `--signature-repository`.
+/// The repository holding `image`'s signatures, legacy and bundles alike: the image's own,
+/// or `--signature-repository` (cosign's `COSIGN_REPOSITORY`).
+pub fn signature_repository(
+    image: &Reference,
+    signature_repository: Option<&str>,
+) -> Result<Reference> {
+    match signature_repository {
+        Some(repo) => Registry::parse_reference(repo),
+        None => Ok(image.clone()),
+    }
+}
+
+/// The legacy `.sig` tag of `digest` in the signature repository.
 pub fn signature_reference(
     image: &Reference,
     signature_repository: Option<&str>,
@@ -19,14 +31,12 @@ pub fn signature_reference(
         location: digest.to_string(),
         source,
     })?;
-    match signature_repository {
-        Some(repo) => Registry::parse_reference(&format!("{repo}:{tag}")),
-        None => Ok(Reference::with_tag(
-            image.registry().to_string(),
-            image.repository().to_string(),
-            tag,
-        )),
-    }
+    let repository = self::signature_repository(image, signature_repository)?;
+    Ok(Reference::with_tag(
+        repository.registry().to_string(),
+        repository.repository().to_string(),
+        tag,
+    ))
 }
 
 /// Applies the policy entry for the image's repository to the signatures found for it. A
@@ -61,10 +71,8 @@ pub async fn verify_image(
                 signatures.legacy.push((sig_ref.to_string(), layer));
             }
         }
-        let subject = match signature_repository {
-            Some(repo) => Registry::parse_reference(repo)?.clone_with_digest(digest.clone()),
-            None => reference.clone_with_digest(digest.clone()),
-        };
+        let subject = self::signature_repository(reference, signature_repository)?
+            .clone_with_digest(digest.clone());
         fetch_bundles(registry, &subject, &mut signatures).await?;
         found.push(signatures);
     }

@@ -116,16 +116,11 @@ fn exact(identity: &str, issuer: &str) -> Vec<String> {
 
 /// `clb --json --state-dir STATE upgrade -d IMAGE --policy POLICY`.
 fn upgrade(fx: &Fixture, state: &Path, repo_tag: &str, policy: &Path) -> std::process::Output {
-    clb(&[
-        "--json",
-        "--state-dir",
-        state.to_str().unwrap(),
-        "upgrade",
-        "-d",
+    fx.upgrade_image(
+        state,
         &fx.image(repo_tag),
-        "--policy",
-        policy.to_str().unwrap(),
-    ])
+        &["--policy", policy.to_str().unwrap()],
+    )
 }
 
 /// Pushes a small image of its own (its own digest) as `os:NAME`; returns the digest.

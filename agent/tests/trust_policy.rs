@@ -12,20 +12,6 @@ use std::path::Path;
 
 use clb_testsupport::ReferrersProxy;
 
-/// `clb --json --state-dir STATE upgrade -d IMAGE ARGS...` without the fixture's `--key`.
-fn upgrade(state: &Path, image: &str, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<String> = vec![
-        "--json".into(),
-        "--state-dir".into(),
-        state.display().to_string(),
-        "upgrade".into(),
-        "-d".into(),
-        image.into(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    clb_owned(&all)
-}
-
 fn slot(status: &serde_json::Value, name: &str) -> serde_json::Value {
     status["slots"][name].clone()
 }
@@ -101,14 +87,28 @@ fn bundles_verify_through_the_fallback_tag_and_the_referrers_api() {
     let v2 = skopeo_digest(&fx.reg, "os:v2");
     py.sign(&fx.reg.addr(), "os", &v2, &[]);
     let fresh = fx.new_state_dir("py");
-    assert_ok(&upgrade(&fresh, &fx.image("os:v2"), &["--key", &py.public]));
+    assert_ok(&fx.upgrade_image(&fresh, &fx.image("os:v2"), &["--key", &py.public]));
+    // A `--key` file holding two keys (rotation): either may have signed; the second did.
+    let both = fx.work.path().join("both.pub");
+    let pems = [fx.pubkey.to_str().unwrap(), py.public.as_str()]
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .concat();
+    std::fs::write(&both, pems).unwrap();
+    let fresh = fx.new_state_dir("two-keys");
+    assert_ok(&fx.upgrade_image(
+        &fresh,
+        &fx.image("os:v2"),
+        &["--key", both.to_str().unwrap()],
+    ));
+    let signer = &slot(&fx.status(&fresh), "a")["signers"][0];
+    assert_eq!(signer["name"], format!("{}#2", both.display()), "{signer}");
 
     // cosign 3.0.0 to 3.0.6 typed the fallback index entry as the empty config.
     fx.push(&[&r.base, &r.tops[0]], "os:v3", &["--format", "squashfs"]);
     let v3 = skopeo_digest(&fx.reg, "os:v3");
     py.sign(&fx.reg.addr(), "os", &v3, &["--legacy-index-artifact-type"]);
     let fresh = fx.new_state_dir("cosign30");
-    assert_ok(&upgrade(&fresh, &fx.image("os:v3"), &["--key", &py.public]));
+    assert_ok(&fx.upgrade_image(&fresh, &fx.image("os:v3"), &["--key", &py.public]));
 
     // A registry with the referrers API: the signer stores no fallback tag (the proxy hides
     // any), so only the API finds the bundle.
@@ -117,7 +117,7 @@ fn bundles_verify_through_the_fallback_tag_and_the_referrers_api() {
     let v4 = skopeo_digest(&fx.reg, "os:v4");
     py.sign(&proxy.addr(), "os", &v4, &[]);
     let fresh = fx.new_state_dir("api");
-    let out = upgrade(&fresh, &proxy.image_ref("os:v4"), &["--key", &py.public]);
+    let out = fx.upgrade_image(&fresh, &proxy.image_ref("os:v4"), &["--key", &py.public]);
     assert_ok(&out);
     let asked: Vec<String> = proxy
         .requests()
@@ -150,7 +150,7 @@ fn bundles_verify_through_the_fallback_tag_and_the_referrers_api() {
         }),
     );
     let before = hash_tree(&state);
-    let out = upgrade(&state, &proxy.image_ref("os:v5"), &["--key", &py.public]);
+    let out = fx.upgrade_image(&state, &proxy.image_ref("os:v5"), &["--key", &py.public]);
     assert_fails(&out, 4, &format!("referrer {missing}"));
     assert_eq!(hash_tree(&state), before);
 }
@@ -172,7 +172,7 @@ fn bad_bundles_are_refused_and_change_nothing() {
         &v3,
         &["--statement-digest-override", &v1],
     );
-    let out = upgrade(&state, &fx.image("os:v3"), &["--key", &py.public]);
+    let out = fx.upgrade_image(&state, &fx.image("os:v3"), &["--key", &py.public]);
     assert_fails(&out, 4, "verification failed");
     assert_eq!(hash_tree(&state), before, "a bundle for another digest");
 
@@ -183,12 +183,12 @@ fn bad_bundles_are_refused_and_change_nothing() {
         &v3,
         &["--predicate-type", "https://slsa.dev/provenance/v1"],
     );
-    let out = upgrade(&state, &fx.image("os:v3"), &["--key", &py.public]);
+    let out = fx.upgrade_image(&state, &fx.image("os:v3"), &["--key", &py.public]);
     assert_fails(&out, 4, "not an image signature");
     assert_eq!(hash_tree(&state), before, "another predicate");
 
     // Signed by another key only.
-    let out = upgrade(
+    let out = fx.upgrade_image(
         &state,
         &fx.image("os:v3"),
         &["--key", fx.pubkey.to_str().unwrap()],
@@ -198,7 +198,7 @@ fn bad_bundles_are_refused_and_change_nothing() {
 
     // Unsigned.
     fx.push(&[&r.base], "os:v5", &[]);
-    let out = upgrade(&state, &fx.image("os:v5"), &["--key", &py.public]);
+    let out = fx.upgrade_image(&state, &fx.image("os:v5"), &["--key", &py.public]);
     assert_fails(&out, 4, "no signature found");
     assert_eq!(hash_tree(&state), before, "unsigned");
 }
@@ -243,7 +243,7 @@ fn the_trust_policy_decides_per_scope() {
     // os:v2 carries one of the two signatures the scope needs (in the legacy layout, so
     // that both layouts count).
     fx.sign_as("os:v2", "sig");
-    let out = upgrade(&state, &fx.image("os:v2"), &["--policy", policy_arg]);
+    let out = fx.upgrade_image(&state, &fx.image("os:v2"), &["--policy", policy_arg]);
     let line = assert_fails(
         &out,
         4,
@@ -255,11 +255,7 @@ fn the_trust_policy_decides_per_scope() {
     // The second signer signs a bundle: accepted.
     let v2 = skopeo_digest(&fx.reg, "os:v2");
     py.sign(&addr, "os", &v2, &[]);
-    assert_ok(&upgrade(
-        &state,
-        &fx.image("os:v2"),
-        &["--policy", policy_arg],
-    ));
+    assert_ok(&fx.upgrade_image(&state, &fx.image("os:v2"), &["--policy", policy_arg]));
     let b = slot(&fx.status(&state), "b");
     assert_eq!(b["policy_scope"], format!("{addr}/os"));
     let names: Vec<&str> = b["signers"]
@@ -275,18 +271,14 @@ fn the_trust_policy_decides_per_scope() {
     fx.push(&[&r.base], "other:v1", &[]);
     fx.sign("other:v1");
     let before = hash_tree(&state);
-    let out = upgrade(&state, &fx.image("other:v1"), &["--policy", policy_arg]);
+    let out = fx.upgrade_image(&state, &fx.image("other:v1"), &["--policy", policy_arg]);
     assert_fails(&out, 4, "the policy entry default rejects every image");
     assert_eq!(hash_tree(&state), before, "rejected scope");
 
     // An insecure-accept-anything scope takes an unsigned image, recorded as unverified.
     fx.push(&[&r.base], "open:v1", &[]);
     let fresh = fx.new_state_dir("open");
-    assert_ok(&upgrade(
-        &fresh,
-        &fx.image("open:v1"),
-        &["--policy", policy_arg],
-    ));
+    assert_ok(&fx.upgrade_image(&fresh, &fx.image("open:v1"), &["--policy", policy_arg]));
     let a = slot(&fx.status(&fresh), "a");
     assert_eq!(a["verified"], false);
     assert!(a["signers"].as_array().unwrap().is_empty());
@@ -301,7 +293,7 @@ fn the_trust_policy_decides_per_scope() {
         ),
     )
     .unwrap();
-    let out = upgrade(
+    let out = fx.upgrade_image(
         &state,
         &fx.image("os:v1"),
         &["--policy", logged.to_str().unwrap()],
@@ -317,6 +309,9 @@ fn unusable_policies_are_invalid_input_and_change_nothing() {
     let dir = fx.work.path();
     let key = fx.pubkey.display().to_string();
     std::fs::write(dir.join("bad-root.json"), "{\"mediaType\": 3}").unwrap();
+    let two_keys = dir.join("two.pub");
+    let pem = std::fs::read_to_string(&fx.pubkey).unwrap();
+    std::fs::write(&two_keys, format!("{pem}{pem}")).unwrap();
     let cases: &[(&str, String, &str)] = &[
         ("syntax", "default: [\n".into(), "policy"),
         ("unknown key", format!("default:\n  signers:\n    - key: {key}\n  sigers: []\n"), "sigers"),
@@ -326,12 +321,13 @@ fn unusable_policies_are_invalid_input_and_change_nothing() {
         ("both", format!("default:\n  signers:\n    - key: {key}\n      identity: a\n      issuer: b\n"), "either `key` or a keyless identity"),
         ("missing key", "default:\n  signers:\n    - key: /nonexistent/k.pub\n".into(), "/nonexistent/k.pub"),
         ("bad root", "default:\n  signers:\n    - identity: a\n      issuer: b\n      trusted-root: bad-root.json\n".into(), "trusted root"),
+        ("two keys", format!("default:\n  signers:\n    - key: {}\n", two_keys.display()), "holds several public keys"),
         ("reject with signers", format!("default:\n  type: reject\n  signers:\n    - key: {key}\n"), "type signed only"),
     ];
     for (what, text, needle) in cases {
         let path = dir.join(format!("{}.yaml", what.replace(' ', "-")));
         std::fs::write(&path, text).unwrap();
-        let out = upgrade(
+        let out = fx.upgrade_image(
             &state,
             &fx.image("os:v2"),
             &["--policy", path.to_str().unwrap()],
@@ -341,7 +337,7 @@ fn unusable_policies_are_invalid_input_and_change_nothing() {
     }
     // No policy at all (this machine has no /etc/clb/policy.yaml) and no --key.
     assert!(!Path::new("/etc/clb/policy.yaml").exists());
-    let out = upgrade(&state, &fx.image("os:v2"), &[]);
+    let out = fx.upgrade_image(&state, &fx.image("os:v2"), &[]);
     assert_fails(&out, 3, "verification needs --key, --policy");
     assert_eq!(hash_tree(&state), before);
 }

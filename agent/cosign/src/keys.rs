@@ -222,6 +222,7 @@ pub struct TrustedKey {
     /// formatting.
     pub fingerprint: String,
     pub(crate) key: CosignVerificationKey,
+    spki_der: Vec<u8>,
 }
 
 impl TrustedKey {
@@ -237,7 +238,13 @@ impl TrustedKey {
             source: source.to_string(),
             fingerprint: fingerprint(der),
             key,
+            spki_der: der.to_vec(),
         })
+    }
+
+    /// The key as SPKI PEM (one `PUBLIC KEY` block), as bundle verification takes it.
+    pub fn public_key_pem(&self) -> String {
+        pem::encode("PUBLIC KEY", &self.spki_der)
     }
 }
 

@@ -150,13 +150,12 @@ fn verify_signer(signer: &TrustedSigner, found: &Found) -> Result<VerifiedSigner
     };
     let (bundle_signer, root) = match &signer.kind {
         SignerKind::Key {
-            pem,
+            key,
             require_log,
             root,
-            ..
         } => (
             Signer::Key {
-                pem: pem.clone(),
+                pem: key.public_key_pem(),
                 require_log: *require_log,
             },
             root,

@@ -54,7 +54,6 @@ pub struct TrustedSigner {
 pub enum SignerKind {
     Key {
         key: TrustedKey,
-        pem: String,
         /// Bundles must carry a transparency log entry (legacy `.sig` layers are key-only).
         require_log: bool,
         /// The Rekor keys for the entries a bundle carries.
@@ -147,25 +146,28 @@ impl TrustPolicy {
     }
 
     /// `--key` as a policy: any of the keys, for every image, no log required (as `.sig`
-    /// verification always was).
+    /// verification always was). A file holding several keys gives a signer each
+    /// (`FILE#1`, `FILE#2`, ...), as `--key` always allowed for rotation.
     pub fn from_keys(keys: &[PathBuf]) -> Result<Self, PolicyError> {
         let mut loader = Loader {
             policy: Path::new("--key"),
             base: Path::new(""),
             roots: BTreeMap::new(),
         };
-        let signers = keys
-            .iter()
-            .map(|path| {
-                loader.signer(
-                    "default",
-                    SignerFile {
-                        key: Some(path.clone()),
-                        ..SignerFile::default()
+        let root = loader.root(None)?;
+        let mut signers = Vec::new();
+        for path in keys {
+            for key in loader.keys(path)? {
+                signers.push(TrustedSigner {
+                    name: key.source.clone(),
+                    kind: SignerKind::Key {
+                        key,
+                        require_log: false,
+                        root: root.clone(),
                     },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                });
+            }
+        }
         if signers.is_empty() {
             return Err(loader.invalid("no key given".into()));
         }
@@ -270,20 +272,18 @@ impl Loader<'_> {
         match (s.key, keyless_fields) {
             (Some(key), false) => {
                 let path = self.base.join(key);
-                let pem = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let key = clb_cosign::load_trusted_key(pem.as_bytes(), &path.display().to_string())
-                    .map_err(|source| PolicyError::Key {
-                        path: path.clone(),
-                        source,
-                    })?;
+                // One signer is one key: a threshold counts distinct holders.
+                let mut keys = self.keys(&path)?;
+                let (Some(key), None) = (keys.pop(), keys.pop()) else {
+                    return Err(self.invalid(format!(
+                        "{scope}: {} holds several public keys; give each its own signer",
+                        path.display()
+                    )));
+                };
                 Ok(TrustedSigner {
                     name: s.name.unwrap_or_else(|| path.display().to_string()),
                     kind: SignerKind::Key {
                         key,
-                        pem,
                         require_log: s.transparency_log == LogRequirement::Required,
                         root,
                     },
@@ -306,6 +306,20 @@ impl Loader<'_> {
                 "{scope}: a signer is either `key` or a keyless identity with its issuer"
             ))),
         }
+    }
+
+    /// Every public key in the PEM file at `path`.
+    fn keys(&self, path: &Path) -> Result<Vec<TrustedKey>, PolicyError> {
+        let pem = std::fs::read(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        clb_cosign::load_trusted_keys(&pem, &path.display().to_string()).map_err(|source| {
+            PolicyError::Key {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     fn matcher(

@@ -118,6 +118,21 @@ impl Fixture {
         clb_owned(&args)
     }
 
+    /// `clb --json --state-dir STATE upgrade -d IMAGE ARGS...`, without the fixture's `--key`.
+    pub fn upgrade_image(&self, state: &Path, image: &str, args: &[&str]) -> Output {
+        let mut all: Vec<String> = vec![
+            "--json".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "upgrade".into(),
+            "-d".into(),
+            image.into(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend(self.registry_flags());
+        clb_owned(&all)
+    }
+
     pub fn status(&self, state: &Path) -> serde_json::Value {
         let out = clb(&["--json", "--state-dir", state.to_str().unwrap(), "status"]);
         assert_ok(&out);
