@@ -188,13 +188,15 @@ pub fn verify_bundle_with(
     match signer {
         Signer::Key { pem, require_log } => {
             let key = DerPublicKey::from_pem(pem).map_err(BundleError::Key)?;
-            if !require_log && crate::unlogged::has_no_time_evidence(bundle_json) {
+            if !require_log && crate::unlogged::has_no_time_evidence(&bundle) {
                 let sha256 = match signed {
                     Signed::Bytes(b) => hex::encode(Sha256::digest(b)),
                     Signed::Sha256(hex) => hex.to_string(),
                 };
-                crate::unlogged::verify_unlogged(bundle_json, pem, &sha256)
-                    .map_err(BundleError::Unlogged)?;
+                let trusted = crate::keys::load_trusted_key(pem.as_bytes(), "key")
+                    .map_err(|e| BundleError::Unlogged(e.to_string()))?;
+                crate::unlogged::verify_unlogged(&bundle, &trusted, &sha256)
+                    .map_err(|why| BundleError::Unlogged(why.to_string()))?;
                 return Ok(BundleVerified {
                     identity: None,
                     issuer: None,

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use sigstore_verify::types::pae;
 
 use crate::artifact::Blob;
 use crate::bundle::{
@@ -220,18 +221,6 @@ pub fn sign_image_bundle(key: &SigningKey, digest: &str) -> Result<Vec<u8>, Cosi
         },
     });
     serde_json::to_vec(&bundle).map_err(|e| CosignError::Signing(e.to_string()))
-}
-
-/// DSSE's pre-authentication encoding: what the signature covers.
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
 }
 
 /// Everything to push for one bundle: the blobs, then `manifest` by digest, then the

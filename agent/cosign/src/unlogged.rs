@@ -4,49 +4,12 @@
 //! validity window), so this checks what there is: the DSSE signature over its
 //! pre-authentication encoding, and a statement subject naming the artifact's digest.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use sigstore::crypto::Signature;
+use sigstore_verify::types::Bundle;
+use sigstore_verify::types::bundle::SignatureContent;
 
-use crate::keys::load_trusted_key;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Bundle {
-    dsse_envelope: Option<Envelope>,
-    #[serde(default)]
-    verification_material: Material,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Material {
-    #[serde(default)]
-    tlog_entries: Vec<serde_json::Value>,
-    #[serde(default)]
-    timestamp_verification_data: Option<Timestamps>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Timestamps {
-    #[serde(default)]
-    rfc3161_timestamps: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope {
-    payload: String,
-    payload_type: String,
-    signatures: Vec<EnvelopeSignature>,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeSignature {
-    sig: String,
-}
+use crate::keys::TrustedKey;
 
 #[derive(Deserialize)]
 struct Statement {
@@ -59,60 +22,41 @@ struct Subject {
 }
 
 /// True when the bundle carries neither a transparency log entry nor a timestamp.
-pub(crate) fn has_no_time_evidence(bundle_json: &str) -> bool {
-    serde_json::from_str::<Bundle>(bundle_json).is_ok_and(|b| {
-        b.verification_material.tlog_entries.is_empty()
-            && b.verification_material
-                .timestamp_verification_data
-                .is_none_or(|t| t.rfc3161_timestamps.is_empty())
-    })
+pub(crate) fn has_no_time_evidence(bundle: &Bundle) -> bool {
+    let material = &bundle.verification_material;
+    material.tlog_entries.is_empty()
+        && material
+            .timestamp_verification_data
+            .rfc3161_timestamps
+            .is_empty()
 }
 
-/// Verifies an evidence-free DSSE bundle with the key `pem` for the artifact whose SHA-256
-/// is `artifact_sha256` (hex); the error says why not.
+/// Verifies an evidence-free DSSE bundle with `key` for the artifact whose SHA-256 is
+/// `artifact_sha256` (hex); the error says why not.
 pub(crate) fn verify_unlogged(
-    bundle_json: &str,
-    pem: &str,
+    bundle: &Bundle,
+    key: &TrustedKey,
     artifact_sha256: &str,
-) -> Result<(), String> {
-    let refuse = |why: &str| why.to_string();
-    let bundle: Bundle =
-        serde_json::from_str(bundle_json).map_err(|e| format!("not a bundle: {e}"))?;
-    let Some(envelope) = bundle.dsse_envelope else {
-        return Err(refuse(
-            "a message signature without a transparency log entry or timestamp",
-        ));
+) -> Result<(), &'static str> {
+    let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
+        return Err("a message signature without a transparency log entry or timestamp");
     };
-    let key = load_trusted_key(pem.as_bytes(), "key").map_err(|e| refuse(&e.to_string()))?;
-    let payload = STANDARD
-        .decode(&envelope.payload)
-        .map_err(|_| refuse("DSSE payload is not base64"))?;
-    let mut pae = format!(
-        "DSSEv1 {} {} {} ",
-        envelope.payload_type.len(),
-        envelope.payload_type,
-        payload.len()
-    )
-    .into_bytes();
-    pae.extend_from_slice(&payload);
-    let signed_by_key = envelope.signatures.iter().any(|s| {
-        key.key
-            .verify_signature(Signature::Base64Encoded(s.sig.as_bytes()), &pae)
-            .is_ok()
-    });
-    if !signed_by_key {
-        return Err(refuse("the DSSE signature does not verify with the key"));
-    }
+    key.key
+        .verify_signature(
+            Signature::Raw(envelope.signature.sig.as_bytes()),
+            &envelope.pae(),
+        )
+        .map_err(|_| "the DSSE signature does not verify with the key")?;
     // Parsed only once signed: nothing unsigned is interpreted.
-    let statement: Statement =
-        serde_json::from_slice(&payload).map_err(|_| refuse("DSSE payload is not a statement"))?;
+    let statement: Statement = serde_json::from_slice(envelope.payload.as_bytes())
+        .map_err(|_| "the DSSE payload is not a statement")?;
     let wanted = artifact_sha256.to_ascii_lowercase();
     if !statement
         .subject
         .iter()
         .any(|s| s.digest.get("sha256") == Some(&wanted))
     {
-        return Err(refuse("the statement's subject is another artifact"));
+        return Err("the statement's subject is another artifact");
     }
     Ok(())
 }
