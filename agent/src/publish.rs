@@ -197,11 +197,7 @@ async fn attach_bundle(
         .push_manifest(&manifest_ref, artifact.manifest.clone(), OCI_MANIFEST)
         .await?;
     let tag = clb_cosign::referrers_tag(digest).map_err(signing(format!("tagging {digest}")))?;
-    let index_ref = oci_client::Reference::with_tag(
-        repository.registry().to_string(),
-        repository.repository().to_string(),
-        tag,
-    );
+    let index_ref = signatures::tagged(repository, tag);
     let existing = registry.pull_manifest_optional(&index_ref).await?;
     let index = clb_cosign::referrers_index_with(
         existing.as_ref().map(|(raw, _)| raw.as_slice()),

@@ -31,12 +31,19 @@ pub fn signature_reference(
         location: digest.to_string(),
         source,
     })?;
-    let repository = self::signature_repository(image, signature_repository)?;
-    Ok(Reference::with_tag(
-        repository.registry().to_string(),
-        repository.repository().to_string(),
+    Ok(tagged(
+        &self::signature_repository(image, signature_repository)?,
         tag,
     ))
+}
+
+/// `tag` in the repository of `reference`.
+pub fn tagged(reference: &Reference, tag: String) -> Reference {
+    Reference::with_tag(
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+        tag,
+    )
 }
 
 /// Applies the policy entry for the image's repository to the signatures found for it. A
@@ -94,11 +101,7 @@ async fn fetch_bundles(registry: &Registry, subject: &Reference, found: &mut Fou
         // oci-client's fallback keeps only entries typed as bundles; cosign 3.0.x typed its
         // fallback entries as the empty config.
         let tag = clb_cosign::referrers_tag(&found.digest).map_err(unusable)?;
-        let index_ref = Reference::with_tag(
-            subject.registry().to_string(),
-            subject.repository().to_string(),
-            tag,
-        );
+        let index_ref = tagged(subject, tag);
         if let Some((raw, _)) = registry.pull_manifest_optional(&index_ref).await? {
             listed = clb_cosign::untyped_referrers(&raw).map_err(unusable)?;
         }

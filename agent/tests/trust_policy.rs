@@ -266,6 +266,14 @@ fn the_trust_policy_decides_per_scope() {
         .collect();
     assert_eq!(names, ["release", "qa"]);
     assert_eq!(b["verified_with"], "release");
+    // The text status names them too.
+    let text = clb(&["--state-dir", state.to_str().unwrap(), "status"]);
+    assert_ok(&text);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("verified: release, qa (policy {addr}/os)")),
+        "{text}"
+    );
 
     // The default entry rejects every other repository.
     fx.push(&[&r.base], "other:v1", &[]);
