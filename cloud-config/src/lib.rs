@@ -47,6 +47,8 @@ pub use schema::{
     Layout, Override, Partition, Step, Systemctl, User,
 };
 pub use sources::{CMDLINE_KEYS, DEFAULT_DIRS, Loaded, Sources, cmdline_setup};
+/// The template engine alone (`fuzz/` drives it with arbitrary templates).
+pub use template::{TemplateError, render as render_template};
 
 /// Boot stages in boot order; each also runs as `<stage>.before` and `<stage>.after`.
 pub const BOOT_STAGES: [&str; 6] = ["rootfs", "initramfs", "fs", "boot", "network", "reconcile"];

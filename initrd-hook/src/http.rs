@@ -118,7 +118,9 @@ pub fn get(url: &Url, sink: &mut dyn Write, timeout: Duration) -> Result<u64, Ht
     )))
 }
 
-enum Outcome {
+/// How a response ended: a body of this many bytes, or a redirect to a location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     Body(u64),
     Redirect(String),
 }
@@ -145,7 +147,19 @@ fn get_once(url: &Url, sink: &mut dyn Write, timeout: Duration) -> Result<Outcom
         .write_all(request.as_bytes())
         .map_err(|e| io(url, "send", e))?;
     let mut reader = BufReader::with_capacity(64 * 1024, &stream);
-    let head = read_head(&mut reader).map_err(|e| io(url, "response", e))?;
+    read_response(&mut reader, sink, url)
+}
+
+/// Reads one response from `reader`: the body of a 200 into `sink`, or where a redirect
+/// points. `url` only names the request in errors. Apart from the socket this is all a
+/// server's bytes reach, so it is what `fuzz/` feeds with arbitrary input.
+pub fn read_response(
+    reader: &mut impl BufRead,
+    sink: &mut dyn Write,
+    url: &Url,
+) -> Result<Outcome, HttpError> {
+    let reader = &mut *reader;
+    let head = read_head(reader).map_err(|e| io(url, "response", e))?;
     if (300..400).contains(&head.status)
         && head.status != 304
         && let Some(loc) = head.location
@@ -156,10 +170,9 @@ fn get_once(url: &Url, sink: &mut dyn Write, timeout: Duration) -> Result<Outcom
         return Err(HttpError::Status(head.status));
     }
     let n = if head.chunked {
-        copy_chunked(&mut reader, sink).map_err(|e| io(url, "body", e))?
+        copy_chunked(reader, sink).map_err(|e| io(url, "body", e))?
     } else if let Some(len) = head.content_length {
-        let n =
-            std::io::copy(&mut (&mut reader).take(len), sink).map_err(|e| io(url, "body", e))?;
+        let n = std::io::copy(&mut reader.take(len), sink).map_err(|e| io(url, "body", e))?;
         if n != len {
             return Err(HttpError::Io(format!(
                 "{url}: connection closed after {n} of {len} bytes"
@@ -167,7 +180,7 @@ fn get_once(url: &Url, sink: &mut dyn Write, timeout: Duration) -> Result<Outcom
         }
         n
     } else {
-        std::io::copy(&mut reader, sink).map_err(|e| io(url, "body", e))?
+        std::io::copy(reader, sink).map_err(|e| io(url, "body", e))?
     };
     Ok(Outcome::Body(n))
 }

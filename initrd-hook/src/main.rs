@@ -1,50 +1,10 @@
-//! clb-initrd: the boot hook of clb. See docs/boot.md.
-//!
-//! Two ways to run:
-//! - as `/init` (PID 1) of a minimal initramfs (`clb mkinitrd`): mounts the API filesystems,
-//!   loads the modules listed in `/etc/clb/modules`, assembles the root and switches to it;
-//! - `clb-initrd assemble --sysroot DIR` from dracut or initramfs-tools, which own PID 1,
-//!   module loading and the switch themselves.
-//!
-//! With `clb.source=` + `clb.digest=` (netboot, `netboot.rs`) the layers come from a pinned
-//! layer-set manifest over HTTP or on a labelled filesystem instead of a slot on COS_STATE.
-//!
-//! Every failure prints one line `clb-initrd: error: ...` on the console and, as PID 1,
-//! exits: the kernel panics and `panic=N` reboots, which spends one try of a new release.
+//! clb-initrd: the boot hook of clb (the library holds the parts; see its docs and docs/boot.md).
 
-mod assemble;
-mod cmdline;
-mod http;
-mod loopdev;
-mod modules;
-mod mounts;
-mod netboot;
-mod network;
-mod persist;
-mod plan;
-mod record;
-mod switchroot;
-
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cmdline::Config;
-
-/// A boot-stopping error: one line for the console.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fatal(pub String);
-
-impl std::fmt::Display for Fatal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Print a console line (never panics when the console is gone).
-pub fn say(msg: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr().lock(), "clb-initrd: {msg}");
-}
+use clb_initrd::cmdline::Config;
+use clb_initrd::{Fatal, assemble, modules, say, switchroot};
 
 fn main() {
     let started = Instant::now();

@@ -145,14 +145,11 @@ pub fn tar_layer_to_squashfs(
         }
         Err(failure) => {
             child.abort();
-            return Err(match failure {
-                Failure::Convert(e) => e,
-                Failure::Write(e) => ConvertError::io("writing to tar2sqfs", e),
-                Failure::Read(e) => match opened.input_err.take() {
-                    Some(source) => ConvertError::io("reading layer", source),
-                    None => ConvertError::Corrupt(e.to_string()),
-                },
-            });
+            return Err(failure_error(
+                failure,
+                &opened.input_err,
+                "writing to tar2sqfs",
+            ));
         }
     };
 
@@ -163,6 +160,30 @@ pub fn tar_layer_to_squashfs(
         tar_bytes: tar_bytes.get(),
         output_bytes,
     })
+}
+
+/// The rewriting pass of [`tar_layer_to_squashfs`] alone: decodes `input` and writes the
+/// rewritten tar stream (whiteouts, hard links, paths and metadata as docs/conversion.md
+/// says) to `out` instead of tar2sqfs. Returns the number of entries. This is every rule a
+/// layer's bytes meet before the converter, which is why `fuzz/` drives it.
+pub fn rewrite_layer(input: impl Read, out: impl Write) -> Result<u64, ConvertError> {
+    let opened = decode::open(input)?;
+    rewrite::rewrite(opened.decoded, out)
+        .map(|(entries, _)| entries)
+        .map_err(|f| failure_error(f, &opened.input_err, "writing the rewritten tar"))
+}
+
+/// A failed pass as the error a caller sees: a read failure is the input's own I/O error
+/// when there was one, else the layer is corrupt.
+fn failure_error(failure: Failure, input_err: &decode::ErrSlot, writing: &str) -> ConvertError {
+    match failure {
+        Failure::Convert(e) => e,
+        Failure::Write(e) => ConvertError::io(writing, e),
+        Failure::Read(e) => match input_err.take() {
+            Some(source) => ConvertError::io("reading layer", source),
+            None => ConvertError::Corrupt(e.to_string()),
+        },
+    }
 }
 
 /// Makes the image durable before the caller renames it into place.

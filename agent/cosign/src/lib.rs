@@ -56,4 +56,4 @@ pub use payload::{
     SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SIMPLE_SIGNING_TYPE, signature_tag,
     simple_signing_payload, validate_digest,
 };
-pub use verify::{SignatureLayer, Verified, verify};
+pub use verify::{SignatureLayer, Verified, check_signed_payload, verify};

@@ -101,7 +101,12 @@ impl BootState {
                 K_MAX_TRIES => state.max_tries = value.parse().map_err(|_| bad())?,
                 K_GOOD => state.good = parse_bool(value).ok_or_else(bad)?,
                 K_ROLLED_BACK => state.rolled_back = parse_bool(value).ok_or_else(bad)?,
-                _ => state.other.push((key.to_string(), value.to_string())),
+                // GRUB's `load_env` lets the last of two equal names win; so does
+                // `to_block`, which writes each name once (found by fuzz/, boot_state).
+                _ => match state.other.iter_mut().find(|(k, _)| k == key) {
+                    Some((_, v)) => *v = value.to_string(),
+                    None => state.other.push((key.to_string(), value.to_string())),
+                },
             }
         }
         Ok(state)
@@ -222,6 +227,18 @@ fn parse_opt_slot(v: &str) -> Result<Option<SlotName>, ()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_foreign_key_written_twice_keeps_its_last_value() {
+        let mut block = b"# GRUB Environment Block\nsaved_entry=old\nsaved_entry=new\n".to_vec();
+        block.resize(1024, b'#');
+        let state = BootState::parse(&block).unwrap();
+        assert_eq!(
+            state.other,
+            vec![("saved_entry".to_string(), "new".to_string())]
+        );
+        assert_eq!(BootState::parse(&state.to_block().unwrap()).unwrap(), state);
+    }
 
     #[test]
     fn round_trips_and_keeps_foreign_keys() {

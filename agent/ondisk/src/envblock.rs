@@ -76,15 +76,12 @@ impl EnvBlock {
 
     pub fn to_block(&self) -> Result<Vec<u8>, EnvBlockError> {
         let mut out = String::from(HEADER);
+        // A name is escaped like a value: `parse` reads escapes before it splits a line at
+        // its first '=', so a name can hold an escaped newline (found by fuzz/, boot_state).
         for (k, v) in &self.vars {
-            out.push_str(k);
+            escape_into(&mut out, k);
             out.push('=');
-            for c in v.chars() {
-                if c == '\\' || c == '\n' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
+            escape_into(&mut out, v);
             out.push('\n');
         }
         if out.len() > ENV_BLOCK_SIZE {
@@ -96,10 +93,29 @@ impl EnvBlock {
     }
 }
 
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c == '\\' || c == '\n' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_name_with_an_escaped_newline_survives_a_rewrite() {
+        let mut block = b"# GRUB Environment Block\nclb_fallback\\\nclb_tries=3\n".to_vec();
+        block.resize(ENV_BLOCK_SIZE, b'#');
+        let env = EnvBlock::parse(&block).unwrap();
+        assert_eq!(env.get("clb_fallback\nclb_tries"), Some("3"));
+        assert_eq!(env.get("clb_tries"), None);
+        assert_eq!(EnvBlock::parse(&env.to_block().unwrap()).unwrap(), env);
+    }
 
     #[test]
     fn round_trip_keeps_order_and_escapes() {

@@ -5,6 +5,7 @@
 pub mod auth;
 mod download;
 mod errors;
+pub mod manifest;
 pub mod platform;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub use auth::CredentialSource;
 pub use download::DownloadProgress;
+pub use manifest::Manifest;
 pub use platform::Platform;
 
 use crate::error::{ClbError, Result};
@@ -188,32 +190,24 @@ impl Registry {
     /// Resolves a reference to the platform's image manifest.
     pub async fn resolve(&self, reference: &Reference) -> Result<ResolvedImage> {
         let (raw, top_digest) = self.pull_manifest_raw(reference).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&raw)
-            .map_err(|e| ClbError::Invalid(format!("manifest of {reference} is not JSON: {e}")))?;
-        let media_type = doc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
-        let is_index =
-            media_type == OCI_INDEX || media_type == DOCKER_LIST || doc.get("manifests").is_some();
-        let (raw, manifest_digest) = if is_index {
-            let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
-            let digest = platform.pick(&doc).ok_or_else(|| {
-                ClbError::NotFound(format!("{reference} has no image for platform {platform}"))
-            })?;
-            let by_digest = reference.clone_with_digest(digest.clone());
-            let (raw, got) = self.pull_manifest_raw(&by_digest).await?;
-            check_digest(&raw, &digest, &format!("manifest {digest}"))?;
-            (raw, got)
-        } else {
-            (raw, top_digest.clone())
+        let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
+        let name = reference.to_string();
+        let (manifest, manifest_digest) = match manifest::parse(&raw, &name, &platform)? {
+            Manifest::Image(m) => (m, top_digest.clone()),
+            Manifest::Index(digest) => {
+                let by_digest = reference.clone_with_digest(digest.clone());
+                let (raw, got) = self.pull_manifest_raw(&by_digest).await?;
+                check_digest(&raw, &digest, &format!("manifest {digest}"))?;
+                match manifest::parse(&raw, &name, &platform)? {
+                    Manifest::Image(m) => (m, got),
+                    Manifest::Index(_) => {
+                        return Err(ClbError::Invalid(format!(
+                            "{reference}: the platform's entry {digest} is another index"
+                        )));
+                    }
+                }
+            }
         };
-        let manifest: OciImageManifest = serde_json::from_slice(&raw).map_err(|e| {
-            ClbError::Invalid(format!("image manifest of {reference} is malformed: {e}"))
-        })?;
-        if manifest.schema_version != 2 {
-            return Err(ClbError::Invalid(format!(
-                "{reference}: unsupported manifest schema {}",
-                manifest.schema_version
-            )));
-        }
         Ok(ResolvedImage {
             reference: reference.clone(),
             top_digest,
