@@ -175,6 +175,17 @@ pub enum ClbError {
         needed: u64,
         available: u64,
     },
+    /// A layer that inflates past the free space of the store (a decompression bomb).
+    #[error(
+        "layer {layer} decompresses past {limit} bytes, too much for the {free} bytes free in {path}",
+        path = path.display()
+    )]
+    LayerExpands {
+        layer: String,
+        limit: u64,
+        free: u64,
+        path: PathBuf,
+    },
     #[error("locked: another clb operation is running on {}", path.display())]
     Locked { path: PathBuf },
     #[error("invalid input: {0}")]
@@ -277,7 +288,7 @@ impl ClbError {
             ClbError::Unreachable(_) => exit::REGISTRY_UNREACHABLE,
             ClbError::AuthRefused(_) => exit::AUTH_REFUSED,
             ClbError::NotFound(_) => exit::NOT_FOUND,
-            ClbError::NoSpace { .. } => exit::NO_SPACE,
+            ClbError::NoSpace { .. } | ClbError::LayerExpands { .. } => exit::NO_SPACE,
             ClbError::Locked { .. } => exit::LOCKED,
             ClbError::Invalid(_) => exit::INVALID_INPUT,
             ClbError::State(_) => exit::STATE,
@@ -342,7 +353,7 @@ fn convert_exit_code(e: &clb_convert::ConvertError) -> u8 {
     use clb_convert::ConvertError as C;
     match e {
         _ if e.is_invalid_input() => exit::INVALID_INPUT,
-        C::NoSpace(_) => exit::NO_SPACE,
+        C::NoSpace(_) | C::Expands(_) => exit::NO_SPACE,
         C::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
         C::Command(c) if c.says_no_space() => exit::NO_SPACE,
         _ => exit::STATE,

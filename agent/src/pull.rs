@@ -185,12 +185,23 @@ fn finish_conversion(
     out: &Path,
     converted: Result<String>,
 ) -> Result<String> {
+    let converted = converted.map_err(|e| match e {
+        ClbError::Convert(clb_convert::ConvertError::Expands(limit)) => ClbError::LayerExpands {
+            layer: desc.digest.clone(),
+            limit,
+            free: limit / MAX_EXPANSION_OVER_FREE,
+            path: store.root().to_path_buf(),
+        },
+        other => other,
+    });
     let digest = match converted {
         Ok(d) => d,
         Err(e) => {
-            // Bad content is not worth resuming; after a full disk the download is kept so a
-            // later run can convert it without fetching it again.
-            if e.exit_code() == crate::error::exit::INVALID_INPUT {
+            // Bad content is not worth resuming, nor is a layer that decompresses past the
+            // free space; after a full disk the download is kept so a later run can convert
+            // it without fetching it again.
+            let expands = matches!(&e, ClbError::LayerExpands { .. });
+            if expands || e.exit_code() == crate::error::exit::INVALID_INPUT {
                 let _ = std::fs::remove_file(partial);
             }
             let _ = std::fs::remove_file(out);
@@ -283,11 +294,12 @@ async fn convert_while_downloading(
     let finish_on_drop = FinishOnDrop(mark.clone());
     bar.message("downloading and converting");
     let converter = {
-        let (input, out, conversions, mark) = (
+        let (input, out, conversions, mark, store) = (
             partial.to_path_buf(),
             out.clone(),
             conversions.clone(),
             mark.clone(),
+            store.clone(),
         );
         tokio::spawn(async move {
             let slot = conversions.slot().await?;
@@ -295,7 +307,7 @@ async fn convert_while_downloading(
                 let _slot = slot;
                 let file = GrowingFile::open(&input, mark)
                     .map_err(ClbError::io(format!("opening {}", input.display())))?;
-                convert_reader(file, &out, &conversions.opts)
+                convert_reader(&store, file, &out, &conversions.opts)
             })
             .await
         })
@@ -333,7 +345,7 @@ async fn convert_while_downloading(
         let converted = match slot {
             Some(_slot) => {
                 tracing::info!(layer = %short_digest(&desc.digest), "download started over; converting the finished file");
-                convert_file(&partial, &out, &conversions.opts)
+                convert_file(&store, &partial, &out, &conversions.opts)
             }
             None => converted,
         };
@@ -342,22 +354,44 @@ async fn convert_while_downloading(
     .await
 }
 
-fn convert_file(input: &Path, out: &Path, opts: &clb_convert::ConvertOptions) -> Result<String> {
+fn convert_file(
+    store: &StateStore,
+    input: &Path,
+    out: &Path,
+    opts: &clb_convert::ConvertOptions,
+) -> Result<String> {
     let file =
         std::fs::File::open(input).map_err(ClbError::io(format!("opening {}", input.display())))?;
-    convert_reader(file, out, opts)
+    convert_reader(store, file, out, opts)
 }
 
-/// Converts a tar layer to SquashFS at `out` and returns the image's digest.
+/// How many times the store's free space a layer may decompress to. Its SquashFS form is what
+/// gets stored, and OS content compresses at most about 4:1 with zstd: a layer past this
+/// cannot fit, unless it is a decompression bomb (zeros, repeats), which it most likely is.
+const MAX_EXPANSION_OVER_FREE: u64 = 8;
+
+/// Converts a tar layer to SquashFS at `out` and returns the image's digest. The layer may
+/// not decompress to more than [`MAX_EXPANSION_OVER_FREE`] times the store's free space when
+/// the conversion starts: a decompression bomb is stopped while it converts (exit 8) instead
+/// of spending CPU on terabytes of zeros.
 fn convert_reader(
+    store: &StateStore,
     input: impl std::io::Read,
     out: &Path,
     opts: &clb_convert::ConvertOptions,
 ) -> Result<String> {
+    let opts = clb_convert::ConvertOptions {
+        max_tar_bytes: Some(
+            store
+                .available_bytes()?
+                .saturating_mul(MAX_EXPANSION_OVER_FREE),
+        ),
+        ..opts.clone()
+    };
     clb_convert::tar_layer_to_squashfs(
         std::io::BufReader::with_capacity(1 << 20, input),
         out,
-        opts,
+        &opts,
     )
     .map_err(ClbError::from)?;
     sha256_file(out)
@@ -381,19 +415,57 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
+/// A native layer must be a SquashFS 4.0 image that fits in the file: its superblock is read
+/// and checked here, at staging, rather than met by the kernel at boot (docs/formats.md).
 fn check_squashfs_magic(path: &Path) -> Result<()> {
     use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(ClbError::io(format!("reading {}", path.display())))?;
-    if &magic != b"hsqs" {
-        let _ = std::fs::remove_file(path);
-        return Err(ClbError::Invalid(
-            "layer declared as SquashFS is not a SquashFS image".to_string(),
-        ));
+    let mut superblock = [0u8; 96];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.read_exact(&mut superblock).map(|()| len)
+    });
+    let why = match read {
+        Ok(len) => squashfs_superblock_problem(&superblock, len),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Some("shorter than a superblock")
+        }
+        Err(e) => return Err(ClbError::io(format!("reading {}", path.display()))(e)),
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => {
+            let _ = std::fs::remove_file(path);
+            Err(ClbError::Invalid(format!(
+                "layer declared as SquashFS is not a SquashFS 4.0 image: {why}"
+            )))
+        }
     }
-    Ok(())
+}
+
+/// What is wrong with a SquashFS superblock of an image of `len` bytes, if anything.
+fn squashfs_superblock_problem(sb: &[u8; 96], len: u64) -> Option<&'static str> {
+    let u16_at = |at: usize| u16::from_le_bytes([sb[at], sb[at + 1]]);
+    let u32_at = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+    let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
+    let block_size = u32_at(12);
+    if &sb[..4] != b"hsqs" {
+        Some("no SquashFS magic")
+    } else if (u16_at(28), u16_at(30)) != (4, 0) {
+        Some("not format version 4.0")
+    } else if !(4096..=1 << 20).contains(&block_size)
+        || u32::from(u16_at(22)) >= 32
+        || block_size != 1 << u16_at(22)
+    {
+        Some("impossible block size")
+    } else if !(1..=6).contains(&u16_at(20)) {
+        Some("unknown compressor")
+    } else if u32_at(4) == 0 {
+        Some("no inodes")
+    } else if u64_at(40) < 96 || u64_at(40) > len {
+        Some("its size field does not fit the file")
+    } else {
+        None
+    }
 }
 
 fn record(store: &StateStore, desc: &OciDescriptor, digest: &str) -> Result<LayerRecord> {
@@ -412,4 +484,41 @@ fn record(store: &StateStore, desc: &OciDescriptor, digest: &str) -> Result<Laye
 pub fn short_digest(digest: &str) -> String {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     hex.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod superblock_tests {
+    use super::squashfs_superblock_problem;
+
+    fn sound() -> [u8; 96] {
+        let mut sb = [0u8; 96];
+        sb[..4].copy_from_slice(b"hsqs");
+        sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+        sb[12..16].copy_from_slice(&131_072u32.to_le_bytes());
+        sb[20..22].copy_from_slice(&1u16.to_le_bytes());
+        sb[22..24].copy_from_slice(&17u16.to_le_bytes());
+        sb[28..30].copy_from_slice(&4u16.to_le_bytes());
+        sb[40..48].copy_from_slice(&4096u64.to_le_bytes());
+        sb
+    }
+
+    #[test]
+    fn a_sound_superblock_passes_and_each_broken_field_is_named() {
+        assert_eq!(squashfs_superblock_problem(&sound(), 4096), None);
+        assert_eq!(
+            squashfs_superblock_problem(&sound(), 4095),
+            Some("its size field does not fit the file")
+        );
+        let broken = |at: usize, bytes: &[u8]| {
+            let mut sb = sound();
+            sb[at..at + bytes.len()].copy_from_slice(bytes);
+            squashfs_superblock_problem(&sb, 4096)
+        };
+        assert_eq!(broken(0, b"sqsh"), Some("no SquashFS magic"));
+        assert_eq!(broken(28, &[3, 0]), Some("not format version 4.0"));
+        assert_eq!(broken(22, &[16, 0]), Some("impossible block size"));
+        assert_eq!(broken(22, &[200, 0]), Some("impossible block size"));
+        assert_eq!(broken(20, &[9, 0]), Some("unknown compressor"));
+        assert_eq!(broken(4, &[0, 0, 0, 0]), Some("no inodes"));
+    }
 }

@@ -7,57 +7,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A tmpfs of `size` bytes mounted at `dir`, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(dir: &Path, size: u64) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a {size}-byte tmpfs at {}", dir.display());
-        Self(dir.to_path_buf())
-    }
-
-    fn available(&self) -> u64 {
-        let out = sh(&format!(
-            "df --output=avail -B1 {} | tail -n 1",
-            self.0.display()
-        ));
-        out.trim().parse().unwrap()
-    }
-
-    /// Fills the filesystem until `free` bytes are left (page-rounded by tmpfs).
-    fn leave_free(&self, free: u64) {
-        let filler = self.0.join("filler");
-        let _ = std::fs::remove_file(&filler);
-        let available = self.available();
-        if available > free {
-            sh(&format!(
-                "fallocate -l {} {}",
-                available - free,
-                filler.display()
-            ));
-        }
-    }
-
-    fn unfill(&self) {
-        let _ = std::fs::remove_file(self.0.join("filler"));
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use std::path::Path;
 
 fn run(state: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--json", "--state-dir", state.to_str().unwrap()];

@@ -13,9 +13,12 @@ use std::sync::OnceLock;
 use clb::registry::{Manifest, Platform};
 use clb_ondisk::{BootState, EnvBlock, SlotManifest};
 
+/// A fuzz target: takes any bytes, returns normally or panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its `fuzz/libfuzzer/fuzz_targets/NAME.rs` and of its corpus
 /// directory `fuzz/corpus/NAME`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("boot_state", boot_state),
     ("slot_manifest", slot_manifest),
     ("oci_manifest", oci_manifest),

@@ -58,34 +58,54 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
-/// The decoded tar stream, counting bytes.
+/// The decoded tar stream, counting bytes, failing past its limit.
 pub(crate) struct Decoded<'a> {
     inner: Box<dyn Read + 'a>,
     pub count: Rc<Cell<u64>>,
+    limit: Option<u64>,
+    expanded: Rc<Cell<Option<u64>>>,
 }
 
 impl Read for Decoded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
+        let count = self.count.get() + n as u64;
+        self.count.set(count);
+        if let Some(limit) = self.limit.filter(|&limit| count > limit) {
+            self.expanded.set(Some(limit));
+            return Err(io::Error::other(format!("decompressed past {limit} bytes")));
+        }
         Ok(n)
     }
+}
+
+/// What explains a failed read of the decoded stream.
+#[derive(Default)]
+pub(crate) struct ReadSide {
+    /// The input's own error.
+    pub input_err: ErrSlot,
+    /// The limit, once the decoded stream went past it.
+    pub expanded: Rc<Cell<Option<u64>>>,
 }
 
 pub(crate) struct Opened<'a> {
     pub decoded: Decoded<'a>,
     pub input_bytes: Rc<Cell<u64>>,
-    pub input_err: ErrSlot,
+    pub read_side: ReadSide,
 }
 
-/// Wraps `input` in the decoder its first bytes call for (gzip, zstd, or none).
-pub(crate) fn open<'a>(input: impl Read + 'a) -> Result<Opened<'a>, ConvertError> {
+/// Wraps `input` in the decoder its first bytes call for (gzip, zstd, or none); the decoded
+/// stream fails once it passes `limit` bytes.
+pub(crate) fn open<'a>(
+    input: impl Read + 'a,
+    limit: Option<u64>,
+) -> Result<Opened<'a>, ConvertError> {
     let input_bytes = Rc::new(Cell::new(0));
-    let input_err = ErrSlot::default();
+    let read_side = ReadSide::default();
     let mut source = Source {
         inner: input,
         count: input_bytes.clone(),
-        err: input_err.clone(),
+        err: read_side.input_err.clone(),
     };
     let mut magic = [0u8; 6];
     let mut got = 0;
@@ -118,8 +138,10 @@ pub(crate) fn open<'a>(input: impl Read + 'a) -> Result<Opened<'a>, ConvertError
         decoded: Decoded {
             inner,
             count: Rc::new(Cell::new(0)),
+            limit,
+            expanded: read_side.expanded.clone(),
         },
         input_bytes,
-        input_err,
+        read_side,
     })
 }

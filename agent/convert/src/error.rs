@@ -25,6 +25,10 @@ pub enum ConvertError {
     /// non-zero exit is `Command`.
     #[error("tar2sqfs: {0}")]
     Tool(String),
+    /// The decompressed layer grew past `ConvertOptions::max_tar_bytes` (a decompression bomb,
+    /// or a layer larger than the caller can take).
+    #[error("the layer decompresses to more than {0} bytes")]
+    Expands(u64),
     /// ENOSPC (or EDQUOT) while writing the image or the archive.
     #[error("no space left on device: {0}")]
     NoSpace(String),

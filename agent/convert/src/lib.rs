@@ -77,6 +77,10 @@ pub struct ConvertOptions {
     pub level: Option<u32>,
     /// Compressor threads for tar2sqfs (0 is taken as 1).
     pub jobs: usize,
+    /// Refuse a layer whose decompressed tar stream grows past this many bytes
+    /// ([`ConvertError::Expands`]): a few MB of gzip can inflate to terabytes, and each byte
+    /// costs CPU even when the image stays small. `None`: no bound.
+    pub max_tar_bytes: Option<u64>,
 }
 
 impl ConvertOptions {
@@ -88,6 +92,7 @@ impl ConvertOptions {
             compressor: Compressor::Zstd,
             level: Some(HOST_ZSTD_LEVEL),
             jobs: 2,
+            max_tar_bytes: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl ConvertOptions {
             compressor: Compressor::Zstd,
             level: None,
             jobs: 2,
+            max_tar_bytes: None,
         }
     }
 }
@@ -128,7 +134,7 @@ pub fn tar_layer_to_squashfs(
     opts: &ConvertOptions,
 ) -> Result<ConvertStats, ConvertError> {
     tar2sqfs::args(opts)?;
-    let opened = decode::open(input)?;
+    let opened = decode::open(input, opts.max_tar_bytes)?;
     let tar_bytes = opened.decoded.count.clone();
     let (child, stdin) = Tar2Sqfs::spawn(out, opts)?;
     let writer = BufWriter::with_capacity(256 * 1024, stdin);
@@ -147,7 +153,7 @@ pub fn tar_layer_to_squashfs(
             child.abort();
             return Err(failure_error(
                 failure,
-                &opened.input_err,
+                &opened.read_side,
                 "writing to tar2sqfs",
             ));
         }
@@ -167,22 +173,28 @@ pub fn tar_layer_to_squashfs(
 /// says) to `out` instead of tar2sqfs. Returns the number of entries. This is every rule a
 /// layer's bytes meet before the converter, which is why `fuzz/` drives it.
 pub fn rewrite_layer(input: impl Read, out: impl Write) -> Result<u64, ConvertError> {
-    let opened = decode::open(input)?;
+    let opened = decode::open(input, None)?;
     rewrite::rewrite(opened.decoded, out)
         .map(|(entries, _)| entries)
-        .map_err(|f| failure_error(f, &opened.input_err, "writing the rewritten tar"))
+        .map_err(|f| failure_error(f, &opened.read_side, "writing the rewritten tar"))
 }
 
-/// A failed pass as the error a caller sees: a read failure is the input's own I/O error
-/// when there was one, else the layer is corrupt.
-fn failure_error(failure: Failure, input_err: &decode::ErrSlot, writing: &str) -> ConvertError {
+/// A failed pass as the error a caller sees: a read failure is the bound on the decoded size
+/// when that was passed, else the input's own I/O error when there was one, else the layer
+/// is corrupt.
+fn failure_error(failure: Failure, read_side: &decode::ReadSide, writing: &str) -> ConvertError {
     match failure {
         Failure::Convert(e) => e,
         Failure::Write(e) => ConvertError::io(writing, e),
-        Failure::Read(e) => match input_err.take() {
-            Some(source) => ConvertError::io("reading layer", source),
-            None => ConvertError::Corrupt(e.to_string()),
-        },
+        Failure::Read(e) => {
+            if let Some(limit) = read_side.expanded.get() {
+                return ConvertError::Expands(limit);
+            }
+            match read_side.input_err.take() {
+                Some(source) => ConvertError::io("reading layer", source),
+                None => ConvertError::Corrupt(e.to_string()),
+            }
+        }
     }
 }
 

@@ -94,6 +94,7 @@ fn every_compressor() {
             compressor: c,
             level,
             jobs: 1,
+            max_tar_bytes: None,
         };
         require("tar2sqfs");
         clb_convert::tar_layer_to_squashfs(&tar[..], &out, &opts).unwrap();

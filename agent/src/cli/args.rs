@@ -166,7 +166,7 @@ pub struct RegistryArgs {
     /// Platform to pick from multi-arch images, OS/ARCH[/VARIANT] (default: this host's).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Attempts per registry request on 5xx, timeouts and dropped connections.
+    /// Attempts per registry request on 5xx, timeouts, stalls and dropped connections.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
 }

@@ -21,8 +21,29 @@ pub type DownloadProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
 impl Registry {
     /// Downloads `desc` into `partial` (resuming what is there), checks size and digest.
-    /// On a digest mismatch the partial file is removed so that the next try starts clean.
+    /// On a digest mismatch the partial file is removed so that the next try starts clean;
+    /// after any other failure it is kept to resume, unless it holds nothing.
     pub async fn download_blob(
+        &self,
+        reference: &Reference,
+        desc: &OciDescriptor,
+        partial: &Path,
+        progress: DownloadProgress<'_>,
+    ) -> Result<()> {
+        let result = self
+            .download_blob_into(reference, desc, partial, progress)
+            .await;
+        if result.is_err()
+            && tokio::fs::metadata(partial)
+                .await
+                .is_ok_and(|m| m.len() == 0)
+        {
+            let _ = tokio::fs::remove_file(partial).await;
+        }
+        result
+    }
+
+    async fn download_blob_into(
         &self,
         reference: &Reference,
         desc: &OciDescriptor,
@@ -44,6 +65,7 @@ impl Registry {
         let mut attempt = 0;
         while have < size {
             attempt += 1;
+            let had = have;
             let (client, _) = self.client(&registry);
             client.store_auth_if_needed(&registry, &auth).await;
             let result = async {
@@ -71,8 +93,17 @@ impl Registry {
                 // Chunks are written in batches: each tokio file write is a hop to a worker
                 // thread, and chunks are often a few KiB.
                 let mut pending = Vec::with_capacity(WRITE_BATCH);
+                let mut stall = StallGuard::new();
                 let ended = loop {
-                    let chunk = match stream.next().await {
+                    let next = tokio::time::timeout_at(stall.deadline(), stream.next()).await;
+                    if let Some(e) = stall.check(next.as_ref().map_or(0, |n| match n {
+                        Some(Ok(c)) => c.len() as u64,
+                        _ => 0,
+                    })) {
+                        break Err(oci_client::errors::OciDistributionError::IoError(e));
+                    }
+                    let Ok(next) = next else { continue };
+                    let chunk = match next {
                         None => break Ok(()),
                         Some(Ok(c)) => c,
                         // oci-client's own digest check fails at the very end of a full
@@ -100,7 +131,16 @@ impl Registry {
             .await;
             match result {
                 Ok(()) if have < size => {
-                    tracing::warn!(digest = %desc.digest, have, size, "download ended early, resuming");
+                    // A body that ends early without an error (its Content-Length was short) is
+                    // a failed attempt too: a registry that keeps doing it is given up on.
+                    tracing::warn!(digest = %desc.digest, have, size, attempt, "download ended early, resuming");
+                    if attempt >= self.opts.attempts {
+                        file.sync_all().await.map_err(io_err("syncing"))?;
+                        return Err(ClbError::Unreachable(format!(
+                            "blob {}: the registry's answers ended early {attempt} times ({have} of {size} bytes)",
+                            desc.digest
+                        )));
+                    }
                 }
                 Ok(()) => {}
                 Err(oci_client::errors::OciDistributionError::IoError(io))
@@ -126,7 +166,9 @@ impl Registry {
                     return Err(errors::map_oci_error(e, &format!("blob {}", desc.digest)));
                 }
             }
-            if have < size {
+            // An attempt that brought bytes resumes at once (the connection broke, the server
+            // did not refuse); one that brought none backs off.
+            if have < size && have == had {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
@@ -146,6 +188,50 @@ impl Registry {
             });
         }
         Ok(())
+    }
+}
+
+/// A download that brings fewer than [`STALL_BYTES`] in [`STALL_WINDOW`] is cut and resumed
+/// (it counts as an attempt): a per-read timeout never fires on a server that drips a byte a
+/// second. With the default 5 attempts such a server is given up on in under 3 minutes.
+pub const STALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+pub const STALL_BYTES: u64 = 16 << 10;
+
+struct StallGuard {
+    window_start: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl StallGuard {
+    fn new() -> Self {
+        Self {
+            window_start: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.window_start + STALL_WINDOW
+    }
+
+    /// Counts `arrived` bytes; at the end of a window, the error if it brought too few.
+    fn check(&mut self, arrived: u64) -> Option<std::io::Error> {
+        self.bytes += arrived;
+        if tokio::time::Instant::now() < self.deadline() {
+            return None;
+        }
+        if self.bytes < STALL_BYTES {
+            return Some(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "stalled: {} bytes in {} s",
+                    self.bytes,
+                    STALL_WINDOW.as_secs()
+                ),
+            ));
+        }
+        *self = Self::new();
+        None
     }
 }
 

@@ -14,7 +14,7 @@ pub enum Manifest {
     /// An index: the digest of the image manifest for the platform asked for.
     Index(String),
     /// An image manifest, schema 2, every descriptor digest `sha256:<64 lowercase hex>`.
-    Image(OciImageManifest),
+    Image(Box<OciImageManifest>),
 }
 
 /// Parses `raw`, a manifest of `reference` (named in errors), picking `platform` from an
@@ -48,7 +48,7 @@ pub fn parse(raw: &[u8], reference: &str, platform: &Platform) -> Result<Manifes
             )));
         }
     }
-    Ok(Manifest::Image(manifest))
+    Ok(Manifest::Image(Box::new(manifest)))
 }
 
 /// Layer digests become file names in the store and blob URLs: anything but the one

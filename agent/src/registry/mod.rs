@@ -32,6 +32,9 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const ACCEPTED: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+/// Longest one attempt at a small request may take (see `Registry::call_small`). With the
+/// default 5 attempts a server that never finishes is given up on in under 4 minutes.
+pub const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -167,7 +170,15 @@ impl Registry {
                         }
                         Err(e2) if !is_transport_error(&e2) => {
                             self.remember(&registry, true);
-                            return Err(map_oci_error(e2, what));
+                            // Plain HTTP answered: a 5xx there is retried like any other.
+                            if !errors::is_retryable(&e2) || attempt >= self.opts.attempts {
+                                return Err(with_auth_hint(
+                                    map_oci_error(e2, what),
+                                    &auth,
+                                    &registry,
+                                ));
+                            }
+                            tracing::warn!(%registry, attempt, error = %e2, "registry request failed, retrying");
                         }
                         Err(_) => {
                             if attempt >= self.opts.attempts {
@@ -187,19 +198,47 @@ impl Registry {
         }
     }
 
+    /// [`Self::call`] for a request whose whole answer is small (manifests, signature
+    /// payloads, configs, referrers): each attempt must complete within
+    /// [`SMALL_REQUEST_TIMEOUT`]. The client's read timeout is per read, so a server that
+    /// drips a byte at a time would otherwise hold the request forever.
+    async fn call_small<T, F, Fut>(&self, reference: &Reference, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(Client, RegistryAuth) -> Fut,
+        Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
+    {
+        self.call(reference, what, |c, auth| {
+            let attempt = tokio::time::timeout(SMALL_REQUEST_TIMEOUT, op(c, auth));
+            async move {
+                attempt.await.unwrap_or_else(|_| {
+                    Err(oci_client::errors::OciDistributionError::IoError(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no complete answer within {} s",
+                                SMALL_REQUEST_TIMEOUT.as_secs()
+                            ),
+                        ),
+                    ))
+                })
+            }
+        })
+        .await
+    }
+
     /// Resolves a reference to the platform's image manifest.
     pub async fn resolve(&self, reference: &Reference) -> Result<ResolvedImage> {
         let (raw, top_digest) = self.pull_manifest_raw(reference).await?;
         let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
         let name = reference.to_string();
         let (manifest, manifest_digest) = match manifest::parse(&raw, &name, &platform)? {
-            Manifest::Image(m) => (m, top_digest.clone()),
+            Manifest::Image(m) => (*m, top_digest.clone()),
             Manifest::Index(digest) => {
                 let by_digest = reference.clone_with_digest(digest.clone());
                 let (raw, got) = self.pull_manifest_raw(&by_digest).await?;
                 check_digest(&raw, &digest, &format!("manifest {digest}"))?;
                 match manifest::parse(&raw, &name, &platform)? {
-                    Manifest::Image(m) => (m, got),
+                    Manifest::Image(m) => (*m, got),
                     Manifest::Index(_) => {
                         return Err(ClbError::Invalid(format!(
                             "{reference}: the platform's entry {digest} is another index"
@@ -220,7 +259,7 @@ impl Registry {
     pub async fn pull_manifest_raw(&self, reference: &Reference) -> Result<(Vec<u8>, String)> {
         let what = format!("manifest {reference}");
         let (raw, digest) = self
-            .call(reference, &what, |c, auth| async move {
+            .call_small(reference, &what, |c, auth| async move {
                 c.pull_manifest_raw(reference, &auth, ACCEPTED).await
             })
             .await?;
@@ -247,7 +286,7 @@ impl Registry {
     pub async fn pull_blob_bytes(&self, reference: &Reference, digest: &str) -> Result<Vec<u8>> {
         let what = format!("blob {digest}");
         let bytes = self
-            .call(reference, &what, |c, auth| async move {
+            .call_small(reference, &what, |c, auth| async move {
                 c.store_auth_if_needed(reference.resolve_registry(), &auth)
                     .await;
                 let mut buf = Vec::new();
@@ -265,7 +304,7 @@ impl Registry {
     pub async fn referrers(&self, subject: &Reference, artifact_type: &str) -> Result<Vec<u8>> {
         let what = format!("referrers of {subject}");
         let index = self
-            .call(subject, &what, |c, auth| async move {
+            .call_small(subject, &what, |c, auth| async move {
                 c.store_auth_if_needed(subject.resolve_registry(), &auth)
                     .await;
                 c.pull_referrers(subject, Some(artifact_type)).await

@@ -365,3 +365,52 @@ pub fn staged() -> (Fixture, std::path::PathBuf, Releases) {
     assert_ok(&fx.upgrade(&state, "os:v1", &[]));
     (fx, state, r)
 }
+
+/// A tmpfs of `size` bytes mounted at `dir`, unmounted on drop.
+pub struct SmallFs(pub PathBuf);
+
+impl SmallFs {
+    pub fn mount(dir: &Path, size: u64) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a {size}-byte tmpfs at {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+
+    pub fn available(&self) -> u64 {
+        let out = sh(&format!(
+            "df --output=avail -B1 {} | tail -n 1",
+            self.0.display()
+        ));
+        out.trim().parse().unwrap()
+    }
+
+    /// Fills the filesystem until `free` bytes are left (page-rounded by tmpfs).
+    pub fn leave_free(&self, free: u64) {
+        let filler = self.0.join("filler");
+        let _ = std::fs::remove_file(&filler);
+        let available = self.available();
+        if available > free {
+            sh(&format!(
+                "fallocate -l {} {}",
+                available - free,
+                filler.display()
+            ));
+        }
+    }
+
+    pub fn unfill(&self) {
+        let _ = std::fs::remove_file(self.0.join("filler"));
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

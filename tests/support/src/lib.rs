@@ -31,6 +31,7 @@ mod accesslog;
 #[cfg(feature = "bus")]
 pub mod bus;
 mod fleetlock;
+mod hostile;
 mod http;
 mod metadata;
 mod oci;
@@ -45,6 +46,7 @@ use std::path::{Path, PathBuf};
 
 pub use accesslog::{AccessLogEntry, BlobFetch, LogMarker};
 pub use fleetlock::{FleetLockRequest, FleetLockServer};
+pub use hostile::{HostileProxy, Misbehavior, SeenRequest};
 pub use http::{HttpResponse, http_request};
 pub use metadata::{Cloud, Instance, MetadataRequest, MetadataServer};
 pub use oci::{

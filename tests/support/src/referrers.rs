@@ -41,7 +41,7 @@ use crate::{Registry, sha256_digest};
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Headers that belong to one connection, not to the request or answer they travel with.
-const HOP_BY_HOP: &[&str] = &[
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "transfer-encoding",
@@ -184,12 +184,12 @@ impl Drop for ReferrersProxy {
 }
 
 /// One answer to write back.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
     /// The `Content-Length` to announce when it is not the body's (an answer to HEAD).
-    content_length: Option<usize>,
+    pub content_length: Option<usize>,
 }
 
 impl Answer {
@@ -203,7 +203,7 @@ impl Answer {
     }
 
     /// A distribution-spec error body.
-    fn error(status: u16, code: &str, message: &str, detail: &str) -> Answer {
+    pub(crate) fn error(status: u16, code: &str, message: &str, detail: &str) -> Answer {
         let body = json!({"errors": [{"code": code, "message": message, "detail": detail}]});
         Answer::json(status, "application/json", &body)
     }
@@ -245,7 +245,7 @@ fn handle(req: &Request, shared: &Shared) -> Answer {
     {
         return list_referrers(name, digest, query, shared);
     }
-    forward(req, shared)
+    forward(req, &shared.upstream, &shared.own)
 }
 
 /// `/v2/<name><sep><last>` → (name, last), where `last` has no `/`.
@@ -291,7 +291,7 @@ fn valid_digest(digest: &str) -> bool {
 }
 
 fn put_manifest(req: &Request, name: &str, shared: &Shared) -> Answer {
-    let mut answer = forward(req, shared);
+    let mut answer = forward(req, &shared.upstream, &shared.own);
     if !(200..300).contains(&answer.status) {
         return answer;
     }
@@ -398,8 +398,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Sends `req` upstream and turns the answer into ours; 502 if upstream cannot be reached.
-fn forward(req: &Request, shared: &Shared) -> Answer {
+/// Sends `req` to `upstream` and turns the answer into ours (`Location`s pointing upstream
+/// point at `own` instead); 502 if upstream cannot be reached.
+pub(crate) fn forward(req: &Request, upstream: &str, own: &str) -> Answer {
     let headers: Vec<(&str, &str)> = req
         .headers
         .iter()
@@ -407,7 +408,7 @@ fn forward(req: &Request, shared: &Shared) -> Answer {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let resp = match http_request(
-        &shared.upstream,
+        upstream,
         &req.method,
         &req.path,
         &headers,
@@ -416,8 +417,8 @@ fn forward(req: &Request, shared: &Shared) -> Answer {
         Ok(resp) => resp,
         Err(e) => return Answer::error(502, "UNAVAILABLE", "upstream registry unreachable", &e),
     };
-    let upstream_url = format!("http://{}", shared.upstream);
-    let own_url = format!("http://{}", shared.own);
+    let upstream_url = format!("http://{upstream}");
+    let own_url = format!("http://{own}");
     let mut content_length = None;
     let mut headers = Vec::new();
     for (k, v) in resp.headers {
@@ -441,7 +442,7 @@ fn forward(req: &Request, shared: &Shared) -> Answer {
     }
 }
 
-fn write_answer(mut conn: &TcpStream, method: &str, answer: &Answer) {
+pub(crate) fn write_answer(mut conn: &TcpStream, method: &str, answer: &Answer) {
     let reason = match answer.status {
         200 => "OK",
         201 => "Created",
@@ -456,6 +457,7 @@ fn write_answer(mut conn: &TcpStream, method: &str, answer: &Answer) {
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         _ => "Status",
     };
     let mut head = format!("HTTP/1.1 {} {reason}\r\n", answer.status);
