@@ -60,7 +60,7 @@ pub mod exit {
             code: INVALID_INPUT,
             name: "invalid-input",
             meaning: "invalid input",
-            examples: "malformed reference or manifest, hostile tar path, bad key file, \
+            examples: "malformed reference or manifest, a manifest over 4 MiB, hostile tar path, a native layer that is no SquashFS, bad key file, \
                        unsupported media type",
         },
         ExitCodeInfo {
@@ -79,7 +79,7 @@ pub mod exit {
             code: REGISTRY_UNREACHABLE,
             name: "registry-unreachable",
             meaning: "registry unreachable",
-            examples: "connection refused, timeouts, 5xx after retries",
+            examples: "connection refused, timeouts, stalled downloads, 5xx or answers that end early after retries",
         },
         ExitCodeInfo {
             code: AUTH_REFUSED,
@@ -91,7 +91,7 @@ pub mod exit {
             code: NO_SPACE,
             name: "no-space",
             meaning: "no space",
-            examples: "not enough free space for the download (checked before downloading), ENOSPC",
+            examples: "not enough free space for the download (checked before downloading), ENOSPC, a layer that decompresses past 8 times the free space (a decompression bomb)",
         },
         ExitCodeInfo {
             code: LOCKED,

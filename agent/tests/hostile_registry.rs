@@ -544,3 +544,52 @@ fn a_layer_of_a_million_entries_stages_in_bounded_memory() {
     );
     assert!(rss < 512 << 10, "peak RSS {rss} KiB");
 }
+
+#[test]
+fn a_huge_manifest_is_refused_by_its_size_before_it_is_read() {
+    let fx = Fixture::new();
+    small_image(&fx, "huge/os:v1");
+    let layer = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "digest": format!("sha256:{}", "a".repeat(64)), "size": 1
+    });
+    let many_layers = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": layer.clone(),
+        "layers": vec![layer; 100_000],
+    }))
+    .unwrap();
+    // 100 MB: a manifest whose annotation is padding.
+    let mut padded = br#"{"schemaVersion":2,"annotations":{"pad":""#.to_vec();
+    padded.resize(100_000_000 - 3, b'x');
+    padded.extend_from_slice(br#""}}"#);
+    for (case, body) in [("100,000 layers", many_layers), ("100 MB", padded)] {
+        let size = body.len();
+        let proxy = HostileProxy::start(
+            &fx.reg,
+            "/manifests/v1",
+            Misbehavior::Replace {
+                content_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                body: Arc::new(body),
+            },
+        );
+        let state = installed(&fx, &format!("huge-{size}"));
+        let before = hash_tree(&state);
+        let started = Instant::now();
+        let (out, rss) = upgrade(&fx, &state, &proxy.image_ref("huge/os:v1"), &[]);
+        assert_fails(
+            &out,
+            3,
+            &format!("is {size} bytes, more than the 4194304 bytes accepted"),
+        );
+        assert_eq!(proxy.hits(), 1, "{case}: not retried");
+        assert_unchanged(&state, &before, case);
+        // Never read into memory: clb's peak stays far below the manifest's size.
+        report(
+            &format!("a manifest of {case} ({size} bytes)"),
+            rss,
+            started.elapsed(),
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! resolution of image indexes, and resumable, digest-checked blob downloads with retries.
 
 pub mod auth;
+mod bounded;
 mod download;
 mod errors;
 pub mod manifest;
@@ -20,6 +21,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest, Sha256};
 
 pub use auth::CredentialSource;
+pub use bounded::MAX_MANIFEST_BYTES;
 pub use download::DownloadProgress;
 pub use manifest::Manifest;
 pub use platform::Platform;
@@ -60,10 +62,25 @@ pub struct ResolvedImage {
     pub manifest: OciImageManifest,
 }
 
+/// A registry client and whether it speaks plain HTTP (what `Registry::call` hands each
+/// attempt); derefs to the oci-client `Client`.
+struct Conn {
+    client: Client,
+    plain: bool,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 pub struct Registry {
     opts: RegistryOptions,
     https: Client,
     http: Client,
+    manifests: bounded::ManifestGetter,
     /// Per registry: plain HTTP (`true`) or HTTPS, once known.
     plain: Mutex<HashMap<String, bool>>,
 }
@@ -88,11 +105,26 @@ impl Registry {
             user_agent: concat!("clb/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
+        // The manifest client is configured as oci-client configures its own.
+        let mut pems = Vec::new();
+        for cert in &certs {
+            pems.push(
+                reqwest::Certificate::from_pem(&cert.data)
+                    .map_err(|e| ClbError::Invalid(format!("CA certificate: {e}")))?,
+            );
+        }
+        let manifest_client = reqwest::Client::builder()
+            .tls_certs_merge(pems)
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("clb/", env!("CARGO_PKG_VERSION")));
         Ok(Self {
-            https: build_client(config(ClientProtocol::Https))
+            https: without_panic(|| Client::try_from(config(ClientProtocol::Https)))
                 .map_err(|e| ClbError::Invalid(format!("TLS configuration: {e}")))?,
-            http: build_client(config(ClientProtocol::Http))
+            http: without_panic(|| Client::try_from(config(ClientProtocol::Http)))
                 .map_err(|e| ClbError::Invalid(format!("HTTP configuration: {e}")))?,
+            manifests: without_panic(|| bounded::ManifestGetter::new(manifest_client))
+                .map_err(|e| ClbError::Invalid(format!("TLS configuration: {e}")))?,
             opts: RegistryOptions {
                 attempts: opts.attempts.max(1),
                 ..opts
@@ -119,9 +151,9 @@ impl Registry {
 
     /// The client for a registry; for loopback registries without `--insecure` the first call
     /// tries HTTPS and falls back to HTTP if TLS does not answer (as docker does).
-    fn client(&self, registry: &str) -> (&Client, bool) {
+    fn client(&self, registry: &str) -> (Conn, bool) {
         if self.opts.insecure {
-            return (&self.http, false);
+            return (self.conn(true), false);
         }
         let known = self
             .plain
@@ -129,9 +161,15 @@ impl Registry {
             .ok()
             .and_then(|m| m.get(registry).copied());
         match known {
-            Some(true) => (&self.http, false),
-            Some(false) => (&self.https, false),
-            None => (&self.https, Self::is_loopback(registry)),
+            Some(plain) => (self.conn(plain), false),
+            None => (self.conn(false), Self::is_loopback(registry)),
+        }
+    }
+
+    fn conn(&self, plain: bool) -> Conn {
+        Conn {
+            client: if plain { &self.http } else { &self.https }.clone(),
+            plain,
         }
     }
 
@@ -145,7 +183,7 @@ impl Registry {
     /// transient failures. `what` names the object for error messages.
     async fn call<T, F, Fut>(&self, reference: &Reference, what: &str, op: F) -> Result<T>
     where
-        F: Fn(Client, RegistryAuth) -> Fut,
+        F: Fn(Conn, RegistryAuth) -> Fut,
         Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
     {
         let registry = reference.resolve_registry().to_string();
@@ -154,7 +192,7 @@ impl Registry {
         loop {
             attempt += 1;
             let (client, may_fall_back) = self.client(&registry);
-            match op(client.clone(), auth.clone()).await {
+            match op(client, auth.clone()).await {
                 Ok(v) => {
                     if may_fall_back {
                         self.remember(&registry, false);
@@ -163,7 +201,7 @@ impl Registry {
                 }
                 Err(e) if may_fall_back && is_transport_error(&e) => {
                     tracing::debug!(%registry, error = %e, "HTTPS failed on a loopback registry, trying plain HTTP");
-                    match op(self.http.clone(), auth.clone()).await {
+                    match op(self.conn(true), auth.clone()).await {
                         Ok(v) => {
                             self.remember(&registry, true);
                             return Ok(v);
@@ -204,7 +242,7 @@ impl Registry {
     /// drips a byte at a time would otherwise hold the request forever.
     async fn call_small<T, F, Fut>(&self, reference: &Reference, what: &str, op: F) -> Result<T>
     where
-        F: Fn(Client, RegistryAuth) -> Fut,
+        F: Fn(Conn, RegistryAuth) -> Fut,
         Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
     {
         self.call(reference, what, |c, auth| {
@@ -260,7 +298,9 @@ impl Registry {
         let what = format!("manifest {reference}");
         let (raw, digest) = self
             .call_small(reference, &what, |c, auth| async move {
-                c.pull_manifest_raw(reference, &auth, ACCEPTED).await
+                self.manifests
+                    .get(&c, c.plain, reference, &auth, ACCEPTED)
+                    .await
             })
             .await?;
         let raw = raw.to_vec();
@@ -427,18 +467,18 @@ pub fn check_digest(bytes: &[u8], expected: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// oci-client builds a default reqwest client inside `try_from`, and reqwest panics when the
+/// Builds a reqwest client (ours, or oci-client's inside `try_from`): reqwest panics when the
 /// system has no CA certificates at all (no ca-certificates package): that becomes an error
 /// that says what to install, not a crash. The panic hook is silenced meanwhile so the
 /// message is printed once, by the caller.
-fn build_client(config: ClientConfig) -> std::result::Result<Client, String> {
+fn without_panic<T, E: std::fmt::Display>(
+    build: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, String> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    // AssertUnwindSafe: the config is moved in and dropped with the closure; nothing it
-    // touches outlives a panic.
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        Client::try_from(config)
-    }));
+    // AssertUnwindSafe: what the closure owns is dropped with it; nothing it touches
+    // outlives a panic.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build));
     std::panic::set_hook(hook);
     match built {
         Ok(Ok(client)) => Ok(client),
