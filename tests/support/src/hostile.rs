@@ -31,7 +31,10 @@ pub enum Misbehavior {
     /// Matching `GET`s are answered `307 Temporary Redirect` to this base URL plus their path.
     RedirectTo(String),
     /// Matching `GET`s are answered 200 with this content type and body.
-    Replace { content_type: String, body: Arc<Vec<u8>> },
+    Replace {
+        content_type: String,
+        body: Arc<Vec<u8>>,
+    },
 }
 
 /// One request as the proxy saw it.
@@ -148,7 +151,11 @@ fn serve(conn: TcpStream, shared: &Shared) {
             range: req.header("range"),
         });
     if !req.path.contains(&shared.target) {
-        return write_answer(&conn, &req.method, &forward(&req, &shared.upstream, &shared.own));
+        return write_answer(
+            &conn,
+            &req.method,
+            &forward(&req, &shared.upstream, &shared.own),
+        );
     }
     let hit = || shared.hits.fetch_add(1, Ordering::SeqCst);
     let get = req.method == "GET";
@@ -166,7 +173,9 @@ fn serve(conn: TcpStream, shared: &Shared) {
             let head = head(&answer, answer.body.len());
             let cut = (*n).min(answer.body.len());
             let mut w = &conn;
-            let _ = w.write_all(&head).and_then(|()| w.write_all(&answer.body[..cut]));
+            let _ = w
+                .write_all(&head)
+                .and_then(|()| w.write_all(&answer.body[..cut]));
             let _ = w.flush();
             reset(conn);
         }
@@ -178,7 +187,10 @@ fn serve(conn: TcpStream, shared: &Shared) {
                 return;
             }
             for byte in &answer.body {
-                if w.write_all(std::slice::from_ref(byte)).and_then(|()| w.flush()).is_err() {
+                if w.write_all(std::slice::from_ref(byte))
+                    .and_then(|()| w.flush())
+                    .is_err()
+                {
                     return;
                 }
                 std::thread::sleep(*interval);
@@ -189,7 +201,9 @@ fn serve(conn: TcpStream, shared: &Shared) {
             let answer = forward(&req, &shared.upstream, &shared.own);
             let announced = (answer.body.len() as i64 + delta).max(0) as usize;
             let mut w = &conn;
-            let _ = w.write_all(&head(&answer, announced)).and_then(|()| w.write_all(&answer.body));
+            let _ = w
+                .write_all(&head(&answer, announced))
+                .and_then(|()| w.write_all(&answer.body));
             let _ = w.flush();
         }
         Misbehavior::RedirectTo(base) if get => {
@@ -211,10 +225,16 @@ fn serve(conn: TcpStream, shared: &Shared) {
                 crate::sha256_digest(body),
                 body.len()
             );
-            let _ = w.write_all(head.as_bytes()).and_then(|()| w.write_all(body));
+            let _ = w
+                .write_all(head.as_bytes())
+                .and_then(|()| w.write_all(body));
             let _ = w.flush();
         }
-        _ => write_answer(&conn, &req.method, &forward(&req, &shared.upstream, &shared.own)),
+        _ => write_answer(
+            &conn,
+            &req.method,
+            &forward(&req, &shared.upstream, &shared.own),
+        ),
     }
 }
 
