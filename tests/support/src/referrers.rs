@@ -407,13 +407,7 @@ pub(crate) fn forward(req: &Request, upstream: &str, own: &str) -> Answer {
         .filter(|(k, _)| !HOP_BY_HOP.iter().any(|h| k.eq_ignore_ascii_case(h)))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let resp = match http_request(
-        upstream,
-        &req.method,
-        &req.path,
-        &headers,
-        &req.body,
-    ) {
+    let resp = match http_request(upstream, &req.method, &req.path, &headers, &req.body) {
         Ok(resp) => resp,
         Err(e) => return Answer::error(502, "UNAVAILABLE", "upstream registry unreachable", &e),
     };
