@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clb_fuzz_targets::TARGETS;
 
-/// Mutated inputs per target: a few seconds each in a debug build, well under a minute in all.
-const MUTATIONS: usize = 3000;
+/// Mutated inputs per target: about a second each in a debug build, well under a minute in all.
+const MUTATIONS: usize = 10_000;
 /// A single input running this long is a hang, not a slow parser.
 const HANG: Duration = Duration::from_secs(30);
 /// Mutants grow by insertions; libFuzzer's runs use the same cap (`-max_len`).
