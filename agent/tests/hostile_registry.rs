@@ -71,6 +71,34 @@ fn image_of(fx: &Fixture, repo_tag: &str, content: &[u8]) -> String {
     skopeo_layers(&fx.reg, repo_tag).remove(0)
 }
 
+const SQUASHFS: &str = "application/vnd.clb.layer.v1.squashfs";
+const TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Pushes `blob` as the one layer (of `media_type`) of a signed image `repo:tag`, written by
+/// hand (not by `clb push`); returns the layer's digest.
+fn push_signed_layer(fx: &Fixture, repo_tag: &str, media_type: &str, blob: &[u8]) -> String {
+    let (repo, tag) = repo_tag.split_once(':').unwrap();
+    let config = fx.reg.push_blob(repo, b"{}").unwrap();
+    let layer = fx.reg.push_blob(repo, blob).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config, "size": 2},
+        "layers": [{"mediaType": media_type, "digest": layer, "size": blob.len()}]
+    });
+    fx.reg
+        .push_manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.to_string().as_bytes(),
+        )
+        .unwrap();
+    fx.sign(repo_tag);
+    layer
+}
+
 /// A state directory with a system installed (a first image, straight from the registry):
 /// what a hostile registry meets on a real host.
 fn installed(fx: &Fixture, name: &str) -> std::path::PathBuf {
@@ -371,36 +399,18 @@ fn credentials_do_not_follow_a_redirect_to_another_host() {
 #[test]
 fn a_native_squashfs_layer_that_is_not_squashfs_is_refused() {
     let fx = Fixture::new();
-    let config = fx.reg.push_blob("fake/os", b"{}").unwrap();
     let mut header_only = b"hsqs".to_vec();
     header_only.extend(noise(4092, 7));
     for (case, blob) in [
         ("random bytes", noise(8192, 3)),
         ("a magic and noise", header_only),
     ] {
-        let layer = fx.reg.push_blob("fake/os", &blob).unwrap();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config, "size": 2},
-            "layers": [{"mediaType": "application/vnd.clb.layer.v1.squashfs",
-                        "digest": layer, "size": blob.len()}]
-        });
         let tag = if case.starts_with("random") {
             "v1"
         } else {
             "v2"
         };
-        fx.reg
-            .push_manifest(
-                "fake/os",
-                tag,
-                "application/vnd.oci.image.manifest.v1+json",
-                manifest.to_string().as_bytes(),
-            )
-            .unwrap();
-        fx.sign(&format!("fake/os:{tag}"));
+        push_signed_layer(&fx, &format!("fake/os:{tag}"), SQUASHFS, &blob);
         let state = installed(&fx, &format!("fake-{tag}"));
         let before = hash_tree(&state);
         let started = Instant::now();
@@ -490,25 +500,7 @@ fn a_layer_of_a_million_entries_stages_in_bounded_memory() {
     writer.join().unwrap();
     let entries = 1000 + 1000 * 1000;
 
-    let config = fx.reg.push_blob("many/os", b"{}").unwrap();
-    let layer = fx.reg.push_blob("many/os", &layer_bytes).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer, "size": layer_bytes.len()}]
-    });
-    fx.reg
-        .push_manifest(
-            "many/os",
-            "v1",
-            "application/vnd.oci.image.manifest.v1+json",
-            manifest.to_string().as_bytes(),
-        )
-        .unwrap();
-    fx.sign("many/os:v1");
+    let layer = push_signed_layer(&fx, "many/os:v1", TAR_GZIP, &layer_bytes);
     let state = installed(&fx, "many");
     let started = Instant::now();
     let (out, rss) = upgrade(&fx, &state, &fx.image("many/os:v1"), &[]);
