@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clb_fuzz_targets::TARGETS;
+use clb_testsupport::Rng;
 
 /// Mutated inputs per target: about a second each in a debug build, well under a minute in all.
 const MUTATIONS: usize = 10_000;
@@ -39,21 +40,6 @@ fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     out.sort();
     out
-}
-
-/// xorshift64*: the same mutants in every run, so a failure here reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 const INTERESTING: &[&[u8]] = &[
@@ -94,7 +80,7 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             }
             1 if !v.is_empty() => {
                 let i = rng.below(v.len());
-                v[i] = rng.next() as u8;
+                v[i] = rng.next_u64() as u8;
             }
             2 => {
                 let token = INTERESTING[rng.below(INTERESTING.len())];

@@ -38,6 +38,7 @@ mod oci;
 mod process;
 mod referrers;
 mod registry;
+mod rng;
 mod serve;
 mod token;
 mod tree;
@@ -55,6 +56,7 @@ pub use oci::{
 pub use process::LoggedChild;
 pub use referrers::ReferrersProxy;
 pub use registry::{Registry, RegistryOptions};
+pub use rng::Rng;
 pub use token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenRequest, TokenServer};
 pub use tree::{hash_tree, tree_manifest};
 

@@ -21,9 +21,8 @@
 //! pointer flip and in the middle of a layer conversion) is booted in QEMU with the hook.
 //!
 //! Model: process death at any of these points, the page cache survives (the kernel still
-//! writes back what the dead process wrote). It does NOT model a real power cut's loss of
-//! unsynced page cache or reordered writes; that part rests on clb's write-fsync-rename-fsync
-//! discipline (formats.md, "Crash safety"), which this test shows is followed in order.
+//! writes back what the dead process wrote). A real power cut's loss of unsynced writes and
+//! their reordering is `qemu_crash_replay.rs` (dm-log-writes).
 //!
 //! Two scenarios: (A) first upgrade after `clb deploy` (v1 in a, v2 goes to b); (B) the
 //! upgrade that overwrites the fallback slot (v2 good in b with fallback a = v1, v3 goes to
@@ -40,115 +39,21 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clb_testsupport::{Registry, sha256_digest};
+use clb_testsupport::Registry;
 use clb_vm_tests::cmd::run;
 use clb_vm_tests::disks::{self, PartitionMount};
 use clb_vm_tests::killshim::{Event, KillPoint, build_shim, run_under_shim, short};
 use clb_vm_tests::kit::{self, Kit};
+use clb_vm_tests::statecheck::{self, Seen};
 use clb_vm_tests::{clb, qemu, testos};
 use serde_json::Value;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The boot state and the slots it names, read without clb.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    active: String,
-    active_image: String,
-    fallback: Option<(String, String)>,
-    good: bool,
-    tries: u32,
-}
-
-fn sha256_file(p: &Path) -> Result<String, String> {
-    let data = std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-    Ok(sha256_digest(&data))
-}
-
-/// The slot `slot` on the mounted state `root` is complete: its manifest parses, every layer
-/// it lists is in `layers/` with the recorded size and sha256, its boot files match.
-/// Returns the image it holds.
-fn check_slot(root: &Path, slot: &str) -> Result<String, String> {
-    let path = root.join(format!("slots/{slot}.json"));
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let m: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}: {text:?}", path.display()))?;
-    if m["slot"] != slot {
-        return Err(format!("{} says slot {}", path.display(), m["slot"]));
-    }
-    let layers = m["layers"]
-        .as_array()
-        .ok_or_else(|| format!("{}: no layers", path.display()))?;
-    if layers.is_empty() {
-        return Err(format!("{}: empty layer list", path.display()));
-    }
-    for l in layers {
-        let digest = l["digest"].as_str().unwrap_or_default();
-        let hex = digest
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("slot {slot}: layer digest {digest:?}"))?;
-        let file = root.join(format!("layers/sha256-{hex}.squashfs"));
-        let len = std::fs::metadata(&file)
-            .map_err(|e| format!("slot {slot}: layer {}: {e}", file.display()))?
-            .len();
-        if Some(len) != l["size"].as_u64() {
-            return Err(format!(
-                "slot {slot}: {} is {len} bytes, manifest says {}",
-                file.display(),
-                l["size"]
-            ));
-        }
-        let got = sha256_file(&file)?;
-        if got != digest {
-            return Err(format!("slot {slot}: {} hashes to {got}", file.display()));
-        }
-    }
-    let boot = &m["boot"];
-    if !boot.is_null() {
-        for (key, name) in [("kernel", "vmlinuz"), ("initrd", "initrd")] {
-            if let Some(want) = boot[key].as_str() {
-                let f = root.join(format!("boot/{slot}/{name}"));
-                let got = sha256_file(&f).map_err(|e| format!("slot {slot}: {e}"))?;
-                if got != want {
-                    return Err(format!(
-                        "slot {slot}: {} hashes to {got}, manifest says {want}",
-                        f.display()
-                    ));
-                }
-            }
-        }
-    }
-    Ok(m["image"].as_str().unwrap_or_default().to_string())
-}
-
-/// Read grubenv (GRUB environment block format) and check every slot it names.
+/// Read the state partition of `disk` (mounted read-only) with [`statecheck::inspect`].
 fn inspect(disk: &Path, work: &Path) -> Result<Seen, String> {
     let mnt = PartitionMount::state(disk, &work.join("inspect"), false);
-    let root = mnt.path();
-    let block = std::fs::read(root.join("grubenv")).map_err(|e| format!("grubenv: {e}"))?;
-    if block.len() != 1024 || !block.starts_with(b"# GRUB Environment Block\n") {
-        return Err(format!("grubenv is not an environment block: {block:?}"));
-    }
-    let text = String::from_utf8_lossy(&block);
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_string()
-    };
-    let active = get("clb_active");
-    let active_image = check_slot(root, &active)?;
-    let fallback = match get("clb_fallback").as_str() {
-        "" => None,
-        f => Some((f.to_string(), check_slot(root, f)?)),
-    };
-    Ok(Seen {
-        active,
-        active_image,
-        fallback,
-        good: get("clb_good") == "1",
-        tries: get("clb_tries").parse().unwrap_or(u32::MAX),
-    })
+    statecheck::inspect(mnt.path())
 }
 
 struct Scenario<'a> {
