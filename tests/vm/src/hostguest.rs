@@ -1,7 +1,8 @@
 //! A QEMU guest on the kit's Debian kernel that runs a shell script with this host's own
 //! programs: the host's root is shared read-only over 9p (virtio), the guest chroots into it
-//! with fresh `/dev`, `/proc`, `/sys`, `/run` and `/tmp`, and a work directory of the test is
-//! shared read-write at `/run/work`. It is how a test uses kernel features the host lacks
+//! with fresh `/dev`, `/proc`, `/sys` and `/run` (`TMPDIR` is `/run/tmp`), and a work directory
+//! of the test is shared read-write at `/run/work`. The host's `/tmp` stays visible, read-only:
+//! a checkout there (CI's clean clone) holds the programs the guest runs. It is how a test uses kernel features the host lacks
 //! (device-mapper targets) with the same clb, dmsetup and e2fsprogs it tests on the host.
 
 use std::os::unix::fs::PermissionsExt;
@@ -25,9 +26,8 @@ mount -t devtmpfs dev /host/dev
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t tmpfs run /host/run
-mount -t tmpfs tmp /host/tmp
-mount -t tmpfs vartmp /host/var/tmp
-mkdir -p /host/run/work
+mkdir -p /host/run/work /host/run/tmp
+export TMPDIR=/run/tmp
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 work /host/run/work
 echo "HOSTGUEST start"
 chroot /host /bin/sh /run/work/guest.sh

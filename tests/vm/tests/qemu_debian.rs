@@ -28,6 +28,12 @@ use clb_testsupport::{Registry, require_tool};
 use clb_vm_tests::qemu::{Qemu, require_uefi_boot};
 use clb_vm_tests::{clb, debian, disks, kit};
 
+/// The daemon's self-upgrade (`debian_daemon_upgrades_itself_immediately`) lives in this test
+/// binary so that the harness runs its QEMU beside this test's, one per core, instead of after
+/// it: the two are the longest boots of the suite.
+#[path = "debian/daemon.rs"]
+mod daemon;
+
 /// One full Debian boot under TCG, generously.
 const BOOT: Duration = Duration::from_secs(420);
 const MAX_TRIES: &str = "2";

@@ -504,7 +504,7 @@ fn debian_daemon_upgrades_itself_immediately() {
         "{s}"
     );
     eprintln!(
-        "qemu_debian_daemon: layers ready in {:.0} s, published and deployed in {:.0} s, \
+        "debian daemon test: layers ready in {:.0} s, published and deployed in {:.0} s, \
          the VM ran {:.0} s ({:.0} s from v1's report to v2's poweroff), total {:.0} s",
         prepared.as_secs_f64(),
         (published - prepared).as_secs_f64(),
