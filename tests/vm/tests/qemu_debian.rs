@@ -148,14 +148,19 @@ fn broken_init(work: &Path) -> PathBuf {
 
 /// The `CLB-DEBIAN release=...` line of a console log, as key=value pairs.
 fn report(console: &str) -> Vec<(String, String)> {
+    line_with(console, "CLB-DEBIAN release=")
+}
+
+/// The key=value pairs of the last console line containing `tag` (e.g. `CLB-DEBIAN
+/// release=v2`), from `tag` on.
+fn line_with(console: &str, tag: &str) -> Vec<(String, String)> {
     let line = console
         .lines()
         .rev()
-        .find(|l| l.contains("CLB-DEBIAN release="))
-        .unwrap_or_else(|| panic!("no CLB-DEBIAN report on the console:\n{console}"));
-    line[line.find("CLB-DEBIAN").unwrap()..]
+        .find(|l| l.contains(tag))
+        .unwrap_or_else(|| panic!("no {tag:?} line on the console:\n{console}"));
+    line[line.find(tag).unwrap()..]
         .split_whitespace()
-        .skip(1)
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()

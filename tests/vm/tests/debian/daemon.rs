@@ -40,6 +40,8 @@ use clb_testsupport::{Registry, require_tool};
 use clb_vm_tests::qemu::{Qemu, require_uefi_boot, restricted_net_args};
 use clb_vm_tests::{clb, debian, kit};
 
+use super::{files, get, line_with};
+
 /// v1's boot, the daemon's upgrade and v2's boot, under TCG, generously.
 const RUN: Duration = Duration::from_secs(900);
 
@@ -133,19 +135,6 @@ LinkLocalAddressing=no
 IPv6AcceptRA=no
 ";
 
-/// A directory `work/NAME` holding `files` (path, content, mode): extra files of a release.
-fn files(work: &Path, name: &str, files: &[(&str, &str, u32)]) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = work.join(name);
-    for (rel, content, mode) in files {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
-    }
-    dir
-}
-
 /// The daemon's configuration: follow `image`, verified with the key shipped next to it.
 fn config_yaml(image: &str) -> String {
     format!(
@@ -213,28 +202,6 @@ fn clb_cmd(clb: &Path, dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The key=value pairs of the last console line containing `tag` (e.g. `CLB-DEBIAN
-/// release=v2`), from `tag` on.
-fn line_with(console: &str, tag: &str) -> Vec<(String, String)> {
-    let line = console
-        .lines()
-        .rev()
-        .find(|l| l.contains(tag))
-        .unwrap_or_else(|| panic!("no {tag:?} line on the console:\n{console}"));
-    line[line.find(tag).unwrap()..]
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn get<'a>(r: &'a [(String, String)], key: &str) -> &'a str {
-    r.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("{key} missing from {r:?}"))
 }
 
 /// The position of the first console line containing `needle`; panics with the console when
