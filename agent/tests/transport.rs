@@ -307,6 +307,37 @@ fn a_blob_corrupted_mid_stream_stages_nothing() {
     );
 }
 
+/// A whole-blob response is checked by oci-client's stream, not hashed again by clb; when it
+/// breaks, clb rebuilds its hash from the bytes kept before resuming. A byte corrupted before
+/// the cut must still fail the digest at the end.
+#[test]
+fn a_blob_corrupted_before_a_cut_fails_its_digest_after_the_resume() {
+    let fx = Fixture::new();
+    let layer = push_big(&fx, "cut:v1", 4 << 20, 7);
+    corrupt_blob(&fx.reg, &layer, |_| 300 << 10);
+    let proxy = cutting_proxy(fx.reg.addr(), 1 << 20, 1);
+    let state = fx.new_state_dir("state");
+    let before = hash_tree(&state);
+    let marker = fx.reg.clear_log_marker();
+    let out = upgrade_via(&proxy, &state, "cut:v1");
+    assert_fails(&out, 5, "digest mismatch");
+    assert_eq!(
+        hash_tree(&state),
+        before,
+        "a corrupt blob changed the state"
+    );
+    let fetches: Vec<_> = fx
+        .reg
+        .fetches_since(&marker)
+        .into_iter()
+        .filter(|f| f.digest == layer)
+        .collect();
+    assert!(
+        fetches.len() >= 2 && fetches[1..].iter().any(|f| f.range),
+        "cut once, then resumed with a Range: {fetches:?}"
+    );
+}
+
 #[test]
 fn a_registry_ignoring_range_requests_gets_the_layer_converted_from_the_new_bytes() {
     let fx = Fixture::new();

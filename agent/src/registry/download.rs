@@ -2,7 +2,7 @@
 //! interruption the next attempt (or the next run of clb) continues with an HTTP Range
 //! request from where the file ends. The digest is checked over the whole file at the end.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 use futures_util::StreamExt;
@@ -54,11 +54,20 @@ impl Registry {
             .map_err(|_| ClbError::Invalid(format!("blob {} has a negative size", desc.digest)))?;
         let io_err = |what: &str| ClbError::io(format!("{what} {}", partial.display()));
         let owned = partial.to_path_buf();
-        let (file, mut hasher, mut have) =
+        let (file, prefix_hash, mut have) =
             tokio::task::spawn_blocking(move || open_partial(&owned, size))
                 .await?
                 .map_err(io_err("opening"))?;
         let mut file = tokio::fs::File::from_std(file);
+        // Our hash of the bytes in the file, or `None` while a whole blob is arriving from
+        // byte 0: oci-client's stream hashes such a response itself and fails at its end on a
+        // mismatch, so hashing it here too was a second SHA-256 pass over every layer (about
+        // 5 % of a converting upgrade's CPU). After a broken whole-blob attempt the hash of
+        // the bytes kept is rebuilt from the file before resuming.
+        let mut hasher = (have > 0).then_some(prefix_hash);
+        // The last attempt was a whole blob from byte 0 and its stream ended cleanly, which
+        // oci-client only does when the digest matched.
+        let mut verified_by_stream = false;
         progress(have);
         let registry = reference.resolve_registry().to_string();
         let auth = self.auth(reference)?;
@@ -68,6 +77,10 @@ impl Registry {
             let had = have;
             let (client, _) = self.client(&registry);
             client.store_auth_if_needed(&registry, &auth).await;
+            verified_by_stream = false;
+            if have > 0 && hasher.is_none() {
+                hasher = Some(hash_prefix(&file, have).await.map_err(io_err("reading"))?);
+            }
             let result = async {
                 let response = if have == 0 {
                     BlobResponse::Full(client.pull_blob_stream(reference, desc).await?)
@@ -83,10 +96,10 @@ impl Registry {
                             tracing::info!(digest = %desc.digest, "registry ignored the range request, starting over");
                             file.set_len(0).await?;
                             file.seek(SeekFrom::Start(0)).await?;
-                            hasher = Sha256::new();
                             have = 0;
                             progress(0);
                         }
+                        hasher = None;
                         s.stream
                     }
                 };
@@ -104,7 +117,10 @@ impl Registry {
                     }
                     let Ok(next) = next else { continue };
                     let chunk = match next {
-                        None => break Ok(()),
+                        None => {
+                            verified_by_stream = hasher.is_none();
+                            break Ok(());
+                        }
                         Some(Ok(c)) => c,
                         // oci-client's own digest check fails at the very end of a full
                         // response; ours below gives the better message.
@@ -177,6 +193,13 @@ impl Registry {
         // layer to disk once for nothing. A blob a power cut truncated or garbled fails its
         // digest on resume and is fetched again.
         file.flush().await.map_err(io_err("writing"))?;
+        let hasher = match hasher {
+            Some(hasher) => hasher,
+            None if verified_by_stream => return Ok(()),
+            // The whole-blob stream ended in an error after its last byte (most likely its
+            // own digest check): our hash of the file decides, and names the digest.
+            None => hash_prefix(&file, size).await.map_err(io_err("reading"))?,
+        };
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != desc.digest {
             drop(file);
@@ -243,7 +266,7 @@ const WRITE_BATCH: usize = 256 << 10;
 /// bytes a reader of the file can see.
 async fn write_batch(
     file: &mut tokio::fs::File,
-    hasher: &mut Sha256,
+    hasher: &mut Option<Sha256>,
     pending: &mut Vec<u8>,
     have: &mut u64,
     progress: DownloadProgress<'_>,
@@ -253,7 +276,9 @@ async fn write_batch(
     }
     file.write_all(pending).await?;
     file.flush().await?;
-    hasher.update(&pending[..]);
+    if let Some(hasher) = hasher {
+        hasher.update(&pending[..]);
+    }
     *have += pending.len() as u64;
     pending.clear();
     progress(*have);
@@ -273,23 +298,44 @@ fn open_partial(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Sha25
         file.set_len(0)?;
         have = 0;
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = have;
-    file.seek(SeekFrom::Start(0))?;
-    while left > 0 {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        left = left.saturating_sub(n as u64);
-    }
+    let hasher = hash_file_prefix(&file, have)?;
     file.seek(SeekFrom::Start(have))?;
     if have > 0 {
         tracing::info!(path = %path.display(), have, "resuming partial download");
     }
     Ok((file, hasher, have))
+}
+
+/// [`hash_file_prefix`] off the async runtime, through a second descriptor.
+async fn hash_prefix(file: &tokio::fs::File, len: u64) -> std::io::Result<Sha256> {
+    let file = file.try_clone().await?.into_std().await;
+    tokio::task::spawn_blocking(move || hash_file_prefix(&file, len))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// SHA-256 of the first `len` bytes of `file`. Positioned reads: a duplicated descriptor
+/// shares the file offset the download writes at.
+fn hash_file_prefix(file: &std::fs::File, len: u64) -> std::io::Result<Sha256> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let want = buf
+            .len()
+            .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the partial download is shorter than what was written to it",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hasher)
 }
 
 /// A file as a stream of chunks for chunked uploads.
