@@ -245,12 +245,7 @@ fn busy_while_downloading_cancel_and_resume_after_sigkill() {
     assert_eq!(done.code, 0, "Download after SIGKILL: {done:?}");
     assert_eq!(done.result["digest"], big.as_str());
     assert_eq!(bus.property("DownloadedDigest"), json!(big));
-    let fetches: Vec<_> = fx
-        .reg
-        .fetches_since(&marker)
-        .into_iter()
-        .filter(|f| f.digest == layer)
-        .collect();
+    let fetches = fx.reg.fetches_of(&marker, &layer, 1);
     assert!(!fetches.is_empty(), "the layer was not fetched at all");
     assert!(
         fetches.iter().all(|f| f.range && f.status == 206),

@@ -1,6 +1,7 @@
-//! Resumable blob downloads: bytes go straight to a partial file while being hashed; after an
-//! interruption the next attempt (or the next run of clb) continues with an HTTP Range
-//! request from where the file ends. The digest is checked over the whole file at the end.
+//! Resumable blob downloads: bytes go straight to a partial file; after an interruption the
+//! next attempt (or the next run of clb) continues with an HTTP Range request from where the
+//! file ends. The digest covers the whole file: a whole-blob response is checked by
+//! oci-client's stream, resumed bytes by our hash of the file (docs/decisions.md).
 
 use std::io::{Seek, SeekFrom};
 use std::path::Path;

@@ -582,6 +582,24 @@ impl Registry {
             .collect()
     }
 
+    /// GETs of the blob `digest` logged since `marker`, waiting up to 10 s until there are at
+    /// least `at_least`: distribution logs a response after the client has it, so a command
+    /// can exit before the line of its last fetch is written.
+    pub fn fetches_of(&self, marker: &LogMarker, digest: &str, at_least: usize) -> Vec<BlobFetch> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let fetches: Vec<_> = self
+                .fetches_since(marker)
+                .into_iter()
+                .filter(|f| f.digest == digest)
+                .collect();
+            if fetches.len() >= at_least || std::time::Instant::now() > deadline {
+                return fetches;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Every blob GET logged since the registry started (see [`Registry::fetches_since`]).
     pub fn blob_fetches(&self) -> Vec<BlobFetch> {
         self.fetches_since(&LogMarker(0))
