@@ -36,7 +36,7 @@ impl Check<'_> {
     pub(crate) fn image(&self, v: Text) -> Result<String, ConfigError> {
         let at = v.referenced;
         let text = self.text("image", v)?;
-        text.parse::<oci_client::Reference>().map_err(|e| {
+        crate::registry::reference::parse(&text).map_err(|e| {
             self.err(
                 at,
                 "image",
@@ -52,7 +52,7 @@ impl Check<'_> {
         let at = v.referenced;
         let text = self.text(key, v)?;
         let probe = format!("{text}:probe");
-        match probe.parse::<oci_client::Reference>() {
+        match crate::registry::reference::parse(&probe) {
             Ok(r) if r.tag() == Some("probe") && r.digest().is_none() => Ok(text),
             _ => Err(self.err(
                 at,

@@ -8,6 +8,7 @@ mod download;
 mod errors;
 pub mod manifest;
 pub mod platform;
+pub mod reference;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -134,7 +135,7 @@ impl Registry {
     }
 
     pub fn parse_reference(text: &str) -> Result<Reference> {
-        text.parse::<Reference>()
+        reference::parse(text)
             .map_err(|e| ClbError::Invalid(format!("image reference {text:?}: {e}")))
     }
 
