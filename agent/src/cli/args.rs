@@ -206,6 +206,7 @@ pub struct StageArgs {
     /// SquashFS compressor for the tar layers this host converts [default: zstd]. The
     /// default was chosen by measurement (docs/performance.md, "Host codec"); a compressor
     /// or level other than the default makes the CLI stage by itself, not through the daemon.
+    /// lz4 layers mount, but unsquashfs 4.5.1 cannot read them (docs/conversion.md).
     #[arg(long, value_enum)]
     pub compressor: Option<CompressorArg>,
     /// Compression level [default: 3 for zstd, the compressor's own default for the others;

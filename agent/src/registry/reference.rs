@@ -50,13 +50,11 @@ pub fn parse(text: &str) -> Result<Reference, ParseError> {
 /// `[domain/]path-component(/path-component)*`; a first component that could be either is
 /// fine as either (which one it is, `split_domain` decides, as Docker does).
 fn is_name(name: &str) -> bool {
-    let mut parts = name.split('/');
-    let first = parts.next().unwrap_or_default();
-    let rest_ok = parts.clone().all(is_path_component);
-    if is_path_component(first) && rest_ok {
-        return true;
-    }
-    is_domain(first) && parts.next().is_some() && rest_ok
+    let is_path = |s: &str| s.split('/').all(is_path_component);
+    is_path(name)
+        || name
+            .split_once('/')
+            .is_some_and(|(domain, path)| is_domain(domain) && is_path(path))
 }
 
 /// `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of `-`.
@@ -167,8 +165,9 @@ fn split_domain(name: &str) -> (String, String) {
 mod tests {
     use super::*;
 
-    /// oci-spec's parser as the oracle: the same fields, or the same error.
-    fn same_as_oci_spec(text: &str) {
+    /// oci-spec's parser as the oracle: the same fields, or the same error. True when both
+    /// accept `text`.
+    fn same_as_oci_spec(text: &str) -> bool {
         let ours = parse(text);
         let theirs = text.parse::<Reference>();
         match (&ours, &theirs) {
@@ -179,8 +178,12 @@ mod tests {
                     "{text:?}"
                 );
                 assert_eq!(a.whole(), b.whole(), "{text:?}");
+                true
             }
-            (Err(a), Err(b)) => assert_eq!(a, b, "{text:?}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "{text:?}");
+                false
+            }
             _ => panic!("{text:?}: ours {ours:?}, oci-spec {theirs:?}"),
         }
     }
@@ -241,9 +244,8 @@ mod tests {
             "",
             "\u{e9}",
         ];
-        for case in cases {
-            same_as_oci_spec(case);
-        }
+        let accepted = cases.iter().filter(|c| same_as_oci_spec(c)).count();
+        assert_eq!(accepted, 19, "the valid known cases");
         for name in ["os", "127.0.0.1:5000/os", "docker.io/library/os"] {
             same_as_oci_spec(&format!("{name}@{SHA}"));
             same_as_oci_spec(&format!("{name}:v1@{SHA}"));
@@ -258,8 +260,10 @@ mod tests {
     /// Random strings over the characters the grammar cares about.
     #[test]
     fn agrees_with_oci_spec_on_random_strings() {
-        let alphabet = b"abAB09.-_:/@+l";
+        // Lowercase letters and digits weigh more, so that many strings are valid references.
+        let alphabet = b"ab09lab09la09.-_:/@+AB";
         let mut seed: u64 = 0x2026_1202;
+        let mut accepted = 0;
         for _ in 0..20_000 {
             let mut s = String::new();
             seed ^= seed << 13;
@@ -272,15 +276,23 @@ mod tests {
                 seed ^= seed << 17;
                 s.push(alphabet[(seed % alphabet.len() as u64) as usize] as char);
             }
-            same_as_oci_spec(&s);
+            accepted += usize::from(same_as_oci_spec(&s));
         }
+        // Valid references too, not only strings both parsers refuse.
+        assert!(
+            accepted > 2_000,
+            "only {accepted} valid references generated"
+        );
     }
 
-    /// oci-spec takes Unicode letters in a tag (its `\w` is Unicode); Docker's grammar and
-    /// registries do not.
+    /// Where this parser differs on purpose: oci-spec 0.10 takes Unicode letters in a tag (its
+    /// `\w` is Unicode); Docker's grammar and registries do not.
     #[test]
     fn tags_are_ascii() {
-        assert!(parse("os:v\u{e9}").is_err());
-        assert!("os:v\u{e9}".parse::<Reference>().is_ok());
+        assert_eq!(
+            parse("os:v\u{e9}").err(),
+            Some(ParseError::ReferenceInvalidFormat)
+        );
+        assert!(parse("os:v_e-1.0").is_ok());
     }
 }
