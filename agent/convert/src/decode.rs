@@ -7,10 +7,13 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use crate::ConvertError;
+use crate::gunzip::GzipDecoder;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+/// What the gzip decoder reads at a time from the layer (the caller's reader is buffered too).
+const GZIP_INPUT_BUFFER: usize = 128 << 10;
 
 /// Remembers the first error a wrapped reader or writer returned.
 #[derive(Clone, Default)]
@@ -121,7 +124,10 @@ pub(crate) fn open<'a>(
     let stream = io::Cursor::new(head.to_vec()).chain(source);
     let inner: Box<dyn Read + 'a> = if head.starts_with(GZIP_MAGIC) {
         // Multi-member: pigz and friends may concatenate gzip members.
-        Box::new(flate2::read::MultiGzDecoder::new(stream))
+        Box::new(
+            GzipDecoder::new(io::BufReader::with_capacity(GZIP_INPUT_BUFFER, stream))
+                .map_err(|e| ConvertError::io("starting gzip decoder", e))?,
+        )
     } else if head.starts_with(ZSTD_MAGIC) {
         Box::new(
             zstd::stream::read::Decoder::new(stream)

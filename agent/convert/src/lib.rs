@@ -9,6 +9,7 @@
 mod decode;
 mod error;
 mod fromdir;
+pub mod gunzip;
 mod paths;
 mod pax;
 mod rewrite;
@@ -109,7 +110,7 @@ impl ConvertOptions {
 }
 
 /// The zstd level of [`ConvertOptions::host`].
-pub const HOST_ZSTD_LEVEL: u32 = 3;
+pub const HOST_ZSTD_LEVEL: u32 = 1;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvertStats {

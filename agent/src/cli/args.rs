@@ -209,7 +209,7 @@ pub struct StageArgs {
     /// lz4 layers mount, but unsquashfs 4.5.1 cannot read them (docs/conversion.md).
     #[arg(long, value_enum)]
     pub compressor: Option<CompressorArg>,
-    /// Compression level [default: 3 for zstd, the compressor's own default for the others;
+    /// Compression level [default: 1 for zstd, the compressor's own default for the others;
     /// for lz4 any level above 0 selects its high-compression mode].
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
