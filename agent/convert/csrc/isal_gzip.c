@@ -32,8 +32,8 @@ void clb_isal_gzip_reset(struct inflate_state *state)
 	state->crc_flag = ISAL_GZIP_NO_HDR_VER;
 }
 
-/* ISA-L 2.30 adds avail_in to the bytes it holds in 32 bits and would overflow its small
- * tmp_in_buffer near 4 GiB (fixed upstream later): never hand it more than 1 GiB at once. */
+/* ISA-L 2.30 adds avail_in to the bytes it holds in 32 bits, which read as overflowing its
+ * small tmp_in_buffer near 4 GiB (not reproduced): never hand it more than 1 GiB at once. */
 #define STEP_MAX ((size_t)1 << 30)
 
 /* One call of isal_inflate over in[0..in_len) into out[0..out_len). Reports how much of each
