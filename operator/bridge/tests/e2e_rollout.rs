@@ -192,6 +192,11 @@ impl Fleet {
             let name = self.nodes[i].name.clone();
             self.set_ready(&name, false);
             let node = &mut self.nodes[i];
+            // logind's Reboot returns at once and systemd stops the daemon only later: the
+            // daemon answers the Apply that asked for the reboot first. Power off once it has,
+            // not while its answer may still be on the way.
+            node.monitor
+                .wait_completed(0, "apply", Duration::from_secs(30));
             node.daemon.as_mut().unwrap().stop(&node.bus);
             node.daemon = None;
             let state = node.state.to_str().unwrap();
