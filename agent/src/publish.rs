@@ -345,7 +345,7 @@ pub async fn convert_image(
                     let f = std::fs::File::open(&b)
                         .map_err(ClbError::io(format!("opening {}", b.display())))?;
                     clb_convert::tar_layer_to_squashfs(
-                        std::io::BufReader::new(f),
+                        f,
                         &o,
                         &clb_convert::ConvertOptions::publisher(),
                     )

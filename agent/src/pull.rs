@@ -388,12 +388,7 @@ fn convert_reader(
         ),
         ..opts.clone()
     };
-    clb_convert::tar_layer_to_squashfs(
-        std::io::BufReader::with_capacity(1 << 20, input),
-        out,
-        &opts,
-    )
-    .map_err(ClbError::from)?;
+    clb_convert::tar_layer_to_squashfs(input, out, &opts).map_err(ClbError::from)?;
     sha256_file(out)
 }
 

@@ -3,7 +3,7 @@
 //! source (an I/O problem) is not reported as a corrupt layer.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::rc::Rc;
 
 use crate::ConvertError;
@@ -12,15 +12,16 @@ use crate::gunzip::GzipDecoder;
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
-/// What the gzip decoder reads at a time from the layer (the caller's reader is buffered too).
-const GZIP_INPUT_BUFFER: usize = 128 << 10;
+/// How much of the layer is read at a time: large reads, since a layer is hundreds of MiB; the
+/// gzip decoder works straight from this buffer.
+const INPUT_BUFFER: usize = 1 << 20;
 
 /// Remembers the first error a wrapped reader or writer returned.
 #[derive(Clone, Default)]
 pub(crate) struct ErrSlot(Rc<RefCell<Option<io::Error>>>);
 
 impl ErrSlot {
-    pub fn record(&self, e: &io::Error) {
+    fn record(&self, e: &io::Error) {
         let mut slot = self.0.borrow_mut();
         if slot.is_none() {
             // io::Error is not Clone; an OS error code round-trips exactly, others keep kind
@@ -32,32 +33,44 @@ impl ErrSlot {
         }
     }
 
+    /// Passes `result` on, recording its error (an interruption is not one).
+    pub fn note<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            self.record(e);
+        }
+        result
+    }
+
     pub fn take(&self) -> Option<io::Error> {
         self.0.borrow_mut().take()
     }
 }
 
-/// The raw (possibly compressed) source: counts bytes and records read errors.
+/// The raw (possibly compressed) source, buffered once: counts bytes and records read errors.
 pub(crate) struct Source<R> {
-    inner: R,
+    inner: io::BufReader<R>,
     pub count: Rc<Cell<u64>>,
     pub err: ErrSlot,
 }
 
 impl<R: Read> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.count.set(self.count.get() + n as u64);
-                Ok(n)
-            }
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.err.record(&e);
-                }
-                Err(e)
-            }
-        }
+        let n = self.err.note(self.inner.read(buf))?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for Source<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.err.note(self.inner.fill_buf())
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+        self.count.set(self.count.get() + amount as u64);
     }
 }
 
@@ -106,7 +119,7 @@ pub(crate) fn open<'a>(
     let input_bytes = Rc::new(Cell::new(0));
     let read_side = ReadSide::default();
     let mut source = Source {
-        inner: input,
+        inner: io::BufReader::with_capacity(INPUT_BUFFER, input),
         count: input_bytes.clone(),
         err: read_side.input_err.clone(),
     };
@@ -125,8 +138,7 @@ pub(crate) fn open<'a>(
     let inner: Box<dyn Read + 'a> = if head.starts_with(GZIP_MAGIC) {
         // Multi-member: pigz and friends may concatenate gzip members.
         Box::new(
-            GzipDecoder::new(io::BufReader::with_capacity(GZIP_INPUT_BUFFER, stream))
-                .map_err(|e| ConvertError::io("starting gzip decoder", e))?,
+            GzipDecoder::new(stream).map_err(|e| ConvertError::io("starting gzip decoder", e))?,
         )
     } else if head.starts_with(ZSTD_MAGIC) {
         Box::new(

@@ -127,8 +127,8 @@ pub struct ConvertStats {
 /// Converts one OCI/Docker image layer (tar; gzip, zstd or plain, detected by magic bytes)
 /// read from `input` into a SquashFS image written at `out`.
 ///
-/// Streams in one pass. On success the output is fsynced (the caller renames it into place);
-/// on any error no file is left at `out`.
+/// Streams in one pass, reading `input` 1 MiB at a time (no need to buffer it). On success the
+/// output is fsynced (the caller renames it into place); on any error no file is left at `out`.
 pub fn tar_layer_to_squashfs(
     input: impl Read,
     out: &Path,
