@@ -254,19 +254,24 @@ fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer
                 .finish()
                 .and_then(|f| f.sync_all())
                 .map_err(ClbError::io(format!("writing {}", out.display())))?;
-            finish_layer(out, diff_id, TAR_GZIP_MEDIA_TYPE)
+            let digest = sha256_file(out)?;
+            finish_layer(out, digest, diff_id, TAR_GZIP_MEDIA_TYPE)
         }
         LayerFormat::Squashfs => {
-            clb_convert::squashfs_from_dir(dir, out, &clb_convert::ConvertOptions::publisher())
-                .map_err(ClbError::from)?;
-            let digest = sha256_file(out)?;
-            finish_layer(out, digest, SQUASHFS_LAYER_MEDIA_TYPE)
+            let stats =
+                clb_convert::squashfs_from_dir(dir, out, &clb_convert::ConvertOptions::publisher())
+                    .map_err(ClbError::from)?;
+            squashfs_layer(out, stats.output_digest)
         }
     }
 }
 
-fn finish_layer(path: &Path, diff_id: String, media_type: &'static str) -> Result<BuiltLayer> {
-    let digest = sha256_file(path)?;
+fn finish_layer(
+    path: &Path,
+    digest: String,
+    diff_id: String,
+    media_type: &'static str,
+) -> Result<BuiltLayer> {
     let size = std::fs::metadata(path)
         .map_err(ClbError::io(format!("stat {}", path.display())))?
         .len();
@@ -336,12 +341,16 @@ pub async fn convert_image(
         let blob = work.path().join(format!("blob{i}"));
         registry.download_blob(&src, desc, &blob, &|_| {}).await?;
         let out = work.path().join(format!("layer{i}.squashfs"));
-        match kind {
-            LayerKind::Squashfs => std::fs::rename(&blob, &out)
-                .map_err(ClbError::io(format!("moving {}", blob.display())))?,
+        let digest = match kind {
+            LayerKind::Squashfs => {
+                std::fs::rename(&blob, &out)
+                    .map_err(ClbError::io(format!("moving {}", blob.display())))?;
+                // download_blob checked it against the manifest.
+                desc.digest.clone()
+            }
             LayerKind::Tar => {
                 let (b, o) = (blob.clone(), out.clone());
-                crate::blocking(move || {
+                let stats = crate::blocking(move || {
                     let f = std::fs::File::open(&b)
                         .map_err(ClbError::io(format!("opening {}", b.display())))?;
                     clb_convert::tar_layer_to_squashfs(
@@ -352,37 +361,39 @@ pub async fn convert_image(
                     .map_err(ClbError::from)
                 })
                 .await?;
+                stats.output_digest
             }
-        }
-        squashfs.push(out);
+        };
+        squashfs.push((out, digest));
     }
     let layers = if merged {
         let mnt = work.path().join("merged");
         std::fs::create_dir(&mnt).map_err(ClbError::io("creating merge mount point"))?;
         let out = work.path().join("merged.squashfs");
-        let (paths, m, o) = (squashfs.clone(), mnt.clone(), out.clone());
-        crate::blocking(move || -> Result<()> {
+        let paths: Vec<PathBuf> = squashfs.iter().map(|(p, _)| p.clone()).collect();
+        let (m, o) = (mnt.clone(), out.clone());
+        let stats = crate::blocking(move || -> Result<clb_convert::ConvertStats> {
             let stack = clb_disk::mount_layer_stack(&paths, &m).map_err(ClbError::from)?;
             let result =
                 clb_convert::squashfs_from_dir(&m, &o, &clb_convert::ConvertOptions::publisher())
                     .map_err(ClbError::from);
             stack.unmount().map_err(ClbError::from)?;
-            result.map(|_| ())
+            result
         })
         .await?;
-        vec![squashfs_layer(&out)?]
+        vec![squashfs_layer(&out, stats.output_digest)?]
     } else {
         squashfs
-            .iter()
-            .map(|p| squashfs_layer(p))
+            .into_iter()
+            .map(|(p, digest)| squashfs_layer(&p, digest))
             .collect::<Result<Vec<_>>>()?
     };
     push_image(registry, &dst, &layers).await
 }
 
-fn squashfs_layer(path: &Path) -> Result<BuiltLayer> {
-    let digest = sha256_file(path)?;
-    finish_layer(path, digest, SQUASHFS_LAYER_MEDIA_TYPE)
+/// A SquashFS layer's digest is also its diff ID: it is not compressed as a whole.
+fn squashfs_layer(path: &Path, digest: String) -> Result<BuiltLayer> {
+    finish_layer(path, digest.clone(), digest, SQUASHFS_LAYER_MEDIA_TYPE)
 }
 
 /// `clb mount`: the slot's layers, read-only, stacked as the initrd stacks them.

@@ -388,8 +388,8 @@ fn convert_reader(
         ),
         ..opts.clone()
     };
-    clb_convert::tar_layer_to_squashfs(input, out, &opts).map_err(ClbError::from)?;
-    sha256_file(out)
+    let stats = clb_convert::tar_layer_to_squashfs(input, out, &opts).map_err(ClbError::from)?;
+    Ok(stats.output_digest)
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {

@@ -112,7 +112,7 @@ impl ConvertOptions {
 /// The zstd level of [`ConvertOptions::host`].
 pub const HOST_ZSTD_LEVEL: u32 = 1;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvertStats {
     /// Tar entries read from the layer (PAX, global PAX and long-name headers not counted).
     pub entries: u64,
@@ -122,6 +122,8 @@ pub struct ConvertStats {
     pub tar_bytes: u64,
     /// Size of the SquashFS image written.
     pub output_bytes: u64,
+    /// `sha256:<hex>` of the SquashFS image written: its name in a content-addressed store.
+    pub output_digest: String,
 }
 
 /// Converts one OCI/Docker image layer (tar; gzip, zstd or plain, detected by magic bytes)
@@ -160,12 +162,13 @@ pub fn tar_layer_to_squashfs(
         }
     };
 
-    let output_bytes = sync_output(out).inspect_err(|_| tar2sqfs::remove(out))?;
+    let (output_bytes, output_digest) = seal_output(out).inspect_err(|_| tar2sqfs::remove(out))?;
     Ok(ConvertStats {
         entries,
         input_bytes: opened.input_bytes.get(),
         tar_bytes: tar_bytes.get(),
         output_bytes,
+        output_digest,
     })
 }
 
@@ -199,19 +202,46 @@ fn failure_error(failure: Failure, read_side: &decode::ReadSide, writing: &str) 
     }
 }
 
-/// Makes the image durable before the caller renames it into place.
-fn sync_output(out: &Path) -> Result<u64, ConvertError> {
-    let ctx = || format!("syncing {}", out.display());
-    let file = std::fs::File::open(out).map_err(|e| ConvertError::io(ctx(), e))?;
-    file.sync_all().map_err(|e| ConvertError::io(ctx(), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| ConvertError::io(ctx(), e))?
-        .len();
+/// Makes the image durable before the caller renames it into place, and hashes it meanwhile:
+/// the fsync waits for the disk and the hash for a CPU, so side by side the tail of the last
+/// layer of an upgrade is the longer of the two instead of their sum (docs/performance.md).
+fn seal_output(out: &Path) -> Result<(u64, String), ConvertError> {
+    let file = std::fs::File::open(out)
+        .map_err(|e| ConvertError::io(format!("opening {}", out.display()), e))?;
+    let (synced, hashed) = std::thread::scope(|s| {
+        let sync = s.spawn(|| file.sync_all());
+        let hashed = sha256_of(&file);
+        (sync.join(), hashed)
+    });
+    let synced = synced.unwrap_or_else(|_| Err(io::Error::other("the fsync thread panicked")));
+    synced.map_err(|e| ConvertError::io(format!("syncing {}", out.display()), e))?;
+    let (len, digest) =
+        hashed.map_err(|e| ConvertError::io(format!("reading {}", out.display()), e))?;
     if len == 0 {
         return Err(ConvertError::Tool("produced an empty image".into()));
     }
-    Ok(len)
+    Ok((len, digest))
+}
+
+/// The length and `sha256:<hex>` digest of a file read from its start.
+fn sha256_of(mut file: &std::fs::File) -> io::Result<(u64, String)> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    // Large reads: an image is hundreds of MiB, and 256 KiB is small beside the memory budget.
+    let mut buf = vec![0; 256 << 10];
+    let mut len = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((len, format!("sha256:{}", hex::encode(hasher.finalize()))))
 }
 
 /// A directory straight into a SquashFS layer: `tar_from_dir` piped into the same converter,

@@ -36,6 +36,10 @@ fn check(input: &[u8], tar_len: usize) {
     assert_eq!(stats.input_bytes, input.len() as u64);
     assert_eq!(stats.tar_bytes, tar_len as u64);
     assert_eq!(stats.output_bytes, std::fs::metadata(&out).unwrap().len());
+    // The digest a store names the layer by, against coreutils' own hash of the file.
+    let sum = run(Command::new("sha256sum").arg(&out));
+    let hex = sum.split_whitespace().next().unwrap();
+    assert_eq!(stats.output_digest, format!("sha256:{hex}"));
     require("unsquashfs");
     let lls = run(Command::new("unsquashfs").arg("-lls").arg(&out));
     assert!(lls.contains("etc/link -> hostname"), "{lls}");
