@@ -8,7 +8,7 @@ use clb_ondisk::SlotName;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClbError, Result};
-use crate::pull::{LayerKind, SQUASHFS_LAYER_MEDIA_TYPE, layer_kind, sha256_file};
+use crate::pull::{LayerKind, SQUASHFS_LAYER_MEDIA_TYPE, layer_kind};
 use crate::registry::{OCI_MANIFEST, Platform, Registry};
 use crate::signatures;
 use crate::store::StateStore;
@@ -242,19 +242,25 @@ fn build_layer(dir: &Path, out: &Path, format: LayerFormat) -> Result<BuiltLayer
         LayerFormat::TarGzip => {
             let file = std::fs::File::create(out)
                 .map_err(ClbError::io(format!("creating {}", out.display())))?;
-            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            // Both digests as the bytes go by: the tar's (the diff ID) above the encoder,
+            // the blob's below it, so the layer is never read back.
+            let blob_hash = HashingWriter {
+                inner: file,
+                hasher: Sha256::new(),
+            };
+            let gz = flate2::write::GzEncoder::new(blob_hash, flate2::Compression::default());
             let mut tar_hash = HashingWriter {
                 inner: gz,
                 hasher: Sha256::new(),
             };
             clb_convert::tar_from_dir(dir, &mut tar_hash).map_err(ClbError::from)?;
             let diff_id = format!("sha256:{}", hex::encode(tar_hash.hasher.finalize()));
-            tar_hash
+            let blob_hash = tar_hash
                 .inner
                 .finish()
-                .and_then(|f| f.sync_all())
+                .and_then(|w| w.inner.sync_all().map(|()| w.hasher))
                 .map_err(ClbError::io(format!("writing {}", out.display())))?;
-            let digest = sha256_file(out)?;
+            let digest = format!("sha256:{}", hex::encode(blob_hash.finalize()));
             finish_layer(out, digest, diff_id, TAR_GZIP_MEDIA_TYPE)
         }
         LayerFormat::Squashfs => {

@@ -10,7 +10,6 @@ use clb_ondisk::LayerRecord;
 use clb_ondisk::layout::digest_file_name;
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::manifest::OciDescriptor;
-use sha2::{Digest, Sha256};
 
 use crate::error::{ClbError, Result};
 use crate::growing::{FinishOnDrop, GrowingFile, Watermark};
@@ -393,21 +392,11 @@ fn convert_reader(
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file =
+    let file =
         std::fs::File::open(path).map_err(ClbError::io(format!("opening {}", path.display())))?;
-    let mut hasher = Sha256::new();
-    // Large reads: a layer is hundreds of MiB, and io::copy's 8 KiB would be 80,000 reads
-    // for 600 MiB; 256 KiB keeps the buffer small beside the 64 MiB budget.
-    let mut buf = vec![0; 256 << 10];
-    loop {
-        match std::io::Read::read(&mut file, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ClbError::io(format!("reading {}", path.display()))(e)),
-        }
-    }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    clb_convert::sha256_of(&file)
+        .map(|(_, digest)| digest)
+        .map_err(ClbError::io(format!("reading {}", path.display())))
 }
 
 /// A native layer must be a SquashFS 4.0 image that fits in the file: its superblock is read

@@ -223,8 +223,9 @@ fn seal_output(out: &Path) -> Result<(u64, String), ConvertError> {
     Ok((len, digest))
 }
 
-/// The length and `sha256:<hex>` digest of a file read from its start.
-fn sha256_of(mut file: &std::fs::File) -> io::Result<(u64, String)> {
+/// The length and `sha256:<hex>` digest of a file read from its current offset (its start,
+/// when just opened): the name a layer store gives an image.
+pub fn sha256_of(mut file: &std::fs::File) -> io::Result<(u64, String)> {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     // Large reads: an image is hundreds of MiB, and 256 KiB is small beside the memory budget.
